@@ -1,0 +1,457 @@
+//! The one YAML configuration file shared by `zerg-pool` and `zergling`.
+//!
+//! The structs below are the schema: each field's doc comment is the option's documentation,
+//! defaults live in the `default_*` functions, and [`Config::load`] runs every check serde
+//! cannot express once, reporting all problems at once. Option names follow uWSGI's where the
+//! meaning is the same (`processes`, `threads`, `http`, `module`, `wsgi-file`, `pythonpath`,
+//! `virtualenv`, `chdir`, `reload-mercy`, `listen`, `env`).
+//!
+//! Relative paths are resolved like uWSGI does: against the working directory after `chdir`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// A parsed and validated configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Path of the pool's control socket (unix, mode 0600). zerglings and `zergctl` connect here.
+    pub zerg_server: PathBuf,
+
+    /// HTTP listeners: `host:port`, `:port` (all IPv4 addresses), `[::1]:port`, or a unix socket
+    /// path (anything containing a `/`). One value or a list.
+    #[serde(default)]
+    pub http: StringList,
+
+    /// A WSGI file to load, like uWSGI's `wsgi-file`; its `callable` is the app.
+    #[serde(default)]
+    pub wsgi_file: Option<PathBuf>,
+
+    /// The app as `package.module:callable` (or `package.module`, then `callable` is used).
+    /// A trailing `()` calls the named factory once at import: `pkg.app:make_app()`.
+    #[serde(default)]
+    pub module: Option<String>,
+
+    /// Name of the WSGI callable when `module` or `wsgi-file` does not name one.
+    #[serde(default = "default_callable")]
+    pub callable: String,
+
+    /// Directories prepended to `sys.path`. One value or a list.
+    #[serde(default)]
+    pub pythonpath: StringList,
+
+    /// A virtualenv whose interpreter settings and site-packages the app uses.
+    #[serde(default, alias = "venv", alias = "home")]
+    pub virtualenv: Option<PathBuf>,
+
+    /// Directory the zergling changes to before it imports the app.
+    #[serde(default)]
+    pub chdir: Option<PathBuf>,
+
+    /// Number of web worker processes.
+    #[serde(default = "default_processes", alias = "workers")]
+    pub processes: u32,
+
+    /// OS threads per worker that run WSGI calls (each takes the GIL per call).
+    #[serde(default = "default_threads")]
+    pub threads: u32,
+
+    /// Listen backlog of every socket the pool binds.
+    #[serde(default = "default_listen")]
+    pub listen: u32,
+
+    /// Environment variables for the app, each `NAME=VALUE`. One value or a list.
+    #[serde(default)]
+    pub env: StringList,
+
+    /// Command that starts a zergling (a string split on white space, or a list). The default is
+    /// the `zergling` binary beside `zerg-pool`. It gets `ZERG_POOL`, `ZERG_CONFIG` and
+    /// `ZERG_GENERATION` in its environment.
+    #[serde(default)]
+    pub zergling: Option<StringList>,
+
+    /// Seconds a stopping generation gets to finish in-flight requests before stragglers are
+    /// killed.
+    #[serde(default = "default_mercy")]
+    pub reload_mercy: u64,
+
+    /// Seconds a single worker gets to finish in-flight requests when it is stopped.
+    #[serde(default = "default_mercy")]
+    pub worker_reload_mercy: u64,
+}
+
+fn default_callable() -> String {
+    "application".to_owned()
+}
+fn default_processes() -> u32 {
+    1
+}
+fn default_threads() -> u32 {
+    1
+}
+fn default_listen() -> u32 {
+    1024
+}
+fn default_mercy() -> u64 {
+    60
+}
+
+/// One string or a list of strings, as uWSGI options accept both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StringList(pub Vec<String>);
+
+impl StringList {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_owned()]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StringList, E> {
+                Ok(StringList::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<ScalarString>()? {
+                    out.push(item.0);
+                }
+                Ok(StringList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list element: a string, or a number written without quotes (`- 8080`).
+struct ScalarString(String);
+
+impl<'de> Deserialize<'de> for ScalarString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "address", rename_all = "lowercase")]
+pub enum ListenAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// Parses `host:port`, `:port`, `[v6]:port`, `localhost:port` or a unix path.
+    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if s.contains('/') {
+            return Ok(ListenAddr::Unix(PathBuf::from(s)));
+        }
+        let with_host = if s.starts_with(':') {
+            format!("0.0.0.0{s}")
+        } else if let Some(port) = s.strip_prefix("localhost:") {
+            format!("127.0.0.1:{port}")
+        } else {
+            s.to_owned()
+        };
+        with_host
+            .parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("`{s}` is neither host:port nor a unix socket path"))
+    }
+}
+
+/// Why a configuration could not be used. The message names the file, the key and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config {path}:\n  {}", problems.join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates YAML text; `path` is used in messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: describe_yaml_error(&e),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every check serde cannot express, all reported together.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.http.is_empty() {
+            problems.push("`http`: at least one listener is needed, e.g. `http: 127.0.0.1:8080`".into());
+        }
+        for addr in self.http.iter() {
+            if let Err(e) = ListenAddr::parse(addr) {
+                problems.push(format!("`http`: {e}"));
+            }
+        }
+        match (&self.wsgi_file, &self.module) {
+            (None, None) => problems.push("one of `wsgi-file` or `module` must name the app".into()),
+            (Some(_), Some(_)) => problems.push("`wsgi-file` and `module` both name an app: keep one".into()),
+            _ => {}
+        }
+        if self.processes == 0 {
+            problems.push("`processes` must be at least 1".into());
+        }
+        if self.threads == 0 {
+            problems.push("`threads` must be at least 1".into());
+        }
+        for kv in self.env.iter() {
+            if !kv.contains('=') || kv.starts_with('=') {
+                problems.push(format!("`env`: `{kv}` is not NAME=VALUE"));
+            }
+        }
+        if let Some(cmd) = &self.zergling {
+            if cmd.iter().all(|s| s.trim().is_empty()) {
+                problems.push("`zergling`: the command is empty".into());
+            }
+        }
+        problems
+    }
+
+    /// The listeners to bind, in config order.
+    pub fn listen_addrs(&self) -> Vec<ListenAddr> {
+        self.http.iter().filter_map(|s| ListenAddr::parse(s).ok()).collect()
+    }
+
+    /// The command that starts a zergling, if the config names one.
+    pub fn zergling_command(&self) -> Option<Vec<String>> {
+        let cmd = self.zergling.as_ref()?;
+        let argv: Vec<String> = if cmd.0.len() == 1 {
+            cmd.0[0].split_whitespace().map(str::to_owned).collect()
+        } else {
+            cmd.0.clone()
+        };
+        Some(argv)
+    }
+
+    pub fn reload_mercy(&self) -> Duration {
+        Duration::from_secs(self.reload_mercy)
+    }
+
+    pub fn worker_reload_mercy(&self) -> Duration {
+        Duration::from_secs(self.worker_reload_mercy)
+    }
+}
+
+/// Turns serde_yaml's message into one an operator can act on: the key, the line, and for an
+/// unknown key the closest valid one.
+fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+    let raw = e.to_string();
+    // serde_yaml appends " at line L column C"; we say the line ourselves.
+    let body = match raw.rfind(" at line ") {
+        Some(i) => &raw[..i],
+        None => raw.as_str(),
+    };
+    let line = e
+        .location()
+        .map(|l| format!("line {}: ", l.line()))
+        .unwrap_or_default();
+    if let Some(unknown) = unknown_field(body) {
+        let hint = closest_option(unknown)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return format!("{line}unknown key `{unknown}`{hint}");
+    }
+    format!("{line}{body}")
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The valid option closest to `key` by edit distance, if any is close enough to be a typo.
+pub fn closest_option(key: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .map(|o| (strsim::damerau_levenshtein(key, o), *o))
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+/// Every option name, in the order of [`Config`] (aliases included).
+pub const OPTIONS: &[&str] = &[
+    "zerg-server",
+    "http",
+    "wsgi-file",
+    "module",
+    "callable",
+    "pythonpath",
+    "virtualenv",
+    "venv",
+    "home",
+    "chdir",
+    "processes",
+    "workers",
+    "threads",
+    "listen",
+    "env",
+    "zergling",
+    "reload-mercy",
+    "worker-reload-mercy",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.yml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("zerg-server: /tmp/z.sock\nhttp: 127.0.0.1:8080\nwsgi-file: app.py\n").unwrap();
+        assert_eq!(c.processes, 1);
+        assert_eq!(c.threads, 1);
+        assert_eq!(c.callable, "application");
+        assert_eq!(
+            c.listen_addrs(),
+            vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn lists_and_scalars_both_work() {
+        let c = parse(
+            "zerg-server: z.sock\nhttp:\n  - :8000\n  - /run/app.sock\n  - '[::1]:9000'\nmodule: app:app\npythonpath: lib\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen_addrs(),
+            vec![
+                ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap()),
+                ListenAddr::Unix("/run/app.sock".into()),
+                ListenAddr::Tcp("[::1]:9000".parse().unwrap()),
+            ]
+        );
+        assert_eq!(c.pythonpath.0, vec!["lib"]);
+    }
+
+    #[test]
+    fn misspelt_key_names_key_line_and_suggestion() {
+        let err = parse("zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\nprocesess: 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `procesess`"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("did you mean `processes`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = parse("zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\nprocesses: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("processes"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let err = parse("zerg-server: z.sock\nhttp: nonsense\nprocesses: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`nonsense`"), "{err}");
+        assert!(err.contains("wsgi-file"), "{err}");
+        assert!(err.contains("processes"), "{err}");
+    }
+
+    #[test]
+    fn no_suggestion_for_something_unrelated() {
+        assert_eq!(closest_option("zzzzzzzzzzzz"), None);
+        assert_eq!(closest_option("proceses"), Some("processes"));
+    }
+
+    #[test]
+    fn zergling_command_string_is_split() {
+        let c = parse("zerg-server: z\nhttp: :1\nmodule: a\nzergling: /opt/r2/zergling --verbose\n").unwrap();
+        assert_eq!(
+            c.zergling_command().unwrap(),
+            vec!["/opt/r2/zergling", "--verbose"]
+        );
+    }
+}

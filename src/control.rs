@@ -1,0 +1,377 @@
+//! The control protocol spoken on the pool's unix socket by zerglings and `zergctl`.
+//!
+//! Wire format: each frame is a 4-byte big-endian length, then that many bytes of JSON (one
+//! [`Message`]). File descriptors travel as SCM_RIGHTS attached to the frame that announces
+//! them (`Welcome` carries one fd per listener, in manifest order).
+//!
+//! The first frame each side sends is a hello that carries `protocol`; a peer with another
+//! version is refused with a message saying both versions, before anything else is decoded. A
+//! frame that does not parse closes that connection and nothing else.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ListenAddr;
+use crate::fdpass;
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames larger than this are a protocol error.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Who is on the other end of a control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A generation's master, asking for the listeners.
+    Zergling,
+    /// The operator's client.
+    Ctl,
+}
+
+/// One listening socket in the manifest; its fd follows in the same position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    /// Stable name, e.g. `http:0`.
+    pub name: String,
+    /// What the pool bound.
+    pub addr: ListenAddr,
+}
+
+/// The processes of one generation, as its master reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub kind: ProcessKind,
+    /// Position among processes of its kind, from 1 (uWSGI's `worker_id()`).
+    pub id: u32,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessKind {
+    #[default]
+    Worker,
+}
+
+/// One generation as `zergctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationStatus {
+    pub generation: u64,
+    pub state: String,
+    pub master_pid: Option<u32>,
+    /// Seconds since the generation was started or attached.
+    pub age_secs: u64,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// What the pool answers to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub pool_pid: u32,
+    pub listeners: Vec<ListenerInfo>,
+    pub generations: Vec<GenerationStatus>,
+}
+
+/// Every frame on the control socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Message {
+    /// First frame of a client (zergling or zergctl).
+    Hello {
+        protocol: u32,
+        role: Role,
+        pid: u32,
+        /// The generation number the pool gave a zergling it spawned (`ZERG_GENERATION`);
+        /// `None` for one started by someone else.
+        generation: Option<u64>,
+    },
+    /// The pool's answer to a zergling's hello; one fd per listener follows, in order.
+    Welcome {
+        protocol: u32,
+        generation: u64,
+        listeners: Vec<ListenerInfo>,
+    },
+    /// The pool's answer to a ctl hello.
+    HelloCtl { protocol: u32, pool_pid: u32 },
+    /// The pool will not talk to this peer; `reason` says why.
+    Refused { protocol: u32, reason: String },
+    /// zergling -> pool: the current set of processes (sent whenever it changes).
+    Processes { processes: Vec<ProcessInfo> },
+    /// zergling -> pool: every worker accepts; the generation can serve.
+    Ready,
+    /// zergling -> pool: the app could not be started; the zergling exits after this.
+    Failed { reason: String },
+    /// pool -> zergling: stop accepting, finish in-flight work within `mercy_secs`, exit.
+    Stop { mercy_secs: u64 },
+    /// ctl -> pool.
+    StatusRequest,
+    /// pool -> ctl.
+    Status(PoolStatus),
+    /// Either way: the previous frame could not be acted on.
+    Error { message: String },
+}
+
+/// What went wrong on a control connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("peer closed the control connection")]
+    Closed,
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("bad control message: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    Version { ours: u32, theirs: u32 },
+    #[error("expected {expected} fds with this message, got {got}")]
+    MissingFds { expected: usize, got: usize },
+}
+
+/// Encodes a message as a frame (length prefix + JSON).
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let json = serde_json::to_vec(msg).expect("control messages always serialize");
+    let mut frame = Vec::with_capacity(4 + json.len());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&json);
+    frame
+}
+
+/// Reassembles frames and the fds that came with them from a byte stream.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FrameDecoder {
+    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+        self.buf.extend_from_slice(bytes);
+        self.fds.extend(fds);
+    }
+
+    /// The next complete frame's JSON, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ControlError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(ControlError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(frame))
+    }
+
+    /// Takes `n` fds received so far, in order.
+    pub fn take_fds(&mut self, n: usize) -> Result<Vec<OwnedFd>, ControlError> {
+        if self.fds.len() < n {
+            return Err(ControlError::MissingFds {
+                expected: n,
+                got: self.fds.len(),
+            });
+        }
+        Ok(self.fds.drain(..n).collect())
+    }
+}
+
+/// Decodes a first frame: the protocol version is checked before the rest is trusted.
+pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        protocol: u32,
+    }
+    let v: Versioned = serde_json::from_slice(frame)?;
+    if v.protocol != PROTOCOL_VERSION {
+        return Err(ControlError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: v.protocol,
+        });
+    }
+    Ok(serde_json::from_slice(frame)?)
+}
+
+/// How many fds travel with a message.
+pub fn fd_count(msg: &Message) -> usize {
+    match msg {
+        Message::Welcome { listeners, .. } => listeners.len(),
+        _ => 0,
+    }
+}
+
+/// A blocking control connection, for zerglings and zergctl (single-threaded callers).
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl Connection {
+    pub fn connect(path: &Path) -> io::Result<Connection> {
+        let stream = UnixStream::connect(path)?;
+        Ok(Connection::new(stream))
+    }
+
+    pub fn new(stream: UnixStream) -> Connection {
+        Connection {
+            stream,
+            decoder: FrameDecoder::default(),
+        }
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Sends one message with `fds` attached.
+    pub fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError> {
+        let frame = encode(msg);
+        let mut sent = fdpass::send_with_fds(self.stream.as_fd(), &frame, fds)?;
+        while sent < frame.len() {
+            sent += fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], &[])?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next frame, blocking; returns its JSON.
+    fn recv_frame(&mut self) -> Result<Vec<u8>, ControlError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads once from the socket into the decoder. Errors with `Closed` at end of stream.
+    pub fn fill(&mut self) -> Result<(), ControlError> {
+        let mut buf = [0u8; 8192];
+        let mut fds = Vec::new();
+        let n = loop {
+            match fdpass::recv_with_fds(self.stream.as_fd(), &mut buf, &mut fds) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 && fds.is_empty() {
+            return Err(ControlError::Closed);
+        }
+        self.decoder.push(&buf[..n], fds);
+        Ok(())
+    }
+
+    /// The next message, if a whole one is already buffered (never blocks).
+    pub fn try_next(&mut self) -> Result<Option<(Message, Vec<OwnedFd>)>, ControlError> {
+        match self.decoder.next_frame()? {
+            Some(frame) => self.finish(&frame, false).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Receives the next message and its fds, blocking.
+    pub fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let frame = self.recv_frame()?;
+        self.finish(&frame, false)
+    }
+
+    /// Receives the peer's first message, checking the protocol version.
+    pub fn recv_hello(&mut self) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let frame = self.recv_frame()?;
+        self.finish(&frame, true)
+    }
+
+    fn finish(&mut self, frame: &[u8], hello: bool) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let msg = if hello {
+            decode_hello(frame)?
+        } else {
+            serde_json::from_slice(frame)?
+        };
+        let fds = self.decoder.take_fds(fd_count(&msg))?;
+        Ok((msg, fds))
+    }
+}
+
+/// Default place of the control socket when neither flag nor config names one.
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("zerg.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_anywhere_reassemble() {
+        let a = encode(&Message::Ready);
+        let b = encode(&Message::Stop { mercy_secs: 5 });
+        let all: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+        for split in 0..all.len() {
+            let mut d = FrameDecoder::default();
+            d.push(&all[..split], vec![]);
+            let mut got = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            d.push(&all[split..], vec![]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            let msgs: Vec<Message> = got.iter().map(|f| serde_json::from_slice(f).unwrap()).collect();
+            assert_eq!(msgs, vec![Message::Ready, Message::Stop { mercy_secs: 5 }]);
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected() {
+        let mut d = FrameDecoder::default();
+        d.push(&(MAX_FRAME as u32 + 1).to_be_bytes(), vec![]);
+        assert!(matches!(d.next_frame(), Err(ControlError::TooLarge(_))));
+    }
+
+    #[test]
+    fn other_protocol_version_is_named() {
+        let frame = br#"{"type":"hello","protocol":99,"role":"zergling","pid":1,"generation":null}"#;
+        let err = decode_hello(frame).unwrap_err();
+        assert_eq!(err.to_string(), "protocol version mismatch: we speak 1, the peer speaks 99");
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(matches!(decode_hello(b"not json"), Err(ControlError::Decode(_))));
+    }
+
+    #[test]
+    fn welcome_carries_listener_fds_over_a_real_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (l1, _keep) = UnixStream::pair().unwrap();
+        let mut tx = Connection::new(a);
+        let mut rx = Connection::new(b);
+        let welcome = Message::Welcome {
+            protocol: PROTOCOL_VERSION,
+            generation: 3,
+            listeners: vec![ListenerInfo {
+                name: "http:0".into(),
+                addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+            }],
+        };
+        tx.send(&welcome, &[l1.as_fd()]).unwrap();
+        tx.send(&Message::Ready, &[]).unwrap();
+        let (msg, fds) = rx.recv_hello().unwrap();
+        assert_eq!(msg, welcome);
+        assert_eq!(fds.len(), 1);
+        assert_eq!(rx.recv().unwrap().0, Message::Ready);
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(ControlError::Closed)));
+    }
+}

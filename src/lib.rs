@@ -1,0 +1,7 @@
+//! Pieces shared by `zerg-pool`, `zergling` and `zergctl`: the configuration schema, the control
+//! protocol, fd passing over unix sockets, and log setup.
+
+pub mod config;
+pub mod control;
+pub mod fdpass;
+pub mod logging;
