@@ -259,7 +259,9 @@ impl Config {
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.http.is_empty() {
-            problems.push("`http`: at least one listener is needed, e.g. `http: 127.0.0.1:8080`".into());
+            problems.push(
+                "`http`: at least one listener is needed, e.g. `http: 127.0.0.1:8080`".into(),
+            );
         }
         for addr in self.http.iter() {
             if let Err(e) = ListenAddr::parse(addr) {
@@ -267,8 +269,12 @@ impl Config {
             }
         }
         match (&self.wsgi_file, &self.module) {
-            (None, None) => problems.push("one of `wsgi-file` or `module` must name the app".into()),
-            (Some(_), Some(_)) => problems.push("`wsgi-file` and `module` both name an app: keep one".into()),
+            (None, None) => {
+                problems.push("one of `wsgi-file` or `module` must name the app".into())
+            }
+            (Some(_), Some(_)) => {
+                problems.push("`wsgi-file` and `module` both name an app: keep one".into())
+            }
             _ => {}
         }
         if self.processes == 0 {
@@ -292,7 +298,10 @@ impl Config {
 
     /// The listeners to bind, in config order.
     pub fn listen_addrs(&self) -> Vec<ListenAddr> {
-        self.http.iter().filter_map(|s| ListenAddr::parse(s).ok()).collect()
+        self.http
+            .iter()
+            .filter_map(|s| ListenAddr::parse(s).ok())
+            .collect()
     }
 
     /// The command that starts a zergling, if the config names one.
@@ -384,7 +393,8 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = parse("zerg-server: /tmp/z.sock\nhttp: 127.0.0.1:8080\nwsgi-file: app.py\n").unwrap();
+        let c =
+            parse("zerg-server: /tmp/z.sock\nhttp: 127.0.0.1:8080\nwsgi-file: app.py\n").unwrap();
         assert_eq!(c.processes, 1);
         assert_eq!(c.threads, 1);
         assert_eq!(c.callable, "application");
@@ -448,7 +458,9 @@ mod tests {
 
     #[test]
     fn zergling_command_string_is_split() {
-        let c = parse("zerg-server: z\nhttp: :1\nmodule: a\nzergling: /opt/r2/zergling --verbose\n").unwrap();
+        let c =
+            parse("zerg-server: z\nhttp: :1\nmodule: a\nzergling: /opt/r2/zergling --verbose\n")
+                .unwrap();
         assert_eq!(
             c.zergling_command().unwrap(),
             vec!["/opt/r2/zergling", "--verbose"]

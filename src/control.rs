@@ -60,6 +60,14 @@ pub enum ProcessKind {
     Worker,
 }
 
+impl std::fmt::Display for ProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            ProcessKind::Worker => "worker",
+        })
+    }
+}
+
 /// One generation as `zergctl status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationStatus {
@@ -291,7 +299,11 @@ impl Connection {
         self.finish(&frame, true)
     }
 
-    fn finish(&mut self, frame: &[u8], hello: bool) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+    fn finish(
+        &mut self,
+        frame: &[u8],
+        hello: bool,
+    ) -> Result<(Message, Vec<OwnedFd>), ControlError> {
         let msg = if hello {
             decode_hello(frame)?
         } else {
@@ -327,7 +339,10 @@ mod tests {
             while let Some(f) = d.next_frame().unwrap() {
                 got.push(f);
             }
-            let msgs: Vec<Message> = got.iter().map(|f| serde_json::from_slice(f).unwrap()).collect();
+            let msgs: Vec<Message> = got
+                .iter()
+                .map(|f| serde_json::from_slice(f).unwrap())
+                .collect();
             assert_eq!(msgs, vec![Message::Ready, Message::Stop { mercy_secs: 5 }]);
         }
     }
@@ -341,14 +356,21 @@ mod tests {
 
     #[test]
     fn other_protocol_version_is_named() {
-        let frame = br#"{"type":"hello","protocol":99,"role":"zergling","pid":1,"generation":null}"#;
+        let frame =
+            br#"{"type":"hello","protocol":99,"role":"zergling","pid":1,"generation":null}"#;
         let err = decode_hello(frame).unwrap_err();
-        assert_eq!(err.to_string(), "protocol version mismatch: we speak 1, the peer speaks 99");
+        assert_eq!(
+            err.to_string(),
+            "protocol version mismatch: we speak 1, the peer speaks 99"
+        );
     }
 
     #[test]
     fn garbage_is_a_decode_error() {
-        assert!(matches!(decode_hello(b"not json"), Err(ControlError::Decode(_))));
+        assert!(matches!(
+            decode_hello(b"not json"),
+            Err(ControlError::Decode(_))
+        ));
     }
 
     #[test]

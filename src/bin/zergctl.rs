@@ -1,0 +1,105 @@
+//! `zergctl`: the operator's client for a running zerg-pool.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use zerg::control::{Connection, Message, PoolStatus, Role, PROTOCOL_VERSION};
+
+/// Talk to a running zerg-pool over its control socket.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The pool's control socket (`zerg-server:` in the config).
+    #[arg(long, env = "ZERG_POOL")]
+    pool: Option<PathBuf>,
+    /// Read the control socket path from this config instead.
+    #[arg(short, long, env = "ZERG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the generations, their masters and workers.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("zergctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let socket = match (args.pool, args.config) {
+        (Some(p), _) => p,
+        (None, Some(c)) => zerg::config::Config::load(&c)?.zerg_server,
+        (None, None) => {
+            bail!("name the pool's control socket with --pool (or a config with --config)")
+        }
+    };
+    let mut conn = Connection::connect(&socket).with_context(|| {
+        format!(
+            "cannot connect to the pool at {}; is zerg-pool running?",
+            socket.display()
+        )
+    })?;
+    conn.send(
+        &Message::Hello {
+            protocol: PROTOCOL_VERSION,
+            role: Role::Ctl,
+            pid: std::process::id(),
+            generation: None,
+        },
+        &[],
+    )?;
+    match conn.recv_hello()?.0 {
+        Message::HelloCtl { .. } => {}
+        Message::Refused { reason, .. } => bail!("the pool refused: {reason}"),
+        other => bail!("unexpected answer from the pool: {other:?}"),
+    }
+    match args.command {
+        Command::Status { json } => {
+            conn.send(&Message::StatusRequest, &[])?;
+            let status = match conn.recv()?.0 {
+                Message::Status(s) => s,
+                Message::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer from the pool: {other:?}"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(status: &PoolStatus) {
+    println!("pool pid {}", status.pool_pid);
+    for l in &status.listeners {
+        println!("  listener {} {}", l.name, l.addr);
+    }
+    if status.generations.is_empty() {
+        println!("no generation running");
+    }
+    for g in &status.generations {
+        let master = g.master_pid.map_or("-".to_owned(), |p| p.to_string());
+        println!(
+            "generation {} {} master pid {} age {}s",
+            g.generation, g.state, master, g.age_secs
+        );
+        for p in &g.processes {
+            println!("  {} {} pid {}", p.kind, p.id, p.pid);
+        }
+    }
+}

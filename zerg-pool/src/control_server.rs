@@ -1,0 +1,250 @@
+//! The pool's side of the control socket: one task per connection.
+//!
+//! A task checks the peer's credentials (same user as the pool, or root), reads its hello, then
+//! relays frames to the supervisor as [`Event`]s and writes the supervisor's messages back. A
+//! peer that misbehaves (bad frame, wrong version, unexpected message) loses its own connection
+//! and nothing else.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use zerg::control::{
+    self, ControlError, FrameDecoder, Message, PoolStatus, Role, PROTOCOL_VERSION,
+};
+use zerg::fdpass;
+
+use crate::generation::ConnId;
+use crate::listeners::Listener;
+
+/// What connection tasks tell the supervisor.
+#[derive(Debug)]
+pub enum Event {
+    /// A zergling said hello; the supervisor answers through `tx` (a `Welcome` gets the
+    /// listener fds attached by the task).
+    ZerglingHello {
+        conn: ConnId,
+        pid: u32,
+        generation: Option<u64>,
+        tx: mpsc::UnboundedSender<Message>,
+    },
+    /// A later frame from a zergling.
+    FromZergling { conn: ConnId, msg: Message },
+    /// A connection closed (or was closed for misbehaving).
+    Disconnected { conn: ConnId },
+    /// zergctl asks for the status.
+    Status { reply: oneshot::Sender<PoolStatus> },
+}
+
+/// An async framed connection carrying fds.
+struct AsyncConn {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl AsyncConn {
+    async fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let frame = control::encode(msg);
+        let mut sent = 0;
+        while sent < frame.len() {
+            self.stream.writable().await?;
+            let attach = if sent == 0 { fds } else { &[] };
+            match self.stream.try_io(Interest::WRITABLE, || {
+                fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], attach)
+            }) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame's JSON; `Closed` at end of stream.
+    async fn recv_frame(&mut self) -> Result<Vec<u8>, ControlError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            self.stream.readable().await?;
+            let mut buf = [0u8; 8192];
+            let mut fds = Vec::new();
+            let raw = self.stream.as_raw_fd();
+            match self.stream.try_io(Interest::READABLE, || {
+                // SAFETY: `raw` is the stream's own fd, alive for this call.
+                let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+                fdpass::recv_with_fds(fd, &mut buf, &mut fds)
+            }) {
+                Ok(0) if fds.is_empty() => return Err(ControlError::Closed),
+                Ok(n) => self.decoder.push(&buf[..n], fds),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Serves one control connection until it closes.
+pub async fn serve(
+    stream: UnixStream,
+    conn: ConnId,
+    events: mpsc::UnboundedSender<Event>,
+    listeners: Arc<Vec<Listener>>,
+) {
+    if let Err(reason) = check_peer(&stream) {
+        tracing::warn!(conn, %reason, "control connection refused");
+        return;
+    }
+    let mut c = AsyncConn {
+        stream,
+        decoder: FrameDecoder::default(),
+    };
+    let hello = match c.recv_frame().await.and_then(|f| control::decode_hello(&f)) {
+        Ok(m) => m,
+        Err(ControlError::Closed) => return,
+        Err(e) => {
+            tracing::error!(conn, error = %e, "control connection refused: bad hello");
+            let _ = c
+                .send(
+                    &Message::Refused {
+                        protocol: PROTOCOL_VERSION,
+                        reason: e.to_string(),
+                    },
+                    &[],
+                )
+                .await;
+            return;
+        }
+    };
+    match hello {
+        Message::Hello {
+            role: Role::Zergling,
+            pid,
+            generation,
+            ..
+        } => serve_zergling(c, conn, pid, generation, events, listeners).await,
+        Message::Hello {
+            role: Role::Ctl, ..
+        } => serve_ctl(c, conn, events).await,
+        other => {
+            tracing::warn!(conn, message = ?other, "control connection closed: first frame was not a hello")
+        }
+    }
+}
+
+async fn serve_zergling(
+    mut c: AsyncConn,
+    conn: ConnId,
+    pid: u32,
+    generation: Option<u64>,
+    events: mpsc::UnboundedSender<Event>,
+    listeners: Arc<Vec<Listener>>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if events
+        .send(Event::ZerglingHello {
+            conn,
+            pid,
+            generation,
+            tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(msg) = out else { break };
+                let fds: Vec<BorrowedFd> = match &msg {
+                    Message::Welcome { .. } => listeners.iter().map(|l| l.fd()).collect(),
+                    _ => Vec::new(),
+                };
+                let refused = matches!(msg, Message::Refused { .. });
+                if let Err(e) = c.send(&msg, &fds).await {
+                    tracing::warn!(conn, pid, error = %e, "cannot write to zergling");
+                    break;
+                }
+                if refused {
+                    break;
+                }
+            }
+            frame = c.recv_frame() => {
+                match frame.and_then(|f| serde_json::from_slice::<Message>(&f).map_err(ControlError::from)) {
+                    Ok(msg) => {
+                        if events.send(Event::FromZergling { conn, msg }).is_err() {
+                            break;
+                        }
+                    }
+                    Err(ControlError::Closed) => break,
+                    Err(e) => {
+                        tracing::error!(conn, pid, error = %e, "closing zergling connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::Disconnected { conn });
+}
+
+async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender<Event>) {
+    let hello = Message::HelloCtl {
+        protocol: PROTOCOL_VERSION,
+        pool_pid: std::process::id(),
+    };
+    if c.send(&hello, &[]).await.is_err() {
+        return;
+    }
+    loop {
+        let msg = match c
+            .recv_frame()
+            .await
+            .and_then(|f| Ok(serde_json::from_slice::<Message>(&f)?))
+        {
+            Ok(m) => m,
+            Err(ControlError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(conn, error = %e, "closing zergctl connection");
+                return;
+            }
+        };
+        let answer = match msg {
+            Message::StatusRequest => {
+                let (reply, rx) = oneshot::channel();
+                if events.send(Event::Status { reply }).is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(status) => Message::Status(status),
+                    Err(_) => return,
+                }
+            }
+            other => Message::Error {
+                message: format!("zergctl cannot ask for {other:?}"),
+            },
+        };
+        if c.send(&answer, &[]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Only the pool's own user (or root) may talk to it, whatever the socket file's mode.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == me || cred.uid() == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "peer uid {} is neither root nor the pool's uid {me}",
+            cred.uid()
+        ))
+    }
+}

@@ -1,0 +1,461 @@
+//! The zergling master: attaches to the pool, imports the app once, forks the web workers and
+//! supervises them in one single-threaded loop (gunicorn's arbiter shape: signals and pool
+//! messages wake a poll(2); `reap`, `spawn` and `murder` are separate steps).
+//!
+//! The loop runs no tokio runtime and starts no thread, because it forks (see `process`).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use zerg::config::Config;
+use zerg::control::{
+    self, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind, Role, PROTOCOL_VERSION,
+};
+
+use crate::signals::SelfPipe;
+use crate::{process, python, worker};
+
+/// A worker that dies sooner than this after its start counts as a crash-loop step.
+const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
+const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
+
+/// What the zergling was started with.
+pub struct Options {
+    pub pool: PathBuf,
+    pub config: PathBuf,
+    pub generation: Option<u64>,
+}
+
+/// One web worker position (uWSGI's `worker_id()`), filled by successive processes.
+struct Slot {
+    id: u32,
+    pid: Option<Pid>,
+    started: Instant,
+    /// Read end of the pipe on which the worker writes one byte once it accepts.
+    ready_pipe: Option<OwnedFd>,
+    ready: bool,
+    /// Consecutive quick deaths, for the respawn backoff.
+    crashes: u32,
+    respawn_at: Option<Instant>,
+}
+
+/// How the master is stopping, once it is.
+#[derive(Clone, Copy)]
+enum Stopping {
+    Graceful { deadline: Instant },
+    Immediate,
+}
+
+struct Master {
+    config: Config,
+    generation: u64,
+    conn: Connection,
+    signals: SelfPipe,
+    listeners: Vec<OwnedFd>,
+    manifest: Vec<ListenerInfo>,
+    app: python::App,
+    slots: Vec<Slot>,
+    reported_ready: bool,
+    stopping: Option<Stopping>,
+}
+
+/// Runs a zergling to the end; returns its exit code.
+pub fn run(opts: Options) -> anyhow::Result<i32> {
+    let config = Config::load(&opts.config)?;
+    for kv in config.env.iter() {
+        if let Some((k, v)) = kv.split_once('=') {
+            // Single-threaded here, and before Python snapshots os.environ.
+            std::env::set_var(k, v);
+        }
+    }
+    if let Some(dir) = &config.chdir {
+        std::env::set_current_dir(dir).with_context(|| format!("chdir {}", dir.display()))?;
+    }
+    let signals = SelfPipe::install().context("cannot install signal handlers")?;
+    let mut conn = Connection::connect(&opts.pool)
+        .with_context(|| format!("cannot connect to the pool at {}", opts.pool.display()))?;
+    conn.send(
+        &Message::Hello {
+            protocol: PROTOCOL_VERSION,
+            role: Role::Zergling,
+            pid: std::process::id(),
+            generation: opts.generation,
+        },
+        &[],
+    )?;
+    let (generation, manifest, listeners) = match conn.recv_hello() {
+        Ok((
+            Message::Welcome {
+                generation,
+                listeners: manifest,
+                ..
+            },
+            fds,
+        )) => (generation, manifest, fds),
+        Ok((Message::Refused { reason, protocol }, _)) => {
+            bail!("the pool (protocol {protocol}) refused this zergling: {reason}")
+        }
+        Ok((other, _)) => bail!("the pool answered the hello with {other:?}"),
+        Err(e) => bail!("no welcome from the pool at {}: {e}", opts.pool.display()),
+    };
+    let _span = tracing::info_span!("generation", n = generation).entered();
+    tracing::info!(
+        listeners = %manifest.iter().map(|l| format!("{}={}", l.name, l.addr)).collect::<Vec<_>>().join(" "),
+        "received listeners; importing the app"
+    );
+    let started = Instant::now();
+    let app = match python::load(&config) {
+        Ok(app) => app,
+        Err(reason) => {
+            tracing::error!("cannot import the app: {reason}");
+            let _ = conn.send(&Message::Failed { reason }, &[]);
+            return Ok(1);
+        }
+    };
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "app imported");
+    let slots = (1..=config.processes)
+        .map(|id| Slot {
+            id,
+            pid: None,
+            started: Instant::now(),
+            ready_pipe: None,
+            ready: false,
+            crashes: 0,
+            respawn_at: Some(Instant::now()),
+        })
+        .collect();
+    let mut master = Master {
+        config,
+        generation,
+        conn,
+        signals,
+        listeners,
+        manifest,
+        app,
+        slots,
+        reported_ready: false,
+        stopping: None,
+    };
+    master.run()
+}
+
+impl Master {
+    fn run(&mut self) -> anyhow::Result<i32> {
+        loop {
+            self.spawn_due();
+            if self.stopping.is_some() && self.slots.iter().all(|s| s.pid.is_none()) {
+                tracing::info!("every worker exited; master exits");
+                return Ok(0);
+            }
+            self.wait_for_events()?;
+            for sig in self.signals.drain() {
+                self.handle_signal(sig);
+            }
+            self.reap();
+            self.check_deadline();
+        }
+    }
+
+    /// Sleeps in poll(2) until a signal, a pool message, a worker's readiness or a timer.
+    fn wait_for_events(&mut self) -> anyhow::Result<()> {
+        let timeout = self
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .map(|d| {
+                PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            })
+            .unwrap_or(PollTimeout::NONE);
+        let (control_ready, ready_fds) = {
+            let mut fds = vec![
+                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+                PollFd::new(self.conn.stream().as_fd(), PollFlags::POLLIN),
+            ];
+            let watched: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].ready_pipe.is_some())
+                .collect();
+            for &i in &watched {
+                let pipe = self.slots[i]
+                    .ready_pipe
+                    .as_ref()
+                    .expect("filtered on is_some");
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let has = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let control_ready = has(&fds[1]);
+            let ready_fds: Vec<usize> = watched
+                .iter()
+                .zip(&fds[2..])
+                .filter(|(_, fd)| has(fd))
+                .map(|(&i, _)| i)
+                .collect();
+            (control_ready, ready_fds)
+        };
+        for i in ready_fds {
+            self.on_worker_pipe(i);
+        }
+        if control_ready {
+            self.on_pool_readable();
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let respawn = self.slots.iter().filter_map(|s| s.respawn_at).min();
+        let stop = match self.stopping {
+            Some(Stopping::Graceful { deadline }) => Some(deadline),
+            _ => None,
+        };
+        respawn.into_iter().chain(stop).min()
+    }
+
+    fn handle_signal(&mut self, sig: Signal) {
+        match sig {
+            Signal::SIGCHLD => {} // reap() runs after every wake-up
+            Signal::SIGTERM | Signal::SIGINT => {
+                self.begin_stop(self.config.worker_reload_mercy(), sig.as_str())
+            }
+            Signal::SIGQUIT => self.stop_now(sig.as_str()),
+            Signal::SIGHUP => tracing::info!(
+                "SIGHUP ignored by the master: reload through the pool (SIGHUP to zerg-pool)"
+            ),
+            _ => {}
+        }
+    }
+
+    fn on_pool_readable(&mut self) {
+        if let Err(e) = self.conn.fill() {
+            match e {
+                control::ControlError::Closed => {
+                    tracing::warn!("the pool closed the control connection")
+                }
+                e => tracing::error!(error = %e, "control connection failed"),
+            }
+            self.begin_stop(self.config.worker_reload_mercy(), "pool connection lost");
+            return;
+        }
+        loop {
+            match self.conn.try_next() {
+                Ok(Some((Message::Stop { mercy_secs }, _))) => {
+                    self.begin_stop(Duration::from_secs(mercy_secs), "asked by the pool")
+                }
+                Ok(Some((other, _))) => {
+                    tracing::warn!(message = ?other, "unexpected message from the pool; ignored")
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "bad message from the pool");
+                    self.begin_stop(self.config.worker_reload_mercy(), "pool connection broken");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A worker wrote to (or closed) its readiness pipe.
+    fn on_worker_pipe(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(pipe) = slot.ready_pipe.take() else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        if matches!(nix::unistd::read(&pipe, &mut byte), Ok(1)) {
+            slot.ready = true;
+            tracing::info!(
+                worker = slot.id,
+                pid = slot.pid.map(|p| p.as_raw()),
+                "worker accepting"
+            );
+        }
+        // Either way the pipe has served its purpose: death is seen through SIGCHLD.
+        if self.stopping.is_none() && !self.reported_ready && self.slots.iter().all(|s| s.ready) {
+            self.reported_ready = true;
+            tracing::info!(
+                workers = self.slots.len(),
+                "every worker accepts: generation ready"
+            );
+            self.send(Message::Ready);
+        }
+    }
+
+    /// Collects every exited child and schedules respawns.
+    fn reap(&mut self) {
+        let mut reaped = false;
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid() else { continue };
+            let Some(slot) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) else {
+                continue;
+            };
+            reaped = true;
+            slot.pid = None;
+            slot.ready = false;
+            slot.ready_pipe = None;
+            let how = describe_exit(&status);
+            if self.stopping.is_some() {
+                tracing::info!(worker = slot.id, pid = pid.as_raw(), how, "worker exited");
+                continue;
+            }
+            let lived = slot.started.elapsed();
+            slot.crashes = if lived < MIN_HEALTHY_LIFE {
+                slot.crashes + 1
+            } else {
+                0
+            };
+            let delay = if slot.crashes == 0 {
+                Duration::ZERO
+            } else {
+                (Duration::from_millis(100) * 2u32.saturating_pow(slot.crashes.min(10)))
+                    .min(MAX_RESPAWN_DELAY)
+            };
+            tracing::warn!(
+                worker = slot.id,
+                pid = pid.as_raw(),
+                how,
+                lived_ms = lived.as_millis() as u64,
+                respawn_in_ms = delay.as_millis() as u64,
+                "worker died; respawning"
+            );
+            slot.respawn_at = Some(Instant::now() + delay);
+        }
+        if reaped {
+            self.report_processes();
+        }
+    }
+
+    /// Forks every worker whose respawn time has come.
+    fn spawn_due(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let mut changed = false;
+        for i in 0..self.slots.len() {
+            if self.slots[i].respawn_at.is_some_and(|at| at <= now) {
+                self.slots[i].respawn_at = None;
+                match self.spawn_worker(i) {
+                    Ok(()) => changed = true,
+                    Err(e) => {
+                        tracing::error!(worker = self.slots[i].id, error = %e, "fork failed; retrying");
+                        self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        if changed {
+            self.report_processes();
+        }
+    }
+
+    fn spawn_worker(&mut self, i: usize) -> anyhow::Result<()> {
+        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
+        close.push(self.conn.stream().as_raw_fd());
+        close.push(ready_read.as_raw_fd());
+        close.extend(
+            self.slots
+                .iter()
+                .filter_map(|s| s.ready_pipe.as_ref())
+                .map(|p| p.as_raw_fd()),
+        );
+        let spec = worker::Spec {
+            id: self.slots[i].id,
+            generation: self.generation,
+            config: &self.config,
+            listeners: &self.listeners,
+            manifest: &self.manifest,
+            app: &self.app,
+            ready: ready_write,
+        };
+        let pid = process::fork_child(&close, || worker::run(spec))?;
+        let slot = &mut self.slots[i];
+        slot.pid = Some(pid);
+        slot.started = Instant::now();
+        slot.ready = false;
+        slot.ready_pipe = Some(ready_read);
+        tracing::info!(worker = slot.id, pid = pid.as_raw(), "worker forked");
+        Ok(())
+    }
+
+    /// Stop accepting everywhere; workers finish in-flight requests within `mercy`.
+    fn begin_stop(&mut self, mercy: Duration, why: &str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        tracing::info!(
+            reason = why,
+            mercy_secs = mercy.as_secs(),
+            "stopping workers gracefully"
+        );
+        self.stopping = Some(Stopping::Graceful {
+            deadline: Instant::now() + mercy,
+        });
+        for slot in &mut self.slots {
+            slot.respawn_at = None;
+        }
+        self.signal_workers(Signal::SIGTERM);
+    }
+
+    fn stop_now(&mut self, why: &str) {
+        tracing::warn!(reason = why, "killing workers");
+        self.stopping = Some(Stopping::Immediate);
+        self.signal_workers(Signal::SIGKILL);
+    }
+
+    fn check_deadline(&mut self) {
+        if let Some(Stopping::Graceful { deadline }) = self.stopping {
+            if Instant::now() >= deadline {
+                self.stop_now("mercy expired");
+            }
+        }
+    }
+
+    fn signal_workers(&self, sig: Signal) {
+        for pid in self.slots.iter().filter_map(|s| s.pid) {
+            let _ = kill(pid, sig);
+        }
+    }
+
+    fn report_processes(&mut self) {
+        let processes = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.pid.map(|pid| ProcessInfo {
+                    kind: ProcessKind::Worker,
+                    id: s.id,
+                    pid: pid.as_raw() as u32,
+                })
+            })
+            .collect();
+        self.send(Message::Processes { processes });
+    }
+
+    fn send(&mut self, msg: Message) {
+        if let Err(e) = self.conn.send(&msg, &[]) {
+            tracing::warn!(error = %e, "cannot report to the pool");
+        }
+    }
+}
+
+fn describe_exit(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit code {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("killed by {}", sig.as_str()),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,109 @@
+//! The app's Python side in the master: start the interpreter, set up `sys.path`, import the
+//! WSGI callable once (workers then share it copy-on-write).
+
+mod interp;
+
+use std::path::Path;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyModule};
+use zerg::config::Config;
+
+/// The imported WSGI callable.
+pub struct App {
+    pub callable: Py<PyAny>,
+}
+
+/// Starts Python and imports the app named by the config. The error is one line for the
+/// operator plus the traceback, if Python raised.
+pub fn load(config: &Config) -> Result<App, String> {
+    interp::start(config.virtualenv.as_deref())?;
+    Python::attach(|py| import_app(py, config).map_err(|e| describe(py, &e)))
+}
+
+fn import_app(py: Python<'_>, config: &Config) -> PyResult<App> {
+    let sys = py.import("sys")?;
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    // Like uWSGI: the working directory (after chdir) first, then each pythonpath entry.
+    let mut front: Vec<String> = vec![std::env::current_dir()?.display().to_string()];
+    front.extend(config.pythonpath.iter().map(absolute));
+    for (i, dir) in front.iter().enumerate() {
+        path.insert(i, dir)?;
+    }
+    let callable = if let Some(file) = &config.wsgi_file {
+        load_wsgi_file(py, file, &config.callable)?
+    } else {
+        let spec = config.module.as_deref().unwrap_or_default();
+        load_module(py, spec, &config.callable)?
+    };
+    if !callable.bind(py).is_callable() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "the WSGI app is not callable",
+        ));
+    }
+    Ok(App { callable })
+}
+
+fn absolute(p: &str) -> String {
+    std::path::absolute(p)
+        .map(|a| a.display().to_string())
+        .unwrap_or_else(|_| p.to_owned())
+}
+
+/// `wsgi-file`: executes the file as a module (its directory joins `sys.path`).
+fn load_wsgi_file(py: Python<'_>, file: &Path, callable: &str) -> PyResult<Py<PyAny>> {
+    let file = std::path::absolute(file)?;
+    if let Some(dir) = file.parent() {
+        py.import("sys")?
+            .getattr("path")?
+            .call_method1("insert", (0, dir.display().to_string()))?;
+    }
+    let util = py.import("importlib.util")?;
+    let spec = util.call_method1(
+        "spec_from_file_location",
+        ("zerg_wsgi_file", file.display().to_string()),
+    )?;
+    if spec.is_none() {
+        return Err(pyo3::exceptions::PyImportError::new_err(format!(
+            "cannot load wsgi-file {}",
+            file.display()
+        )));
+    }
+    let module = util.call_method1("module_from_spec", (&spec,))?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("zerg_wsgi_file", &module)?;
+    spec.getattr("loader")?
+        .call_method1("exec_module", (&module,))?;
+    Ok(module.getattr(callable)?.unbind())
+}
+
+/// `module: pkg.mod:callable`, `pkg.mod` (then `callable`), or `pkg.mod:factory()`.
+fn load_module(py: Python<'_>, spec: &str, default_callable: &str) -> PyResult<Py<PyAny>> {
+    let (module_name, attr) = spec.split_once(':').unwrap_or((spec, default_callable));
+    let module = PyModule::import(py, module_name)?;
+    let (name, call) = match attr.strip_suffix("()") {
+        Some(factory) => (factory, true),
+        None => (attr, false),
+    };
+    let mut obj = module.as_any().clone();
+    for part in name.split('.') {
+        obj = obj.getattr(part)?;
+    }
+    if call {
+        obj = obj.call0()?;
+    }
+    Ok(obj.unbind())
+}
+
+/// One line naming the exception, then its traceback.
+pub fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (err.clone_ref(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => format!("{}\n{}", err, lines.concat().trim_end()),
+        Err(_) => err.to_string(),
+    }
+}

@@ -1,0 +1,103 @@
+//! The master's signal handling: handlers only write the signal number to a self-pipe, and the
+//! supervisor loop reads it (gunicorn's arbiter does the same). Nothing else runs in a handler.
+//!
+//! Invariants: the pipe is created `O_CLOEXEC | O_NONBLOCK` so a full pipe never blocks a
+//! handler; a forked child calls [`reset_in_child`] before anything else so it neither runs the
+//! master's handlers nor keeps the master's pipe.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+
+/// Signals the master reacts to.
+pub const HANDLED: [Signal; 5] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+];
+
+static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    let fd = WRITE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signo as u8;
+        // SAFETY: write(2) is async-signal-safe; `fd` is the non-blocking pipe end that lives
+        // as long as the `SelfPipe` (the master's whole life). errno is saved and restored so
+        // the interrupted code does not see it change.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// The read end of the self-pipe, polled by the supervisor loop.
+pub struct SelfPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SelfPipe {
+    /// Creates the pipe and installs the handlers for [`HANDLED`].
+    pub fn install() -> nix::Result<SelfPipe> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in HANDLED {
+            // SAFETY: the handler only calls write(2) on a pipe, which is async-signal-safe.
+            unsafe { sigaction(sig, &action)? };
+        }
+        Ok(SelfPipe {
+            read,
+            _write: write,
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.read.as_fd()
+    }
+
+    /// Every signal delivered since the last call, oldest first.
+    pub fn drain(&self) -> Vec<Signal> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = nix::unistd::read(&self.read, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend(
+                buf[..n]
+                    .iter()
+                    .filter_map(|&b| Signal::try_from(b as i32).ok()),
+            );
+        }
+        out
+    }
+
+    /// Raw fds a forked child must close.
+    pub fn raw_fds(&self) -> [RawFd; 2] {
+        [self.read.as_raw_fd(), self._write.as_raw_fd()]
+    }
+}
+
+/// In a freshly forked child: default dispositions and an empty signal mask.
+pub fn reset_in_child() {
+    WRITE_FD.store(-1, Ordering::Relaxed);
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in HANDLED {
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

@@ -1,0 +1,142 @@
+//! HTTP/1.1 on the worker's listeners with hyper: keep-alive, pipelining, chunked bodies, HEAD
+//! and `Expect: 100-continue` (hyper answers it when the app first reads `wsgi.input`).
+//!
+//! A stop closes idle connections at once and lets each busy one finish its current response,
+//! which hyper sends with `Connection: close`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{oneshot, watch};
+
+use super::Tracker;
+use crate::wsgi::environ::Peer;
+use crate::wsgi::input::Source;
+use crate::wsgi::reply::{Reply, ResponseBody};
+use crate::wsgi::{Job, Pool};
+
+/// A listener as this worker accepts on it.
+pub enum Acceptor {
+    Tcp(TcpListener),
+    /// With the socket path, reported as SERVER_NAME.
+    Unix(UnixListener, String),
+}
+
+/// What every connection of the worker shares.
+pub struct State {
+    pub python: Pool,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
+/// itself stays open in the pool and in other workers).
+pub async fn accept_loop(
+    acceptor: Acceptor,
+    state: Arc<State>,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = accept(&acceptor) => a,
+        };
+        match accepted {
+            Ok((io, peer)) => {
+                let guard = tracker.enter();
+                let state = state.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    match io {
+                        Stream::Tcp(s) => {
+                            let _ = s.set_nodelay(true);
+                            serve_connection(s, peer, state, stop).await
+                        }
+                        Stream::Unix(s) => serve_connection(s, peer, state, stop).await,
+                    }
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a ready listener.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(acceptor: &Acceptor) -> std::io::Result<(Stream, Peer)> {
+    match acceptor {
+        Acceptor::Tcp(l) => {
+            let (s, remote) = l.accept().await?;
+            let local = s.local_addr()?;
+            Ok((Stream::Tcp(s), Peer::Tcp { remote, local }))
+        }
+        Acceptor::Unix(l, path) => {
+            let (s, _) = l.accept().await?;
+            Ok((Stream::Unix(s), Peer::Unix { path: path.clone() }))
+        }
+    }
+}
+
+async fn serve_connection<S>(io: S, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(req, peer.clone(), state.clone()));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .pipeline_flush(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let stopping = *stop.borrow_and_update();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed(), if !stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    peer: Peer,
+    state: Arc<State>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let (reply, answer) = oneshot::channel();
+    state.python.submit(Job {
+        parts,
+        peer,
+        body: Source::new(body, state.runtime.clone()),
+        reply,
+    });
+    let reply = answer
+        .await
+        .unwrap_or_else(|_| Reply::error(http::StatusCode::INTERNAL_SERVER_ERROR));
+    Ok(reply.into_response())
+}

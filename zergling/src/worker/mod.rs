@@ -1,0 +1,179 @@
+//! A web worker process: accepts on the inherited listeners with tokio + hyper and runs the
+//! WSGI app on `threads` OS threads.
+//!
+//! Lifecycle: build the runtime and the Python threads, register every listener, tell the
+//! master "ready" through the pipe, serve. On SIGTERM (from the master, or as the death signal
+//! when the master dies) stop accepting, let each connection finish its current request
+//! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
+
+mod http;
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use zerg::config::{Config, ListenAddr};
+use zerg::control::ListenerInfo;
+
+use crate::python::App;
+use crate::wsgi::{self, Pool};
+
+/// Everything a freshly forked worker needs from the master.
+pub struct Spec<'a> {
+    pub id: u32,
+    pub generation: u64,
+    pub config: &'a Config,
+    pub listeners: &'a [OwnedFd],
+    pub manifest: &'a [ListenerInfo],
+    pub app: &'a App,
+    /// Write end of the readiness pipe.
+    pub ready: OwnedFd,
+}
+
+/// Runs the worker; the return value is the process exit code.
+pub fn run(spec: Spec<'_>) -> i32 {
+    let _span = tracing::info_span!("worker", id = spec.id, gen = spec.generation).entered();
+    match serve(spec) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("worker failed: {e:#}");
+            1
+        }
+    }
+}
+
+/// Counts open connections so shutdown can wait for the last one.
+#[derive(Default)]
+pub struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+impl Tracker {
+    fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(self.clone())
+    }
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct ConnGuard(Arc<Tracker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
+    let config = spec.config;
+    let threads = config.threads as usize;
+    let python = Pool::start(
+        spec.app,
+        wsgi::Static {
+            multithread: threads > 1,
+            multiprocess: config.processes > 1,
+            worker_id: spec.id,
+        },
+        threads,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mercy = config.worker_reload_mercy();
+    let id = spec.id;
+    let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
+        .manifest
+        .iter()
+        .cloned()
+        .zip(
+            spec.listeners
+                .iter()
+                .map(OwnedFd::try_clone)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .collect();
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tracker = Arc::new(Tracker::default());
+        let state = Arc::new(http::State {
+            python,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        for (info, fd) in listeners {
+            let acceptor = http::Acceptor::new(&info.addr, fd)?;
+            tokio::spawn(http::accept_loop(
+                acceptor,
+                state.clone(),
+                tracker.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        nix::unistd::write(&spec.ready, b"R")?;
+        drop(spec.ready);
+        wait_for_stop().await?;
+        tracing::info!(
+            worker = id,
+            "stopping: no new connections, finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(mercy, tracker.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = id,
+                open = tracker.open.load(Ordering::Relaxed),
+                "mercy expired with connections open"
+            );
+        }
+        tracing::info!(worker = id, "worker exits");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Python threads may be blocked waiting for work; the process exit ends them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+async fn wait_for_stop() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+impl http::Acceptor {
+    fn new(addr: &ListenAddr, fd: OwnedFd) -> std::io::Result<http::Acceptor> {
+        Ok(match addr {
+            ListenAddr::Tcp(_) => {
+                let l = std::net::TcpListener::from(fd);
+                l.set_nonblocking(true)?;
+                http::Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            ListenAddr::Unix(path) => {
+                let l = std::os::unix::net::UnixListener::from(fd);
+                l.set_nonblocking(true)?;
+                http::Acceptor::Unix(
+                    tokio::net::UnixListener::from_std(l)?,
+                    path.display().to_string(),
+                )
+            }
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! `wsgi.input`: the request body, streamed (PEP 3333), never buffered whole.
+//!
+//! The body stays untouched in hyper until the app first reads, so `Expect: 100-continue` is
+//! answered only when the app wants the body. Then a task on the worker's runtime pumps chunks
+//! through a channel of depth [`DEPTH`]: memory per upload is a few chunks, whatever its size.
+//! The Python thread waits for chunks with the GIL released.
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// Chunks buffered between the socket and the app.
+const DEPTH: usize = 2;
+
+/// Where the next body bytes come from.
+pub enum Source {
+    /// Not read yet: the body is still hyper's.
+    Idle { body: Incoming, runtime: Handle },
+    /// A pump task is feeding chunks.
+    Streaming(mpsc::Receiver<io::Result<Bytes>>),
+    /// End of body.
+    Done,
+}
+
+impl Source {
+    pub fn new(body: Incoming, runtime: Handle) -> Source {
+        if body.is_end_stream() {
+            Source::Done
+        } else {
+            Source::Idle { body, runtime }
+        }
+    }
+
+    /// Waits for the next chunk (call with the GIL released). `None` at end of body.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            match std::mem::replace(self, Source::Done) {
+                Source::Done => return Ok(None),
+                Source::Idle { body, runtime } => {
+                    let (tx, rx) = mpsc::channel(DEPTH);
+                    runtime.spawn(pump(body, tx));
+                    *self = Source::Streaming(rx);
+                }
+                Source::Streaming(mut rx) => match rx.blocking_recv() {
+                    Some(Ok(chunk)) => {
+                        *self = Source::Streaming(rx);
+                        if !chunk.is_empty() {
+                            return Ok(Some(chunk));
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+}
+
+async fn pump(mut body: Incoming, tx: mpsc::Sender<io::Result<Bytes>>) {
+    while let Some(frame) = body.frame().await {
+        let chunk = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue, // trailers
+            },
+            Err(e) => Err(io::Error::other(format!("reading the request body: {e}"))),
+        };
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+struct State {
+    source: Source,
+    buf: BytesMut,
+}
+
+/// The `wsgi.input` object.
+#[pyclass(module = "zerg")]
+pub struct Input {
+    state: Mutex<State>,
+}
+
+impl Input {
+    pub fn new(source: Source) -> Input {
+        Input {
+            state: Mutex::new(State {
+                source,
+                buf: BytesMut::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> PyResult<MutexGuard<'_, State>> {
+        self.state
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("wsgi.input is being read by another thread"))
+    }
+}
+
+impl State {
+    /// Appends the next chunk to the buffer; false at end of body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        let source = &mut self.source;
+        match py.detach(|| source.next_chunk()) {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(PyOSError::new_err(e.to_string())),
+        }
+    }
+
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        let n = n.min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        out
+    }
+
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut searched = 0;
+        loop {
+            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + i + 1;
+                return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
+            }
+            if limit.is_some_and(|l| self.buf.len() >= l) {
+                return Ok(self.take(py, limit.unwrap_or(0)));
+            }
+            searched = self.buf.len();
+            if !self.fill(py)? {
+                let all = self.buf.len();
+                return Ok(self.take(py, all));
+            }
+        }
+    }
+}
+
+/// Python passes -1 or None for "no limit".
+fn limit(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut st = self.lock()?;
+        match limit(size) {
+            None => {
+                while st.fill(py)? {}
+                let all = st.buf.len();
+                Ok(st.take(py, all))
+            }
+            Some(n) => {
+                while st.buf.len() < n && st.fill(py)? {}
+                Ok(st.take(py, n))
+            }
+        }
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.lock()?.readline(py, limit(size))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let mut st = self.lock()?;
+        let hint = limit(hint).filter(|&h| h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0;
+        loop {
+            let line = st.readline(py, None)?;
+            let len = line.as_bytes().len();
+            if len == 0 {
+                break;
+            }
+            total += len;
+            lines.push(line);
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.lock()?.readline(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}
