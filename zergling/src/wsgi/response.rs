@@ -152,14 +152,13 @@ impl StartResponse {
         let head = parse_head(status, headers)?;
         let mut st = self.responder.lock();
         match exc_info {
-            Some(info) => {
-                if st.reply.is_none() {
-                    // PEP 3333: too late to change the status, re-raise the app's error.
-                    drop(st);
-                    let info = info.cast_into::<PyTuple>()?;
-                    return Err(PyErr::from_value(info.get_item(1)?));
-                }
+            Some(info) if st.reply.is_none() => {
+                // PEP 3333: too late to change the status, re-raise the app's error.
+                drop(st);
+                let info = info.cast_into::<PyTuple>()?;
+                return Err(PyErr::from_value(info.get_item(1)?));
             }
+            Some(_) => {}
             None if st.head.is_some() => {
                 return Err(PyAssertionError::new_err(
                     "start_response called a second time without exc_info",

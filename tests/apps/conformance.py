@@ -1,0 +1,109 @@
+"""A WSGI app exercising PEP 3333 corners, routed by PATH_INFO. Used by tests/http.rs."""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import zlib
+
+
+def _qs(environ):
+    out = {}
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+def _text(start_response, body, status="200 OK", extra=()):
+    if isinstance(body, str):
+        body = body.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))] + list(extra))
+    return [body]
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/hello":
+        return _text(start_response, "Hello, World!")
+    if path == "/pid":
+        return _text(start_response, str(os.getpid()))
+    if path == "/echo":
+        # Streams the body in 64 KiB reads: the server must never hold it whole.
+        crc, total = 0, 0
+        stream = environ["wsgi.input"]
+        while True:
+            chunk = stream.read(65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+        return _text(start_response, f"{total} {crc}")
+    if path == "/lines":
+        lines = list(environ["wsgi.input"])
+        return _text(start_response, json.dumps([line.decode() for line in lines]))
+    if path == "/stream":
+        mib = int(_qs(environ).get("mib", "1"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        block = bytes(range(256)) * 4096  # 1 MiB
+
+        def gen():
+            for _ in range(mib):
+                yield block
+
+        return gen()
+    if path == "/error":
+        raise RuntimeError("boom from the test app")
+    if path == "/slow":
+        qs = _qs(environ)
+        if "started" in qs:
+            # Tells the test the request is inside the app.
+            open(qs["started"], "w").close()
+        time.sleep(float(qs.get("s", "2")))
+        return _text(start_response, "slow done")
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"and returned"]
+    if path == "/file":
+        f = tempfile.TemporaryFile()
+        f.write(b"x" * 100000)
+        f.seek(0)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 8192)
+    if path == "/exc-info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("changed my mind")
+        except ValueError:
+            return _recover(start_response, sys.exc_info())
+    if path.startswith("/environ"):
+        safe = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
+        return _text(start_response, json.dumps(safe))
+    if path == "/close":
+        return _Closing(start_response)
+    return _text(start_response, "not found", "404 Not Found")
+
+
+def _recover(start_response, exc_info):
+    body = b"recovered"
+    start_response("503 Service Unavailable", [("Content-Length", str(len(body)))], exc_info)
+    return [body]
+
+
+class _Closing:
+    """An iterable with close(); close() records that it ran in a file the test reads."""
+
+    def __init__(self, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def __iter__(self):
+        yield b"closing"
+
+    def close(self):
+        marker = os.environ.get("ZERG_TEST_CLOSE_MARKER")
+        if marker:
+            with open(marker, "a") as f:
+                f.write("closed\n")

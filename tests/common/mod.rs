@@ -1,0 +1,389 @@
+//! The integration-test harness: starts the real `zerg-pool` (which starts the real
+//! `zergling`) in a temp dir on free ports, polls for readiness with a deadline, speaks HTTP
+//! over real sockets, and kills the whole process tree on drop.
+//!
+//! The binaries are the ones `cargo build --workspace` put next to the test executable.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use zerg::control::{Connection, Message, PoolStatus, Role, PROTOCOL_VERSION};
+
+/// How long anything may take to become true before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/test-xxxx -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for bin in ["zerg-pool", "zergling", "zergctl"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: run `cargo build --workspace` before the tests",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+pub fn apps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `cond` until it returns `Some`, or panics with `what` after the deadline.
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running pool and everything it started.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub control: PathBuf,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Writes a config for `app` (a file in tests/apps) plus `extra` YAML, starts the pool, and
+    /// waits until a generation serves.
+    pub fn start(app: &str, extra: &str) -> Server {
+        let server = Server::spawn(app, extra);
+        server.wait_serving();
+        server
+    }
+
+    /// Like `start` but does not wait.
+    pub fn spawn(app: &str, extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let control = dir.path().join("zerg.sock");
+        let yaml = format!(
+            "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
+            control.display(),
+            apps_dir().join(app).display()
+        );
+        let config = dir.path().join("zerg.yml");
+        std::fs::write(&config, yaml).unwrap();
+        Server::spawn_with_config(
+            dir,
+            config,
+            control,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+        )
+    }
+
+    pub fn spawn_with_config(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        control: PathBuf,
+        http: SocketAddr,
+    ) -> Server {
+        let log = dir.path().join("server.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin_dir().join("zerg-pool"))
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("ZERG_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("start zerg-pool");
+        Server {
+            dir,
+            config,
+            control,
+            http,
+            log,
+            child: Some(child),
+        }
+    }
+
+    pub fn pool_pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asks the pool for its status over the control socket.
+    pub fn status(&self) -> Option<PoolStatus> {
+        let mut conn = Connection::connect(&self.control).ok()?;
+        conn.send(
+            &Message::Hello {
+                protocol: PROTOCOL_VERSION,
+                role: Role::Ctl,
+                pid: std::process::id(),
+                generation: None,
+            },
+            &[],
+        )
+        .ok()?;
+        conn.recv_hello().ok()?;
+        conn.send(&Message::StatusRequest, &[]).ok()?;
+        match conn.recv().ok()?.0 {
+            Message::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Waits until some generation is serving with all its workers up; returns the status.
+    pub fn wait_serving(&self) -> PoolStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status() {
+                if s.generations.iter().any(|g| g.state == "serving") {
+                    return s;
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "no generation became ready; server log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Worker pids of the serving generation.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let s = self.wait_serving();
+        let g = s.generations.iter().find(|g| g.state == "serving").unwrap();
+        g.processes.iter().map(|p| p.pid).collect()
+    }
+
+    /// Every pid of the server: the pool and each generation's master and processes.
+    pub fn all_pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.pool_pid()];
+        if let Some(s) = self.status() {
+            for g in s.generations {
+                pids.extend(g.master_pid);
+                pids.extend(g.processes.iter().map(|p| p.pid));
+            }
+        }
+        pids
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe { libc::kill(self.pool_pid() as i32, sig) };
+    }
+
+    /// Waits for the pool to exit; returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("pool child");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > within {
+                panic!(
+                    "zerg-pool did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        let mut c = Client::connect(self.http);
+        c.send(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
+        c.response()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pids = self.all_pids();
+        for pid in pids {
+            if pid > 0 {
+                // SAFETY: killing processes this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log_text());
+        }
+    }
+}
+
+/// True while `pid` exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM...).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw HTTP/1.1 client on one connection: what it sends is exactly what the test wrote.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    /// Set for responses to HEAD, which have no body whatever their headers say.
+    pub head: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            head: false,
+        }
+    }
+
+    pub fn send(&mut self, raw: &str) {
+        self.send_bytes(raw.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, raw: &[u8]) {
+        self.reader.get_mut().write_all(raw).expect("write request");
+    }
+
+    /// Reads a status line and headers (used alone for `100 Continue`).
+    pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = self.reader.read_until(b'\n', &mut line).expect("read head");
+            assert!(n > 0, "connection closed before a response");
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&head).expect("parse response head");
+        let status = resp.code.expect("status");
+        let headers = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        (status, headers)
+    }
+
+    /// Reads one whole response (Content-Length, chunked, or until close).
+    pub fn response(&mut self) -> Response {
+        let (status, headers) = self.read_head();
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if self.head || status == 204 || status == 304 {
+            return r;
+        }
+        if let Some(len) = r.header("content-length") {
+            let len: usize = len.parse().unwrap();
+            r.body.resize(len, 0);
+            self.reader.read_exact(&mut r.body).expect("read body");
+        } else if r
+            .header("transfer-encoding")
+            .is_some_and(|te| te.contains("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size).expect("chunk size");
+                let size =
+                    usize::from_str_radix(size.trim().split(';').next().unwrap(), 16).unwrap();
+                let start = r.body.len();
+                r.body.resize(start + size, 0);
+                self.reader.read_exact(&mut r.body[start..]).expect("chunk");
+                let mut crlf = String::new();
+                self.reader.read_line(&mut crlf).unwrap();
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            self.reader.read_to_end(&mut r.body).expect("body to close");
+        }
+        r
+    }
+
+    /// True if the server closed the connection (reads EOF).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+}

@@ -1,0 +1,250 @@
+//! HTTP/1.1 and PEP 3333 conformance of a worker, through the real pool and zergling.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use common::{proc_kib, Client, Server};
+
+#[test]
+fn hello_world_on_tcp_and_unix_listeners_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let unix = dir.path().join("http.sock");
+    let control = dir.path().join("zerg.sock");
+    let config = dir.path().join("zerg.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "zerg-server: {}\nhttp:\n  - 127.0.0.1:{port}\n  - {}\nwsgi-file: {}\nprocesses: 2\n",
+            control.display(),
+            unix.display(),
+            common::apps_dir().join("conformance.py").display()
+        ),
+    )
+    .unwrap();
+    let server = Server::spawn_with_config(
+        dir,
+        config,
+        control,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    server.wait_serving();
+
+    let r = server.get("/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
+
+    let mut s = UnixStream::connect(&unix).unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("Hello, World!"), "{out}");
+}
+
+#[test]
+fn upload_of_50_mib_is_streamed_not_buffered() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    let worker = server.worker_pids()[0];
+    let before = proc_kib(worker, "VmRSS");
+
+    let size = 50 << 20;
+    let block: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let mut crc = crc32fast::Hasher::new();
+    let mut c = Client::connect(server.http);
+    c.send(&format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+    ));
+    for _ in 0..50 {
+        c.send_bytes(&block);
+        crc.update(&block);
+    }
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("{size} {}", crc.finalize()));
+
+    let peak = proc_kib(worker, "VmHWM");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 20,
+        "worker peak RSS grew by {grew_mib} MiB for a 50 MiB upload"
+    );
+}
+
+#[test]
+fn chunked_request_body_reaches_the_app() {
+    let server = Server::start("conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.send(
+        "POST /lines HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         6\r\none\ntw\r\n4\r\no\nth\r\n5\r\nree\n!\r\n0\r\n\r\n",
+    );
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"["one\n", "two\n", "three\n", "!"]"#);
+}
+
+#[test]
+fn response_of_50_mib_is_streamed_chunked() {
+    let server = Server::start("conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.send("GET /stream?mib=50 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body.len(), 50 << 20);
+    assert!(r
+        .body
+        .chunks(256)
+        .all(|c| c.iter().enumerate().all(|(i, &b)| b == i as u8)));
+}
+
+#[test]
+fn keep_alive_and_pipelining_reuse_one_connection() {
+    let server = Server::start("conformance.py", "processes: 2\n");
+    let mut c = Client::connect(server.http);
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    let first = c.response().text();
+    c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        c.response().text(),
+        first,
+        "a keep-alive connection stays with its worker"
+    );
+    // Two requests in one write: two responses, in order.
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().text(), "Hello, World!");
+    assert_eq!(c.response().text(), first);
+}
+
+#[test]
+fn head_has_headers_and_no_body() {
+    let server = Server::start("conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.head = true;
+    c.send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("13"));
+    c.head = false;
+    // The connection is still in sync: no body bytes were sent for the HEAD.
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().text(), "Hello, World!");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let server = Server::start("conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let (status, _) = c.read_head();
+    assert_eq!(status, 100);
+    c.send("hello");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("5 {}", crc32fast::hash(b"hello")));
+}
+
+#[test]
+fn app_exception_gives_500_and_the_worker_lives_on() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    let pid_before = server.get("/pid").text();
+    let r = server.get("/error");
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        server.get("/pid").text(),
+        pid_before,
+        "the same worker still serves"
+    );
+    common::wait_for("the traceback in the log", || {
+        server
+            .log_text()
+            .contains("boom from the test app")
+            .then_some(())
+    });
+}
+
+#[test]
+fn write_callable_file_wrapper_exc_info_and_close() {
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start(
+        "conformance.py",
+        &format!("env: ZERG_TEST_CLOSE_MARKER={}\n", marker.path().display()),
+    );
+    assert_eq!(server.get("/write").text(), "written and returned");
+    let f = server.get("/file");
+    assert_eq!((f.status, f.body.len()), (200, 100000));
+    let e = server.get("/exc-info");
+    assert_eq!((e.status, e.text().as_str()), (503, "recovered"));
+    assert_eq!(server.get("/close").text(), "closing");
+    common::wait_for("close() to run", || {
+        std::fs::read_to_string(marker.path())
+            .ok()
+            .filter(|s| s.contains("closed"))
+    });
+}
+
+#[test]
+fn environ_follows_pep_3333() {
+    let server = Server::start("conformance.py", "processes: 2\nthreads: 2\n");
+    let mut c = Client::connect(server.http);
+    c.send(
+        "POST /environ/caf%C3%A9?a=1&b=%20 HTTP/1.1\r\nHost: example.org\r\nContent-Type: text/plain\r\n\
+         Content-Length: 0\r\nX-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: evil\r\nAccept: a\r\nAccept: b\r\n\r\n",
+    );
+    let r = c.response();
+    let body = r.text();
+    for expected in [
+        r#""REQUEST_METHOD": "POST""#,
+        r#""PATH_INFO": "/environ/caf\u00c3\u00a9""#,
+        r#""QUERY_STRING": "a=1&b=%20""#,
+        r#""SCRIPT_NAME": """#,
+        r#""SERVER_PROTOCOL": "HTTP/1.1""#,
+        r#""SERVER_NAME": "127.0.0.1""#,
+        r#""REMOTE_ADDR": "127.0.0.1""#,
+        r#""CONTENT_TYPE": "text/plain""#,
+        r#""CONTENT_LENGTH": "0""#,
+        r#""HTTP_HOST": "example.org""#,
+        r#""HTTP_X_FORWARDED_FOR": "1.2.3.4""#,
+        r#""HTTP_ACCEPT": "a, b""#,
+        r#""wsgi.url_scheme": "http""#,
+        r#""wsgi.multithread": true"#,
+        r#""wsgi.multiprocess": true"#,
+        r#""wsgi.run_once": false"#,
+    ] {
+        assert!(body.contains(expected), "missing {expected} in {body}");
+    }
+    assert_eq!(r.status, 200, "{body}");
+}
+
+#[test]
+fn validator_wrapped_app_sees_no_pep_3333_breach() {
+    let server = Server::start("validated.py", "threads: 2\n");
+    for path in [
+        "/hello",
+        "/write",
+        "/file",
+        "/stream?mib=2",
+        "/close",
+        "/environ",
+        "/nothing-here",
+    ] {
+        let r = server.get(path);
+        assert!(
+            r.status == 200 || (path == "/nothing-here" && r.status == 404),
+            "{path} gave {}: {}",
+            r.status,
+            r.text()
+        );
+    }
+    let mut c = Client::connect(server.http);
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(c.response().status, 200);
+    let log = server.log_text();
+    assert!(
+        !log.contains("AssertionError") && !log.contains("WSGIWarning"),
+        "{log}"
+    );
+}
