@@ -1,10 +1,13 @@
 //! HTTP/1.1 on the worker's listeners with hyper: keep-alive, pipelining, chunked bodies, HEAD
 //! and `Expect: 100-continue` (hyper answers it when the app first reads `wsgi.input`).
 //!
-//! A stop closes idle connections at once and lets each busy one finish its current response,
-//! which hyper sends with `Connection: close`.
+//! A stop never closes a keep-alive connection under a client that may be sending on it (the
+//! race that makes gunicorn and HAProxy reset requests after a reload): each connection's next
+//! response carries `Connection: close`, and only a connection still idle after
+//! [`IDLE_DRAIN_GRACE`] is closed.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +33,16 @@ pub enum Acceptor {
     Unix(UnixListener, String),
 }
 
+/// How long a draining worker keeps an idle keep-alive connection open for the client's next
+/// request (answered, with `Connection: close`) before closing it.
+pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// What every connection of the worker shares.
 pub struct State {
     pub python: Pool,
     pub runtime: tokio::runtime::Handle,
+    /// Set when the worker stops: every response closes its connection.
+    pub draining: AtomicBool,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -107,14 +116,18 @@ where
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let stopping = *stop.borrow_and_update();
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-    }
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = stop.changed(), if !stopping => {
-            conn.as_mut().graceful_shutdown();
-            conn.as_mut().await
+        _ = async { if !stopping { let _ = stop.changed().await; } } => {
+            // Draining: the next response says `Connection: close`; a connection on which no
+            // request comes within the grace is closed (a busy one after its response).
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = tokio::time::sleep(IDLE_DRAIN_GRACE) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -138,5 +151,12 @@ async fn handle(
     let reply = answer
         .await
         .unwrap_or_else(|_| Reply::error(http::StatusCode::INTERNAL_SERVER_ERROR));
-    Ok(reply.into_response())
+    let mut response = reply.into_response();
+    if state.draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
 }

@@ -111,6 +111,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         let state = Arc::new(http::State {
             python,
             runtime: tokio::runtime::Handle::current(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         for (info, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
