@@ -82,6 +82,20 @@ pub struct Config {
     /// Seconds a single worker gets to finish in-flight requests when it is stopped.
     #[serde(default = "default_mercy")]
     pub worker_reload_mercy: u64,
+
+    /// Seconds a new generation gets to import the app, start every worker and pass the health
+    /// check; past it the pool kills it and the serving generation stays (a rollback).
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: u64,
+
+    /// A path that must answer 2xx before a generation counts as ready. The request goes to the
+    /// new generation's own workers over a private socket, never to an older generation.
+    #[serde(default)]
+    pub health_check: Option<String>,
+}
+
+fn default_ready_timeout() -> u64 {
+    60
 }
 
 fn default_callable() -> String {
@@ -288,6 +302,13 @@ impl Config {
                 problems.push(format!("`env`: `{kv}` is not NAME=VALUE"));
             }
         }
+        if let Some(path) = &self.health_check {
+            if !path.starts_with('/') {
+                problems.push(format!(
+                    "`health-check`: `{path}` must be a path starting with /"
+                ));
+            }
+        }
         if let Some(cmd) = &self.zergling {
             if cmd.iter().all(|s| s.trim().is_empty()) {
                 problems.push("`zergling`: the command is empty".into());
@@ -321,6 +342,10 @@ impl Config {
 
     pub fn worker_reload_mercy(&self) -> Duration {
         Duration::from_secs(self.worker_reload_mercy)
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout)
     }
 }
 
@@ -381,6 +406,8 @@ pub const OPTIONS: &[&str] = &[
     "zergling",
     "reload-mercy",
     "worker-reload-mercy",
+    "ready-timeout",
+    "health-check",
 ];
 
 #[cfg(test)]

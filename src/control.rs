@@ -79,12 +79,27 @@ pub struct GenerationStatus {
     pub processes: Vec<ProcessInfo>,
 }
 
+/// How a reload ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// True when the new generation serves and the old ones are gone.
+    pub ok: bool,
+    /// The generation that was started (0 if none could be).
+    pub generation: u64,
+    /// What happened, for the operator: the rollback reason, or the steps taken.
+    pub message: String,
+    /// Milliseconds from the request to this outcome.
+    pub millis: u64,
+}
+
 /// What the pool answers to `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolStatus {
     pub pool_pid: u32,
     pub listeners: Vec<ListenerInfo>,
     pub generations: Vec<GenerationStatus>,
+    /// The last reload that finished, if any.
+    pub last_reload: Option<ReloadOutcome>,
 }
 
 /// Every frame on the control socket.
@@ -122,6 +137,15 @@ pub enum Message {
     StatusRequest,
     /// pool -> ctl.
     Status(PoolStatus),
+    /// ctl -> pool: start a new generation and retire the old ones; answered with
+    /// `ReloadResult` once the old generations are gone, or the new one was rolled back.
+    Reload,
+    /// pool -> ctl.
+    ReloadResult(ReloadOutcome),
+    /// ctl -> pool: stop everything (`immediate`: kill rather than drain).
+    StopPool { immediate: bool },
+    /// pool -> ctl: the stop has begun.
+    Stopping,
     /// Either way: the previous frame could not be acted on.
     Error { message: String },
 }

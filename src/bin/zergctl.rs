@@ -28,17 +28,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a new generation and retire the old one; waits for the outcome and exits non-zero
+    /// if the new generation was rolled back.
+    Reload {
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the pool and every generation (in-flight requests finish first).
+    Stop {
+        /// Kill at once instead of draining.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args) {
-        eprintln!("zergctl: {e:#}");
-        std::process::exit(1);
+    match run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("zergctl: {e:#}");
+            std::process::exit(2);
+        }
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// Exit codes: 0 done, 1 the reload was rolled back or refused, 2 zergctl itself failed.
+fn run(args: Args) -> anyhow::Result<i32> {
     let socket = match (args.pool, args.config) {
         (Some(p), _) => p,
         (None, Some(c)) => zerg::config::Config::load(&c)?.zerg_server,
@@ -80,8 +97,31 @@ fn run(args: Args) -> anyhow::Result<()> {
                 print_status(&status);
             }
         }
+        Command::Reload { json } => {
+            conn.send(&Message::Reload, &[])?;
+            let outcome = match conn.recv()?.0 {
+                Message::ReloadResult(o) => o,
+                Message::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer from the pool: {other:?}"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else if outcome.ok {
+                println!("reload done in {} ms: {}", outcome.millis, outcome.message);
+            } else {
+                eprintln!("reload {} (after {} ms)", outcome.message, outcome.millis);
+            }
+            return Ok(if outcome.ok { 0 } else { 1 });
+        }
+        Command::Stop { now } => {
+            conn.send(&Message::StopPool { immediate: now }, &[])?;
+            match conn.recv()?.0 {
+                Message::Stopping => println!("stopping"),
+                other => bail!("unexpected answer from the pool: {other:?}"),
+            }
+        }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn print_status(status: &PoolStatus) {
@@ -91,6 +131,10 @@ fn print_status(status: &PoolStatus) {
     }
     if status.generations.is_empty() {
         println!("no generation running");
+    }
+    if let Some(r) = &status.last_reload {
+        let how = if r.ok { "ok" } else { "FAILED" };
+        println!("last reload: {how} in {} ms: {}", r.millis, r.message);
     }
     for g in &status.generations {
         let master = g.master_pid.map_or("-".to_owned(), |p| p.to_string());

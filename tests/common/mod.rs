@@ -82,13 +82,41 @@ impl Server {
 
     /// Like `start` but does not wait.
     pub fn spawn(app: &str, extra: &str) -> Server {
+        Server::spawn_app_path(tempfile::tempdir().unwrap(), &apps_dir().join(app), extra)
+    }
+
+    /// Starts a server whose app is `app.py` in the temp dir, written from `source`; the test
+    /// may rewrite it (with [`Server::write_app`]) before a reload.
+    pub fn start_with_app_source(source: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.py");
+        std::fs::write(&app, source).unwrap();
+        let server = Server::spawn_app_path(dir, &app, extra);
+        server.wait_serving();
+        server
+    }
+
+    pub fn write_app(&self, source: &str) {
+        std::fs::write(self.dir.path().join("app.py"), source).unwrap();
+    }
+
+    /// Runs `zergctl --pool <control> ARGS`.
+    pub fn zergctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin_dir().join("zergctl"))
+            .arg("--pool")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .expect("run zergctl")
+    }
+
+    fn spawn_app_path(dir: tempfile::TempDir, app: &Path, extra: &str) -> Server {
         let port = free_port();
         let control = dir.path().join("zerg.sock");
         let yaml = format!(
             "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
             control.display(),
-            apps_dir().join(app).display()
+            app.display()
         );
         let config = dir.path().join("zerg.yml");
         std::fs::write(&config, yaml).unwrap();
@@ -112,7 +140,10 @@ impl Server {
             .arg("--config")
             .arg(&config)
             .current_dir(dir.path())
-            .env("ZERG_LOG", "info")
+            .env(
+                "ZERG_LOG",
+                std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile)

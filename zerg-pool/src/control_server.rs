@@ -13,7 +13,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use zerg::control::{
-    self, ControlError, FrameDecoder, Message, PoolStatus, Role, PROTOCOL_VERSION,
+    self, ControlError, FrameDecoder, Message, PoolStatus, ReloadOutcome, Role, PROTOCOL_VERSION,
 };
 use zerg::fdpass;
 
@@ -37,6 +37,12 @@ pub enum Event {
     Disconnected { conn: ConnId },
     /// zergctl asks for the status.
     Status { reply: oneshot::Sender<PoolStatus> },
+    /// zergctl asks for a reload; the outcome comes once it is known.
+    Reload {
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
+    /// zergctl asks the pool to stop.
+    Stop { immediate: bool },
 }
 
 /// An async framed connection carrying fds.
@@ -222,6 +228,22 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
                     Ok(status) => Message::Status(status),
                     Err(_) => return,
                 }
+            }
+            Message::Reload => {
+                let (reply, rx) = oneshot::channel();
+                if events.send(Event::Reload { reply }).is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(outcome) => Message::ReloadResult(outcome),
+                    Err(_) => return,
+                }
+            }
+            Message::StopPool { immediate } => {
+                if events.send(Event::Stop { immediate }).is_err() {
+                    return;
+                }
+                Message::Stopping
             }
             other => Message::Error {
                 message: format!("zergctl cannot ask for {other:?}"),

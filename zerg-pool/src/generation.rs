@@ -56,10 +56,18 @@ pub struct Generation {
     pub processes: Vec<ProcessInfo>,
     /// The live control connection, if any.
     pub conn: Option<(ConnId, mpsc::UnboundedSender<Message>)>,
+    /// Past this instant a generation still starting is killed.
+    pub ready_deadline: Instant,
+    /// Why it failed to start, as its master reported.
+    pub failure: Option<String>,
 }
 
 impl Generation {
-    pub fn new(number: u64, child_pid: Option<u32>) -> Generation {
+    pub fn new(
+        number: u64,
+        child_pid: Option<u32>,
+        ready_timeout: std::time::Duration,
+    ) -> Generation {
         Generation {
             number,
             state: State::Starting,
@@ -68,6 +76,18 @@ impl Generation {
             child_pid,
             processes: Vec::new(),
             conn: None,
+            ready_deadline: Instant::now() + ready_timeout,
+            failure: None,
+        }
+    }
+
+    /// SIGKILLs every process of this generation.
+    pub fn kill(&self) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 mod control_server;
 mod generation;
 mod listeners;
+mod notify;
 mod pool;
 
 use std::path::PathBuf;

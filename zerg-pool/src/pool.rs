@@ -1,8 +1,15 @@
 //! The pool's supervisor: owns the listeners and the control socket, starts generations,
-//! watches them, and stops everything on request.
+//! reloads them, heals them, and stops everything on request.
 //!
 //! One task runs [`Pool::run`]; connection tasks and child watchers only send it [`Event`]s, so
 //! all state changes happen in one place, in the order they were observed.
+//!
+//! A reload (SIGHUP, `zergctl reload`, or a zergling attaching on its own) re-reads the config
+//! and starts a candidate generation. The candidate serves beside the old one only once its
+//! master says READY (every worker accepts, health check passed against its own workers); then
+//! every older serving generation drains. A candidate that fails, exits or misses
+//! `ready-timeout` is killed and the old generation serves on: a rollback. One candidate starts
+//! at a time; reloads asked meanwhile are queued and coalesced into the next one.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -15,12 +22,14 @@ use anyhow::{bail, Context};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
-use zerg::control::{Message, PoolStatus, PROTOCOL_VERSION};
+use zerg::control::{Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
 
 use crate::control_server::{self, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
+use crate::notify;
 
 /// Longest pause between two attempts to start a generation that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -35,6 +44,23 @@ enum Internal {
         pid: u32,
         status: ExitStatus,
     },
+}
+
+type Waiter = oneshot::Sender<ReloadOutcome>;
+
+/// A reload whose candidate generation is starting.
+struct Reload {
+    candidate: u64,
+    requested: Instant,
+    waiters: Vec<Waiter>,
+}
+
+/// A reload whose candidate serves, waiting for the generations it replaced to exit.
+struct Retiring {
+    candidate: u64,
+    old: Vec<u64>,
+    requested: Instant,
+    waiters: Vec<Waiter>,
 }
 
 /// How the pool is stopping, once it is.
@@ -56,6 +82,11 @@ pub struct Pool {
     stopping: Option<Stopping>,
     backoff: Duration,
     respawn_at: Option<Instant>,
+    reload: Option<Reload>,
+    /// Reloads asked while a candidate was starting: served by one more reload after it.
+    queued: Option<Vec<Waiter>>,
+    retiring: Vec<Retiring>,
+    last_reload: Option<ReloadOutcome>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     exit_code: i32,
@@ -91,6 +122,10 @@ impl Pool {
             stopping: None,
             backoff: Duration::ZERO,
             respawn_at: None,
+            reload: None,
+            queued: None,
+            retiring: Vec::new(),
+            last_reload: None,
             internal_tx,
             internal_rx,
             exit_code: 0,
@@ -103,12 +138,14 @@ impl Pool {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigquit = signal(SignalKind::quit())?;
+        let mut sighup = signal(SignalKind::hangup())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
 
         self.spawn_generation()?;
 
         loop {
+            self.finish_retired();
             if self.stopping.is_some() && self.generations.values().all(Generation::is_finished) {
                 break;
             }
@@ -117,6 +154,7 @@ impl Pool {
                 _ = sigterm.recv() => self.begin_stop("SIGTERM"),
                 _ = sigint.recv() => self.begin_stop("SIGINT"),
                 _ = sigquit.recv() => self.stop_now("SIGQUIT"),
+                _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
                 accepted = control.accept() => match accepted {
                     Ok((stream, _)) => {
                         next_conn += 1;
@@ -129,6 +167,7 @@ impl Pool {
                 _ = sleep_until(timer) => self.on_timer()?,
             }
         }
+        self.fail_waiters("the pool stopped");
         tracing::info!(code = self.exit_code, "pool stopped");
         listeners::remove_socket_files(self.socket_files());
         Ok(self.exit_code)
@@ -145,24 +184,46 @@ impl Pool {
     }
 
     fn next_timer(&self) -> Option<Instant> {
+        let ready = self
+            .generations
+            .values()
+            .filter(|g| g.state() == State::Starting)
+            .map(|g| g.ready_deadline)
+            .min();
         match self.stopping {
             Some(Stopping::Graceful { deadline }) => Some(deadline),
             Some(Stopping::Immediate) => None,
-            None => self.respawn_at,
+            None => ready.into_iter().chain(self.respawn_at).min(),
         }
     }
 
     fn on_timer(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
         match self.stopping {
-            Some(Stopping::Graceful { .. }) => {
+            Some(Stopping::Graceful { deadline }) if now >= deadline => {
                 tracing::warn!("stop: mercy expired, killing what is left");
                 self.stop_now("mercy expired");
             }
-            Some(Stopping::Immediate) => {}
+            Some(_) => {}
             None => {
-                self.respawn_at = None;
-                if !self.has_live_generation() {
-                    self.spawn_generation()?;
+                let late: Vec<u64> = self
+                    .generations
+                    .values()
+                    .filter(|g| g.state() == State::Starting && g.ready_deadline <= now)
+                    .map(|g| g.number)
+                    .collect();
+                for number in late {
+                    let why = format!(
+                        "not ready within ready-timeout ({}s)",
+                        self.config.ready_timeout
+                    );
+                    self.abandon(number, &why);
+                }
+                if self.respawn_at.is_some_and(|at| at <= now) {
+                    self.respawn_at = None;
+                    if !self.has_live_generation() {
+                        self.spawn_generation()?;
+                    }
                 }
             }
         }
@@ -176,7 +237,7 @@ impl Pool {
     }
 
     /// Starts the next generation with the zergling command from the (re-read) config.
-    fn spawn_generation(&mut self) -> anyhow::Result<()> {
+    fn spawn_generation(&mut self) -> anyhow::Result<u64> {
         let number = self.last_generation + 1;
         let argv = match self.config.zergling_command() {
             Some(argv) => argv,
@@ -197,8 +258,10 @@ impl Pool {
         let pid = child.id().unwrap_or(0);
         self.last_generation = number;
         tracing::info!(generation = number, pid, command = %argv.join(" "), "generation starting");
-        self.generations
-            .insert(number, Generation::new(number, Some(pid)));
+        self.generations.insert(
+            number,
+            Generation::new(number, Some(pid), self.config.ready_timeout()),
+        );
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
             if let Ok(status) = child.wait().await {
@@ -209,7 +272,7 @@ impl Pool {
                 });
             }
         });
-        Ok(())
+        Ok(number)
     }
 
     fn handle_event(&mut self, ev: Event) {
@@ -224,6 +287,14 @@ impl Pool {
             Event::Disconnected { conn } => self.on_disconnect(conn),
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
+            Event::Stop { immediate } => {
+                if immediate {
+                    self.stop_now("zergctl stop --now")
+                } else {
+                    self.begin_stop("zergctl stop")
+                }
             }
         }
     }
@@ -251,10 +322,29 @@ impl Pool {
                 _ => return refuse(format!("generation {n} is not one the pool is starting")),
             },
             None => {
-                // Started by someone else (a deploy script): it becomes the next generation.
+                // Started by someone else (a blue/green deploy): it is the candidate of a
+                // reload, through the same ready gate, drain and rollback.
+                if let Some(r) = &self.reload {
+                    return refuse(format!(
+                        "a reload is in progress (generation {} is starting); try again when it ends",
+                        r.candidate
+                    ));
+                }
                 self.last_generation += 1;
                 let n = self.last_generation;
-                self.generations.insert(n, Generation::new(n, None));
+                self.generations
+                    .insert(n, Generation::new(n, None, self.config.ready_timeout()));
+                tracing::info!(
+                    generation = n,
+                    pid,
+                    "reload: a zergling attached on its own"
+                );
+                notify::reloading();
+                self.reload = Some(Reload {
+                    candidate: n,
+                    requested: Instant::now(),
+                    waiters: Vec::new(),
+                });
                 n
             }
         };
@@ -287,16 +377,11 @@ impl Pool {
         };
         match msg {
             Message::Processes { processes } => g.processes = processes,
-            Message::Ready => {
-                if g.state() == State::Starting {
-                    g.transition(State::Serving, "every worker accepts");
-                    self.ever_served = true;
-                    self.respawn_at = None;
-                }
-            }
+            Message::Ready => self.on_ready(number),
             Message::Failed { reason } => {
                 tracing::error!(generation = number, %reason, "generation failed to start");
-                g.transition(State::Gone, "failed to start");
+                g.failure = Some(reason.clone());
+                self.abandon(number, &reason);
             }
             other => {
                 tracing::warn!(generation = number, message = ?other, "unexpected message from zergling; closing its connection");
@@ -342,8 +427,8 @@ impl Pool {
         }
     }
 
-    /// Forgets a generation once nothing of it remains, and heals the pool if it was the one
-    /// serving.
+    /// Forgets a generation once nothing of it remains, rolls back a reload whose candidate
+    /// died, and heals the pool if no generation is left to serve.
     fn reap_generation(&mut self, number: u64) {
         let Some(g) = self.generations.get_mut(&number) else {
             return;
@@ -353,8 +438,13 @@ impl Pool {
         }
         let was = g.state();
         let lived = g.started.elapsed();
+        let failure = g.failure.take();
         g.transition(State::Gone, "exited");
         self.generations.remove(&number);
+        if was == State::Starting && self.is_candidate(number) {
+            let why = failure.unwrap_or_else(|| "it exited before it was ready".into());
+            self.roll_back(number, &why);
+        }
         if self.stopping.is_some() || self.has_live_generation() {
             return;
         }
@@ -378,6 +468,228 @@ impl Pool {
             "no generation serving; starting a new one"
         );
         self.respawn_at = Some(Instant::now() + self.backoff);
+    }
+
+    fn is_candidate(&self, number: u64) -> bool {
+        self.reload.as_ref().is_some_and(|r| r.candidate == number)
+    }
+
+    /// A generation's master says every worker accepts (and the health check passed).
+    fn on_ready(&mut self, number: u64) {
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        if g.state() != State::Starting {
+            return;
+        }
+        g.transition(State::Serving, "ready: every worker accepts");
+        self.ever_served = true;
+        self.respawn_at = None;
+        self.backoff = Duration::ZERO;
+        notify::ready();
+        let Some(reload) = self.reload.take_if(|r| r.candidate == number) else {
+            return;
+        };
+        let mercy = self.config.reload_mercy().as_secs();
+        let mut old = Vec::new();
+        for g in self.generations.values_mut() {
+            if g.number != number && g.state() == State::Serving {
+                g.transition(State::Draining, &format!("replaced by generation {number}"));
+                g.send(Message::Stop { mercy_secs: mercy });
+                old.push(g.number);
+            }
+        }
+        tracing::info!(generation = number, retiring = ?old, "reload: new generation serves; old ones drain");
+        self.retiring.push(Retiring {
+            candidate: number,
+            old,
+            requested: reload.requested,
+            waiters: reload.waiters,
+        });
+        self.start_queued_reload();
+    }
+
+    /// A generation that is still starting will not make it: kill it. If it was a reload's
+    /// candidate, that reload is rolled back.
+    fn abandon(&mut self, number: u64, why: &str) {
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        if g.state() != State::Starting {
+            return;
+        }
+        tracing::warn!(
+            generation = number,
+            reason = why,
+            "killing a generation that cannot start"
+        );
+        g.failure.get_or_insert_with(|| why.to_owned());
+        g.kill();
+        // Deadline passed: keep the timer from firing again while it dies.
+        g.ready_deadline = Instant::now() + Duration::from_secs(3600);
+        if self.is_candidate(number) {
+            self.roll_back(number, why);
+        }
+    }
+
+    /// Ends a reload whose candidate failed; whatever served before serves on.
+    fn roll_back(&mut self, number: u64, why: &str) {
+        let Some(reload) = self.reload.take_if(|r| r.candidate == number) else {
+            return;
+        };
+        let serving: Vec<u64> = self
+            .generations
+            .values()
+            .filter(|g| g.state() == State::Serving)
+            .map(|g| g.number)
+            .collect();
+        let message = format!(
+            "rolled back: generation {number} failed: {why}; {} serves on",
+            match serving.as_slice() {
+                [] => "no generation".to_owned(),
+                [one] => format!("generation {one}"),
+                many => format!("generations {many:?}"),
+            }
+        );
+        tracing::error!(generation = number, "reload {message}");
+        self.finish_reload(reload.waiters, false, number, message, reload.requested);
+        if !serving.is_empty() {
+            notify::ready();
+        }
+        self.start_queued_reload();
+    }
+
+    /// Answers reloads whose old generations have all exited.
+    fn finish_retired(&mut self) {
+        let (done, pending): (Vec<Retiring>, Vec<Retiring>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|r| r.old.iter().all(|n| !self.generations.contains_key(n)));
+        self.retiring = pending;
+        for r in done {
+            let message = if r.old.is_empty() {
+                format!("generation {} serves", r.candidate)
+            } else {
+                format!(
+                    "generation {} serves; generations {:?} drained and exited",
+                    r.candidate, r.old
+                )
+            };
+            tracing::info!(generation = r.candidate, "reload done: {message}");
+            self.finish_reload(r.waiters, true, r.candidate, message, r.requested);
+        }
+    }
+
+    fn finish_reload(
+        &mut self,
+        waiters: Vec<Waiter>,
+        ok: bool,
+        generation: u64,
+        message: String,
+        requested: Instant,
+    ) {
+        let outcome = ReloadOutcome {
+            ok,
+            generation,
+            message,
+            millis: requested.elapsed().as_millis() as u64,
+        };
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
+        self.last_reload = Some(outcome);
+    }
+
+    /// SIGHUP, `zergctl reload`: start a candidate generation from the re-read config.
+    fn request_reload(&mut self, waiter: Option<Waiter>, why: &str) {
+        let requested = Instant::now();
+        if self.stopping.is_some() {
+            if let Some(w) = waiter {
+                let _ = w.send(ReloadOutcome {
+                    ok: false,
+                    generation: 0,
+                    message: "refused: the pool is stopping".into(),
+                    millis: 0,
+                });
+            }
+            return;
+        }
+        if let Some(r) = &self.reload {
+            tracing::info!(
+                reason = why,
+                starting = r.candidate,
+                "reload queued until the starting generation is ready or rolled back"
+            );
+            self.queued.get_or_insert_with(Vec::new).extend(waiter);
+            return;
+        }
+        let waiters: Vec<Waiter> = waiter.into_iter().collect();
+        match Config::load(&self.config_path) {
+            Ok(config) => {
+                if config.listen_addrs() != self.config.listen_addrs() {
+                    tracing::warn!("the listeners in the config changed; a reload keeps the pool's sockets (restart the pool to rebind)");
+                }
+                self.config = config;
+            }
+            Err(e) => {
+                let message = format!("refused: the config is invalid, nothing was started: {e}");
+                tracing::error!(reason = why, "reload {message}");
+                self.finish_reload(waiters, false, 0, message, requested);
+                return;
+            }
+        }
+        tracing::info!(reason = why, "reload requested: starting a new generation");
+        notify::reloading();
+        match self.spawn_generation() {
+            Ok(candidate) => {
+                self.reload = Some(Reload {
+                    candidate,
+                    requested,
+                    waiters,
+                })
+            }
+            Err(e) => {
+                let message = format!("failed: cannot start a zergling: {e:#}");
+                tracing::error!("reload {message}");
+                self.finish_reload(waiters, false, 0, message, requested);
+                notify::ready();
+            }
+        }
+    }
+
+    fn start_queued_reload(&mut self) {
+        if let Some(waiters) = self.queued.take() {
+            let mut waiters = waiters.into_iter();
+            self.request_reload(waiters.next(), "queued reload");
+            if let Some(r) = &mut self.reload {
+                r.waiters.extend(waiters);
+            } else {
+                // The reload was refused at once; its outcome is the last one.
+                if let Some(outcome) = &self.last_reload {
+                    for w in waiters {
+                        let _ = w.send(outcome.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every pending reload with a failure (the pool is going away).
+    fn fail_waiters(&mut self, why: &str) {
+        let mut waiters: Vec<Waiter> = self.queued.take().unwrap_or_default();
+        if let Some(r) = self.reload.take() {
+            waiters.extend(r.waiters);
+        }
+        for r in std::mem::take(&mut self.retiring) {
+            waiters.extend(r.waiters);
+        }
+        for w in waiters {
+            let _ = w.send(ReloadOutcome {
+                ok: false,
+                generation: 0,
+                message: format!("interrupted: {why}"),
+                millis: 0,
+            });
+        }
     }
 
     /// SIGTERM/SIGINT: every generation drains, then the pool exits.
@@ -410,6 +722,8 @@ impl Pool {
     /// SIGQUIT or an expired mercy: kill every process of every generation.
     fn stop_now(&mut self, why: &str) {
         tracing::warn!(reason = why, "immediate stop: killing every generation");
+        notify::stopping();
+        self.fail_waiters("the pool is stopping");
         self.stopping = Some(Stopping::Immediate);
         for g in self.generations.values() {
             for pid in g.pids() {
@@ -423,6 +737,7 @@ impl Pool {
             pool_pid: std::process::id(),
             listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
             generations: self.generations.values().map(Generation::status).collect(),
+            last_reload: self.last_reload.clone(),
         }
     }
 }

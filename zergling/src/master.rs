@@ -19,7 +19,7 @@ use zerg::control::{
 };
 
 use crate::signals::SelfPipe;
-use crate::{process, python, worker};
+use crate::{health, process, python, worker};
 
 /// A worker that dies sooner than this after its start counts as a crash-loop step.
 const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
@@ -63,6 +63,8 @@ struct Master {
     slots: Vec<Slot>,
     reported_ready: bool,
     stopping: Option<Stopping>,
+    /// The health check that gates READY, if configured.
+    health: Option<health::Check>,
 }
 
 /// Runs a zergling to the end; returns its exit code.
@@ -109,6 +111,23 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         listeners = %manifest.iter().map(|l| format!("{}={}", l.name, l.addr)).collect::<Vec<_>>().join(" "),
         "received listeners; importing the app"
     );
+    let mut listeners = listeners;
+    let mut manifest = manifest;
+    let health = match &config.health_check {
+        Some(path) => {
+            let (name, fd) = health::private_listener()?;
+            manifest.push(ListenerInfo {
+                name: "health".into(),
+                addr: zerg::config::ListenAddr::Unix(PathBuf::from(format!("@{name}"))),
+            });
+            listeners.push(fd);
+            Some(health::Check {
+                socket: name,
+                path: path.clone(),
+            })
+        }
+        None => None,
+    };
     let started = Instant::now();
     let app = match python::load(&config) {
         Ok(app) => app,
@@ -141,6 +160,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         slots,
         reported_ready: false,
         stopping: None,
+        health,
     };
     master.run()
 }
@@ -281,6 +301,15 @@ impl Master {
         // Either way the pipe has served its purpose: death is seen through SIGCHLD.
         if self.stopping.is_none() && !self.reported_ready && self.slots.iter().all(|s| s.ready) {
             self.reported_ready = true;
+            if let Some(check) = &self.health {
+                if let Err(reason) = check.run() {
+                    tracing::error!(%reason, "health check failed; this generation will not serve");
+                    self.send(Message::Failed { reason });
+                    self.begin_stop(Duration::ZERO, "health check failed");
+                    return;
+                }
+                tracing::info!(path = %check.path, "health check passed against this generation's own workers");
+            }
             tracing::info!(
                 workers = self.slots.len(),
                 "every worker accepts: generation ready"

@@ -124,6 +124,7 @@ where
             tokio::select! {
                 r = conn.as_mut() => r,
                 _ = tokio::time::sleep(IDLE_DRAIN_GRACE) => {
+                    tracing::debug!("drain grace over: closing the connection once idle");
                     conn.as_mut().graceful_shutdown();
                     conn.as_mut().await
                 }

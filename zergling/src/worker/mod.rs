@@ -129,6 +129,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             worker = id,
             "stopping: no new connections, finishing in-flight requests"
         );
+        state.draining.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         if tokio::time::timeout(mercy, tracker.wait_idle())
             .await

@@ -1,0 +1,411 @@
+//! Transparent restarts through the real binaries: reloads under load, rollbacks, healing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{alive, wait_for, Server};
+
+/// An app that answers its version; the test rewrites VERSION and reloads.
+fn versioned_app(version: &str) -> String {
+    format!(
+        r#"import os, time
+VERSION = "{version}"
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(3)
+    if environ["PATH_INFO"] == "/health":
+        status = os.environ.get("HEALTH_STATUS", "200 OK")
+        start_response(status, [("Content-Length", "2")])
+        return [b"ok"]
+    body = VERSION.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#
+    )
+}
+
+/// One answer seen by the load generator.
+struct Answer {
+    sent: Instant,
+    version: String,
+}
+
+/// Keeps `conns` keep-alive connections busy until `stop`; a connection that the server asks to
+/// close (`Connection: close`) is replaced. Every error is a failure: no retries.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, conns: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..conns)
+            .map(|_| {
+                let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    // Bounded in count and time, whatever the test does.
+                    for _ in 0..1_000_000 {
+                        if stop.load(Ordering::Relaxed)
+                            || started.elapsed() > Duration::from_secs(180)
+                        {
+                            break;
+                        }
+                        let sent = Instant::now();
+                        match request(&mut conn, addr) {
+                            Ok((200, close, body)) => {
+                                answers.lock().unwrap().push(Answer {
+                                    sent,
+                                    version: body,
+                                });
+                                if close {
+                                    conn = None;
+                                }
+                            }
+                            Ok((status, _, body)) => {
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("status {status}: {body}"));
+                                conn = None;
+                            }
+                            Err(e) => {
+                                failures.lock().unwrap().push(format!("{e}"));
+                                conn = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answers,
+            failures,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (Vec<Answer>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (answers, failures)
+    }
+}
+
+/// One GET / on the connection (opening one if needed): (status, server closes, body).
+fn request(
+    conn: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+) -> std::io::Result<(u16, bool, String)> {
+    let fresh = conn.is_none();
+    if fresh {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        *conn = Some(BufReader::new(s));
+    }
+    let c = conn.as_mut().unwrap();
+    c.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
+    let mut status_line = String::new();
+    if c.read_line(&mut status_line)? == 0 {
+        let which = if fresh {
+            "a new"
+        } else {
+            "a reused keep-alive"
+        };
+        return Err(std::io::Error::other(format!(
+            "{which} connection closed before the response"
+        )));
+    }
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (mut len, mut close) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        c.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("connection:") && lower.contains("close") {
+            close = true;
+        }
+    }
+    let mut body = vec![0; len];
+    c.read_exact(&mut body)?;
+    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reload_under_load_fails_no_request_and_leaks_nothing() {
+    let server = Server::start_with_app_source(&versioned_app("v1"), "processes: 2\nthreads: 2\n");
+    let pool_fds_before = open_fds(server.pool_pid());
+    let first = server.wait_serving().generations[0].clone();
+    let mut old_pids: Vec<u32> = first
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .chain(first.master_pid)
+        .collect();
+
+    let load = Load::start(server.http, 32);
+    wait_for("load to flow", || {
+        (load.answers.lock().unwrap().len() > 100).then_some(())
+    });
+    let mut reloaded_at = Vec::new();
+    for i in 0..20 {
+        let version = if i % 2 == 0 { "v2" } else { "v1" };
+        server.write_app(&versioned_app(version));
+        let asked = Instant::now();
+        let out = server.zergctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "reload {i} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reloaded_at.push((asked, Instant::now(), version));
+        // Let some traffic reach the new generation before the next reload.
+        let seen = load.answers.lock().unwrap().len();
+        wait_for("traffic after the reload", || {
+            (load.answers.lock().unwrap().len() > seen + 50).then_some(())
+        });
+    }
+    let (answers, failures) = load.finish();
+
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // Between reload i returning and reload i+1 being asked, only the new code answers.
+    for (i, (_, at, version)) in reloaded_at.iter().enumerate() {
+        let until = reloaded_at.get(i + 1).map(|(asked, _, _)| *asked);
+        let stale = answers
+            .iter()
+            .filter(|a| a.sent > *at && until.is_none_or(|u| a.sent < u) && a.version != *version)
+            .count();
+        assert_eq!(
+            stale, 0,
+            "after reload {i} returned, {stale} answers still came from old code"
+        );
+    }
+
+    // Nothing of the 20 old generations is left: no process, no fd in the pool.
+    let status = server.wait_serving();
+    assert_eq!(status.generations.len(), 1, "{status:?}");
+    let last = &status.generations[0];
+    assert_eq!(last.generation, 21);
+    old_pids.retain(|&p| alive(p));
+    assert!(
+        old_pids.is_empty(),
+        "processes of generation 1 still alive: {old_pids:?}"
+    );
+    wait_for("the pool's fd count to settle", || {
+        (open_fds(server.pool_pid()) <= pool_fds_before + 1).then_some(())
+    });
+    // A generation's master holds: stdio, the control connection, the listener, its signal pipe.
+    let master = last.master_pid.unwrap();
+    assert!(
+        open_fds(master) <= 10,
+        "master has {} fds open",
+        open_fds(master)
+    );
+    let reload = status.last_reload.unwrap();
+    assert!(reload.ok && reload.generation == 21, "{reload:?}");
+}
+
+#[test]
+fn request_in_flight_during_reload_completes_from_the_old_generation() {
+    let server = Server::start_with_app_source(&versioned_app("old"), "processes: 1\n");
+    let addr = server.http;
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    // The slow request is in the worker once the worker is busy: wait for it to be accepted.
+    wait_for("the slow request to be accepted", || {
+        let out = std::process::Command::new("ss")
+            .args(["-tn", "state", "established"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!(":{}", addr.port()))
+            .then_some(())
+    });
+    server.write_app(&versioned_app("new"));
+    let out = server.zergctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = slow.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("old"),
+        "the in-flight request is answered by the old code: {answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(server.get("/").text(), "new");
+}
+
+/// Asserts that a reload to `broken` source (with `extra_env` for the app) is rolled back.
+fn assert_rolled_back(server: &Server, broken: &str, expect_reason: &str) {
+    let before = server.wait_serving().generations[0].generation;
+    server.write_app(broken);
+    let load = Load::start(server.http, 4);
+    let out = server.zergctl(&["reload"]);
+    let (answers, failures) = load.finish();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "zergctl reload must fail: {stderr}"
+    );
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    assert!(stderr.contains(expect_reason), "{stderr}");
+    assert!(
+        failures.is_empty(),
+        "the old generation kept serving: {failures:?}"
+    );
+    assert!(answers.iter().all(|a| a.version == "good"));
+    let status = wait_for("the failed generation to be gone", || {
+        server.status().filter(|s| s.generations.len() == 1)
+    });
+    assert_eq!(
+        status.generations[0].generation, before,
+        "only the old generation remains"
+    );
+    assert_eq!(server.get("/").text(), "good");
+    assert!(!status.last_reload.unwrap().ok);
+}
+
+#[test]
+fn broken_releases_are_rolled_back_and_the_old_generation_serves_on() {
+    let server = Server::start_with_app_source(
+        &versioned_app("good"),
+        "processes: 2\nhealth-check: /health\nready-timeout: 5\n",
+    );
+    // A release that cannot import.
+    assert_rolled_back(
+        &server,
+        "import no_such_module_in_this_release\n",
+        "No module named",
+    );
+    // A release whose health check answers 500.
+    let unhealthy = versioned_app("bad").replace(
+        "os.environ.get(\"HEALTH_STATUS\", \"200 OK\")",
+        "\"500 Internal Server Error\"",
+    );
+    assert_rolled_back(&server, &unhealthy, "answered 500");
+    // A release that hangs at import.
+    assert_rolled_back(
+        &server,
+        "import time\ntime.sleep(3600)\n",
+        "not ready within ready-timeout",
+    );
+    // And a good release still goes through afterwards.
+    server.write_app(&versioned_app("good"));
+    assert!(server.zergctl(&["reload"]).status.success());
+}
+
+#[test]
+fn sighup_reloads_and_status_shows_the_outcome() {
+    let server = Server::start_with_app_source(&versioned_app("a"), "");
+    server.write_app(&versioned_app("b"));
+    server.signal(libc::SIGHUP);
+    wait_for("the reload by SIGHUP", || {
+        (server.get("/").text() == "b").then_some(())
+    });
+    wait_for("the old generation to go", || {
+        let s = server.status()?;
+        (s.generations.len() == 1 && s.last_reload.as_ref().is_some_and(|r| r.ok)).then_some(())
+    });
+    let out = server.zergctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("generation 2 serving"), "{text}");
+    assert!(text.contains("last reload: ok"), "{text}");
+}
+
+#[test]
+fn killed_master_is_healed_and_requests_wait_in_the_backlog() {
+    let server = Server::start_with_app_source(&versioned_app("v"), "processes: 2\n");
+    let g = server.wait_serving().generations[0].clone();
+    // SAFETY: killing the master this test's server started.
+    unsafe { libc::kill(g.master_pid.unwrap() as i32, libc::SIGKILL) };
+    // Requests sent during the gap wait in the kernel backlog and are answered late.
+    let addr = server.http;
+    let during: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = None;
+                request(&mut conn, addr)
+            })
+        })
+        .collect();
+    for t in during {
+        let (status, _, body) = t.join().unwrap().expect("a request during the gap fails");
+        assert_eq!((status, body.as_str()), (200, "v"));
+    }
+    let healed = server.wait_serving();
+    assert!(healed
+        .generations
+        .iter()
+        .any(|x| x.generation == 2 && x.state == "serving"));
+    for p in &g.processes {
+        wait_for("the dead master's workers to exit", || {
+            (!alive(p.pid)).then_some(())
+        });
+    }
+}
+
+#[test]
+fn zergctl_stop_drains_and_exits() {
+    let mut server = Server::start_with_app_source(&versioned_app("v"), "");
+    let pids = server.all_pids();
+    let out = server.zergctl(&["stop"]);
+    assert!(out.status.success());
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    wait_for("every process to exit", || {
+        pids.iter().all(|&p| !alive(p)).then_some(())
+    });
+}
