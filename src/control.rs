@@ -146,6 +146,11 @@ pub enum Message {
     StopPool { immediate: bool },
     /// pool -> ctl: the stop has begun.
     Stopping,
+    /// ctl -> pool, then pool -> zergling: replace the serving generation's workers one at a
+    /// time, each new one accepting before the next old one stops.
+    ChainReload,
+    /// zergling -> pool, then pool -> ctl: how the chain reload ended.
+    ChainReloaded(ReloadOutcome),
     /// Either way: the previous frame could not be acted on.
     Error { message: String },
 }

@@ -409,3 +409,62 @@ fn zergctl_stop_drains_and_exits() {
         pids.iter().all(|&p| !alive(p)).then_some(())
     });
 }
+
+#[test]
+fn chain_reload_replaces_workers_one_at_a_time_without_failures() {
+    let server = Server::start_with_app_source(&versioned_app("v"), "processes: 3\n");
+    let before = server.wait_serving().generations[0].clone();
+    let old_workers: Vec<u32> = before.processes.iter().map(|p| p.pid).collect();
+    let load = Load::start(server.http, 8);
+    wait_for("load to flow", || {
+        (load.answers.lock().unwrap().len() > 50).then_some(())
+    });
+    let out = server.zergctl(&["chain-reload"]);
+    let (_, failures) = load.finish();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let after = wait_for("the old workers to be gone", || {
+        let g = server.status()?.generations.into_iter().next()?;
+        (g.processes.len() == 3).then_some(g)
+    });
+    assert_eq!(
+        (after.generation, after.master_pid),
+        (before.generation, before.master_pid)
+    );
+    assert!(
+        after
+            .processes
+            .iter()
+            .all(|p| !old_workers.contains(&p.pid)),
+        "every worker is new"
+    );
+    for pid in old_workers {
+        wait_for("an old worker to exit", || (!alive(pid)).then_some(()));
+    }
+    // One at a time: successor k accepts before old k stops, and before successor k+1 starts.
+    let log = server.log_text();
+    let events: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("chain reload: starting a successor")
+                || l.contains("chain reload: successor accepts")
+        })
+        .collect();
+    assert_eq!(events.len(), 6, "{events:#?}");
+    for (k, pair) in events.chunks(2).enumerate() {
+        let id = format!("worker={}", k + 1);
+        assert!(
+            pair[0].contains("starting a successor") && pair[0].contains(&id),
+            "{events:#?}"
+        );
+        assert!(
+            pair[1].contains("successor accepts") && pair[1].contains(&id),
+            "{events:#?}"
+        );
+    }
+}

@@ -35,6 +35,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the serving generation's workers one at a time (no re-import; each new worker
+    /// accepts before the next old one stops).
+    ChainReload,
     /// Stop the pool and every generation (in-flight requests finish first).
     Stop {
         /// Kill at once instead of draining.
@@ -100,7 +103,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         Command::Reload { json } => {
             conn.send(&Message::Reload, &[])?;
             let outcome = match conn.recv()?.0 {
-                Message::ReloadResult(o) => o,
+                Message::ReloadResult(o) | Message::ChainReloaded(o) => o,
                 Message::Error { message } => bail!("{message}"),
                 other => bail!("unexpected answer from the pool: {other:?}"),
             };
@@ -112,6 +115,23 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 eprintln!("reload {} (after {} ms)", outcome.message, outcome.millis);
             }
             return Ok(if outcome.ok { 0 } else { 1 });
+        }
+        Command::ChainReload => {
+            conn.send(&Message::ChainReload, &[])?;
+            let outcome = match conn.recv()?.0 {
+                Message::ChainReloaded(o) => o,
+                Message::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer from the pool: {other:?}"),
+            };
+            if outcome.ok {
+                println!(
+                    "chain reload done in {} ms: {}",
+                    outcome.millis, outcome.message
+                );
+                return Ok(0);
+            }
+            eprintln!("chain reload {}", outcome.message);
+            return Ok(1);
         }
         Command::Stop { now } => {
             conn.send(&Message::StopPool { immediate: now }, &[])?;

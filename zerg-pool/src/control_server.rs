@@ -43,6 +43,10 @@ pub enum Event {
     },
     /// zergctl asks the pool to stop.
     Stop { immediate: bool },
+    /// zergctl asks for a chain reload of the serving generation.
+    ChainReload {
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
 }
 
 /// An async framed connection carrying fds.
@@ -236,6 +240,16 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
                 }
                 match rx.await {
                     Ok(outcome) => Message::ReloadResult(outcome),
+                    Err(_) => return,
+                }
+            }
+            Message::ChainReload => {
+                let (reply, rx) = oneshot::channel();
+                if events.send(Event::ChainReload { reply }).is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(outcome) => Message::ChainReloaded(outcome),
                     Err(_) => return,
                 }
             }

@@ -87,6 +87,8 @@ pub struct Pool {
     queued: Option<Vec<Waiter>>,
     retiring: Vec<Retiring>,
     last_reload: Option<ReloadOutcome>,
+    /// zergctl clients waiting for a chain reload, by generation.
+    chain_waiters: Vec<(u64, Waiter)>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     exit_code: i32,
@@ -126,6 +128,7 @@ impl Pool {
             queued: None,
             retiring: Vec::new(),
             last_reload: None,
+            chain_waiters: Vec::new(),
             internal_tx,
             internal_rx,
             exit_code: 0,
@@ -289,6 +292,7 @@ impl Pool {
                 let _ = reply.send(self.status());
             }
             Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
+            Event::ChainReload { reply } => self.chain_reload(reply),
             Event::Stop { immediate } => {
                 if immediate {
                     self.stop_now("zergctl stop --now")
@@ -378,6 +382,15 @@ impl Pool {
         match msg {
             Message::Processes { processes } => g.processes = processes,
             Message::Ready => self.on_ready(number),
+            Message::ChainReloaded(outcome) => {
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
+                    .into_iter()
+                    .partition(|(n, _)| *n == number);
+                self.chain_waiters = waiting;
+                for (_, w) in done {
+                    let _ = w.send(outcome.clone());
+                }
+            }
             Message::Failed { reason } => {
                 tracing::error!(generation = number, %reason, "generation failed to start");
                 g.failure = Some(reason.clone());
@@ -441,6 +454,18 @@ impl Pool {
         let failure = g.failure.take();
         g.transition(State::Gone, "exited");
         self.generations.remove(&number);
+        let (orphans, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
+            .into_iter()
+            .partition(|(n, _)| *n == number);
+        self.chain_waiters = waiting;
+        for (_, w) in orphans {
+            let _ = w.send(ReloadOutcome {
+                ok: false,
+                generation: number,
+                message: format!("interrupted: generation {number} exited during the chain reload"),
+                millis: 0,
+            });
+        }
         if was == State::Starting && self.is_candidate(number) {
             let why = failure.unwrap_or_else(|| "it exited before it was ready".into());
             self.roll_back(number, &why);
@@ -673,6 +698,31 @@ impl Pool {
         }
     }
 
+    /// `zergctl chain-reload`: the serving generation replaces its workers one by one.
+    fn chain_reload(&mut self, reply: Waiter) {
+        let serving = self
+            .generations
+            .values()
+            .find(|g| g.state() == State::Serving);
+        match serving {
+            Some(g) if self.reload.is_none() && self.stopping.is_none() => {
+                tracing::info!(generation = g.number, "chain reload requested");
+                g.send(Message::ChainReload);
+                self.chain_waiters.push((g.number, reply));
+            }
+            _ => {
+                let _ = reply.send(ReloadOutcome {
+                    ok: false,
+                    generation: 0,
+                    message:
+                        "refused: no generation is serving alone (a reload or stop is under way)"
+                            .into(),
+                    millis: 0,
+                });
+            }
+        }
+    }
+
     /// Answers every pending reload with a failure (the pool is going away).
     fn fail_waiters(&mut self, why: &str) {
         let mut waiters: Vec<Waiter> = self.queued.take().unwrap_or_default();
@@ -682,6 +732,11 @@ impl Pool {
         for r in std::mem::take(&mut self.retiring) {
             waiters.extend(r.waiters);
         }
+        waiters.extend(
+            std::mem::take(&mut self.chain_waiters)
+                .into_iter()
+                .map(|(_, w)| w),
+        );
         for w in waiters {
             let _ = w.send(ReloadOutcome {
                 ok: false,

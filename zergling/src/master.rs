@@ -15,7 +15,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use zerg::config::Config;
 use zerg::control::{
-    self, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind, Role, PROTOCOL_VERSION,
+    self, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind, ReloadOutcome, Role,
+    PROTOCOL_VERSION,
 };
 
 use crate::signals::SelfPipe;
@@ -43,6 +44,14 @@ struct Slot {
     /// Consecutive quick deaths, for the respawn backoff.
     crashes: u32,
     respawn_at: Option<Instant>,
+    /// During a chain reload: the previous process of this slot, draining.
+    retiring: Option<Pid>,
+}
+
+/// A chain reload in progress: the slots before `next` have been replaced.
+struct Chain {
+    next: usize,
+    started: Instant,
 }
 
 /// How the master is stopping, once it is.
@@ -65,6 +74,7 @@ struct Master {
     stopping: Option<Stopping>,
     /// The health check that gates READY, if configured.
     health: Option<health::Check>,
+    chain: Option<Chain>,
 }
 
 /// Runs a zergling to the end; returns its exit code.
@@ -147,6 +157,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             ready: false,
             crashes: 0,
             respawn_at: Some(Instant::now()),
+            retiring: None,
         })
         .collect();
     let mut master = Master {
@@ -161,6 +172,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         reported_ready: false,
         stopping: None,
         health,
+        chain: None,
     };
     master.run()
 }
@@ -169,7 +181,12 @@ impl Master {
     fn run(&mut self) -> anyhow::Result<i32> {
         loop {
             self.spawn_due();
-            if self.stopping.is_some() && self.slots.iter().all(|s| s.pid.is_none()) {
+            if self.stopping.is_some()
+                && self
+                    .slots
+                    .iter()
+                    .all(|s| s.pid.is_none() && s.retiring.is_none())
+            {
                 tracing::info!("every worker exited; master exits");
                 return Ok(0);
             }
@@ -270,6 +287,7 @@ impl Master {
                 Ok(Some((Message::Stop { mercy_secs }, _))) => {
                     self.begin_stop(Duration::from_secs(mercy_secs), "asked by the pool")
                 }
+                Ok(Some((Message::ChainReload, _))) => self.begin_chain(),
                 Ok(Some((other, _))) => {
                     tracing::warn!(message = ?other, "unexpected message from the pool; ignored")
                 }
@@ -297,7 +315,11 @@ impl Master {
                 pid = slot.pid.map(|p| p.as_raw()),
                 "worker accepting"
             );
+            if self.chain.as_ref().is_some_and(|c| c.next == i) {
+                self.chain_advance(i);
+            }
         }
+
         // Either way the pipe has served its purpose: death is seen through SIGCHLD.
         if self.stopping.is_none() && !self.reported_ready && self.slots.iter().all(|s| s.ready) {
             self.reported_ready = true;
@@ -327,6 +349,17 @@ impl Master {
                 Ok(s) => s,
             };
             let Some(pid) = status.pid() else { continue };
+            if let Some(slot) = self.slots.iter_mut().find(|s| s.retiring == Some(pid)) {
+                slot.retiring = None;
+                reaped = true;
+                tracing::info!(
+                    worker = slot.id,
+                    pid = pid.as_raw(),
+                    how = describe_exit(&status),
+                    "replaced worker exited"
+                );
+                continue;
+            }
             let Some(slot) = self.slots.iter_mut().find(|s| s.pid == Some(pid)) else {
                 continue;
             };
@@ -420,6 +453,82 @@ impl Master {
         Ok(())
     }
 
+    /// A chain reload: each worker in turn is replaced by a fresh fork; the old one is stopped
+    /// only once the new one accepts, so no moment has fewer accepting workers than `processes`.
+    fn begin_chain(&mut self) {
+        if self.stopping.is_some() || self.chain.is_some() {
+            let message =
+                "refused: this generation is stopping or already chain-reloading".to_owned();
+            self.send(Message::ChainReloaded(ReloadOutcome {
+                ok: false,
+                generation: self.generation,
+                message,
+                millis: 0,
+            }));
+            return;
+        }
+        tracing::info!(
+            workers = self.slots.len(),
+            "chain reload: replacing workers one at a time"
+        );
+        self.chain = Some(Chain {
+            next: 0,
+            started: Instant::now(),
+        });
+        self.chain_start(0);
+    }
+
+    /// Forks the successor of slot `i`, keeping the current process running until it accepts.
+    fn chain_start(&mut self, i: usize) {
+        if i == self.slots.len() {
+            let Some(chain) = self.chain.take() else {
+                return;
+            };
+            let millis = chain.started.elapsed().as_millis() as u64;
+            tracing::info!(ms = millis, "chain reload done: every worker replaced");
+            let message = format!(
+                "{} workers of generation {} replaced one at a time",
+                self.slots.len(),
+                self.generation
+            );
+            self.send(Message::ChainReloaded(ReloadOutcome {
+                ok: true,
+                generation: self.generation,
+                message,
+                millis,
+            }));
+            return;
+        }
+        let slot = &mut self.slots[i];
+        slot.retiring = slot.pid.take();
+        slot.ready = false;
+        slot.ready_pipe = None;
+        slot.crashes = 0;
+        slot.respawn_at = Some(Instant::now());
+        tracing::info!(
+            worker = slot.id,
+            old_pid = slot.retiring.map(|p| p.as_raw()),
+            "chain reload: starting a successor"
+        );
+    }
+
+    /// Slot `i`'s successor accepts: stop its predecessor, go on with the next slot.
+    fn chain_advance(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if let Some(old) = slot.retiring {
+            tracing::info!(
+                worker = slot.id,
+                old_pid = old.as_raw(),
+                "chain reload: successor accepts; stopping the old worker"
+            );
+            let _ = kill(old, Signal::SIGTERM);
+        }
+        if let Some(chain) = &mut self.chain {
+            chain.next = i + 1;
+        }
+        self.chain_start(i + 1);
+    }
+
     /// Stop accepting everywhere; workers finish in-flight requests within `mercy`.
     fn begin_stop(&mut self, mercy: Duration, why: &str) {
         if self.stopping.is_some() {
@@ -454,7 +563,11 @@ impl Master {
     }
 
     fn signal_workers(&self, sig: Signal) {
-        for pid in self.slots.iter().filter_map(|s| s.pid) {
+        for pid in self
+            .slots
+            .iter()
+            .flat_map(|s| s.pid.into_iter().chain(s.retiring))
+        {
             let _ = kill(pid, sig);
         }
     }
@@ -463,8 +576,8 @@ impl Master {
         let processes = self
             .slots
             .iter()
-            .filter_map(|s| {
-                s.pid.map(|pid| ProcessInfo {
+            .flat_map(|s| {
+                s.pid.into_iter().chain(s.retiring).map(|pid| ProcessInfo {
                     kind: ProcessKind::Worker,
                     id: s.id,
                     pid: pid.as_raw() as u32,
