@@ -468,3 +468,74 @@ fn chain_reload_replaces_workers_one_at_a_time_without_failures() {
         );
     }
 }
+
+#[test]
+fn reloads_asked_together_are_queued_never_interleaved() {
+    let server = Server::start_with_app_source(&versioned_app("q"), "processes: 1\n");
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let control = server.control.clone();
+            std::thread::spawn(move || {
+                std::process::Command::new(common::bin_dir().join("zergctl"))
+                    .arg("--pool")
+                    .arg(control)
+                    .arg("reload")
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for r in runs {
+        let out = r.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Never two candidates at once: each generation starts after the previous one serves.
+    let log = server.log_text();
+    let steps: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("generation starting") || l.contains("generation serving"))
+        .collect();
+    assert!(steps.len() >= 4, "{steps:#?}");
+    for pair in steps.chunks(2) {
+        assert!(pair[0].contains("generation starting"), "{steps:#?}");
+        assert!(
+            pair.len() == 2 && pair[1].contains("generation serving"),
+            "{steps:#?}"
+        );
+    }
+    assert_eq!(server.get("/").text(), "q");
+}
+
+#[test]
+fn systemd_hears_ready_and_reloading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let server = Server::start_with_app_source_env(
+        &versioned_app("n"),
+        "",
+        &[("NOTIFY_SOCKET", path.display().to_string())],
+    );
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(recv().starts_with("READY=1"));
+    assert!(server.zergctl(&["reload"]).status.success());
+    let reloading = recv();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let usec: u64 = reloading.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    assert!(recv().starts_with("READY=1"));
+}

@@ -82,16 +82,26 @@ impl Server {
 
     /// Like `start` but does not wait.
     pub fn spawn(app: &str, extra: &str) -> Server {
-        Server::spawn_app_path(tempfile::tempdir().unwrap(), &apps_dir().join(app), extra)
+        Server::spawn_app_path(
+            tempfile::tempdir().unwrap(),
+            &apps_dir().join(app),
+            extra,
+            &[],
+        )
     }
 
     /// Starts a server whose app is `app.py` in the temp dir, written from `source`; the test
     /// may rewrite it (with [`Server::write_app`]) before a reload.
     pub fn start_with_app_source(source: &str, extra: &str) -> Server {
+        Server::start_with_app_source_env(source, extra, &[])
+    }
+
+    /// Like `start_with_app_source`, with extra environment for the pool.
+    pub fn start_with_app_source_env(source: &str, extra: &str, env: &[(&str, String)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let app = dir.path().join("app.py");
         std::fs::write(&app, source).unwrap();
-        let server = Server::spawn_app_path(dir, &app, extra);
+        let server = Server::spawn_app_path(dir, &app, extra, env);
         server.wait_serving();
         server
     }
@@ -110,7 +120,12 @@ impl Server {
             .expect("run zergctl")
     }
 
-    fn spawn_app_path(dir: tempfile::TempDir, app: &Path, extra: &str) -> Server {
+    fn spawn_app_path(
+        dir: tempfile::TempDir,
+        app: &Path,
+        extra: &str,
+        env: &[(&str, String)],
+    ) -> Server {
         let port = free_port();
         let control = dir.path().join("zerg.sock");
         let yaml = format!(
@@ -120,12 +135,8 @@ impl Server {
         );
         let config = dir.path().join("zerg.yml");
         std::fs::write(&config, yaml).unwrap();
-        Server::spawn_with_config(
-            dir,
-            config,
-            control,
-            format!("127.0.0.1:{port}").parse().unwrap(),
-        )
+        let http = format!("127.0.0.1:{port}").parse().unwrap();
+        Server::spawn_with_config_env(dir, config, control, http, env)
     }
 
     pub fn spawn_with_config(
@@ -133,6 +144,16 @@ impl Server {
         config: PathBuf,
         control: PathBuf,
         http: SocketAddr,
+    ) -> Server {
+        Server::spawn_with_config_env(dir, config, control, http, &[])
+    }
+
+    fn spawn_with_config_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        control: PathBuf,
+        http: SocketAddr,
+        env: &[(&str, String)],
     ) -> Server {
         let log = dir.path().join("server.log");
         let logfile = std::fs::File::create(&log).unwrap();
@@ -144,6 +165,7 @@ impl Server {
                 "ZERG_LOG",
                 std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile)
