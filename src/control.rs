@@ -168,6 +168,10 @@ pub enum ControlError {
     Decode(#[from] serde_json::Error),
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     Version { ours: u32, theirs: u32 },
+    #[error("the pool refused: {0}")]
+    Refused(String),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
     #[error("expected {expected} fds with this message, got {got}")]
     MissingFds { expected: usize, got: usize },
 }
@@ -258,6 +262,25 @@ impl Connection {
     pub fn connect(path: &Path) -> io::Result<Connection> {
         let stream = UnixStream::connect(path)?;
         Ok(Connection::new(stream))
+    }
+
+    /// Connects as an operator's client (zergctl) and completes the hello.
+    pub fn connect_ctl(path: &Path) -> Result<Connection, ControlError> {
+        let mut conn = Connection::connect(path)?;
+        conn.send(
+            &Message::Hello {
+                protocol: PROTOCOL_VERSION,
+                role: Role::Ctl,
+                pid: std::process::id(),
+                generation: None,
+            },
+            &[],
+        )?;
+        match conn.recv_hello()?.0 {
+            Message::HelloCtl { .. } => Ok(conn),
+            Message::Refused { reason, .. } => Err(ControlError::Refused(reason)),
+            other => Err(ControlError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     pub fn new(stream: UnixStream) -> Connection {

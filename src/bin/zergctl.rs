@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use zerg::control::{Connection, Message, PoolStatus, Role, PROTOCOL_VERSION};
+use zerg::control::{Connection, Message, PoolStatus};
 
 /// Talk to a running zerg-pool over its control socket.
 #[derive(Parser)]
@@ -66,26 +66,12 @@ fn run(args: Args) -> anyhow::Result<i32> {
             bail!("name the pool's control socket with --pool (or a config with --config)")
         }
     };
-    let mut conn = Connection::connect(&socket).with_context(|| {
+    let mut conn = Connection::connect_ctl(&socket).with_context(|| {
         format!(
-            "cannot connect to the pool at {}; is zerg-pool running?",
+            "cannot talk to the pool at {}; is zerg-pool running?",
             socket.display()
         )
     })?;
-    conn.send(
-        &Message::Hello {
-            protocol: PROTOCOL_VERSION,
-            role: Role::Ctl,
-            pid: std::process::id(),
-            generation: None,
-        },
-        &[],
-    )?;
-    match conn.recv_hello()?.0 {
-        Message::HelloCtl { .. } => {}
-        Message::Refused { reason, .. } => bail!("the pool refused: {reason}"),
-        other => bail!("unexpected answer from the pool: {other:?}"),
-    }
     match args.command {
         Command::Status { json } => {
             conn.send(&Message::StatusRequest, &[])?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use zerg::control::{Connection, Message, PoolStatus, Role, PROTOCOL_VERSION};
+use zerg::control::{Connection, Message, PoolStatus};
 
 /// How long anything may take to become true before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -191,18 +191,7 @@ impl Server {
 
     /// Asks the pool for its status over the control socket.
     pub fn status(&self) -> Option<PoolStatus> {
-        let mut conn = Connection::connect(&self.control).ok()?;
-        conn.send(
-            &Message::Hello {
-                protocol: PROTOCOL_VERSION,
-                role: Role::Ctl,
-                pid: std::process::id(),
-                generation: None,
-            },
-            &[],
-        )
-        .ok()?;
-        conn.recv_hello().ok()?;
+        let mut conn = Connection::connect_ctl(&self.control).ok()?;
         conn.send(&Message::StatusRequest, &[]).ok()?;
         match conn.recv().ok()?.0 {
             Message::Status(s) => Some(s),

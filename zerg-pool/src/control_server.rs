@@ -223,50 +223,40 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
             }
         };
         let answer = match msg {
-            Message::StatusRequest => {
-                let (reply, rx) = oneshot::channel();
-                if events.send(Event::Status { reply }).is_err() {
-                    return;
-                }
-                match rx.await {
-                    Ok(status) => Message::Status(status),
-                    Err(_) => return,
-                }
-            }
-            Message::Reload => {
-                let (reply, rx) = oneshot::channel();
-                if events.send(Event::Reload { reply }).is_err() {
-                    return;
-                }
-                match rx.await {
-                    Ok(outcome) => Message::ReloadResult(outcome),
-                    Err(_) => return,
-                }
-            }
-            Message::ChainReload => {
-                let (reply, rx) = oneshot::channel();
-                if events.send(Event::ChainReload { reply }).is_err() {
-                    return;
-                }
-                match rx.await {
-                    Ok(outcome) => Message::ChainReloaded(outcome),
-                    Err(_) => return,
-                }
-            }
-            Message::StopPool { immediate } => {
-                if events.send(Event::Stop { immediate }).is_err() {
-                    return;
-                }
-                Message::Stopping
-            }
-            other => Message::Error {
+            Message::StatusRequest => ask(&events, |reply| Event::Status { reply })
+                .await
+                .map(Message::Status),
+            Message::Reload => ask(&events, |reply| Event::Reload { reply })
+                .await
+                .map(Message::ReloadResult),
+            Message::ChainReload => ask(&events, |reply| Event::ChainReload { reply })
+                .await
+                .map(Message::ChainReloaded),
+            Message::StopPool { immediate } => events
+                .send(Event::Stop { immediate })
+                .ok()
+                .map(|_| Message::Stopping),
+            other => Some(Message::Error {
                 message: format!("zergctl cannot ask for {other:?}"),
-            },
+            }),
         };
+        // None: the supervisor is gone (the pool is exiting); just hang up.
+        let Some(answer) = answer else { return };
         if c.send(&answer, &[]).await.is_err() {
             return;
         }
     }
+}
+
+/// Sends the supervisor an event carrying a reply channel and waits for the answer; `None` if
+/// the supervisor is gone.
+async fn ask<T>(
+    events: &mpsc::UnboundedSender<Event>,
+    event: impl FnOnce(oneshot::Sender<T>) -> Event,
+) -> Option<T> {
+    let (reply, rx) = oneshot::channel();
+    events.send(event(reply)).ok()?;
+    rx.await.ok()
 }
 
 /// Only the pool's own user (or root) may talk to it, whatever the socket file's mode.
