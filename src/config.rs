@@ -64,6 +64,12 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: u32,
 
+    /// Static files served by the workers without entering Python, uWSGI style:
+    /// `/static=/srv/app/static` maps URLs under `/static/` to files under that directory. A
+    /// file that does not exist falls through to the app. One value or a list.
+    #[serde(default)]
+    pub static_map: StringList,
+
     /// Environment variables for the app, each `NAME=VALUE`. One value or a list.
     #[serde(default)]
     pub env: StringList,
@@ -297,6 +303,12 @@ impl Config {
         if self.threads == 0 {
             problems.push("`threads` must be at least 1".into());
         }
+        for m in self.static_map.iter() {
+            match m.split_once('=') {
+                Some((mount, dir)) if mount.starts_with('/') && !dir.is_empty() => {}
+                _ => problems.push(format!("`static-map`: `{m}` is not /MOUNT=DIRECTORY")),
+            }
+        }
         for kv in self.env.iter() {
             if !kv.contains('=') || kv.starts_with('=') {
                 problems.push(format!("`env`: `{kv}` is not NAME=VALUE"));
@@ -342,6 +354,15 @@ impl Config {
 
     pub fn worker_reload_mercy(&self) -> Duration {
         Duration::from_secs(self.worker_reload_mercy)
+    }
+
+    /// `static-map` entries as (URL prefix without trailing slash, directory).
+    pub fn static_maps(&self) -> Vec<(String, PathBuf)> {
+        self.static_map
+            .iter()
+            .filter_map(|m| m.split_once('='))
+            .map(|(mount, dir)| (mount.trim_end_matches('/').to_owned(), PathBuf::from(dir)))
+            .collect()
     }
 
     pub fn ready_timeout(&self) -> Duration {
@@ -402,6 +423,7 @@ pub const OPTIONS: &[&str] = &[
     "workers",
     "threads",
     "listen",
+    "static-map",
     "env",
     "zergling",
     "reload-mercy",

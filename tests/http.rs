@@ -248,3 +248,53 @@ fn validator_wrapped_app_sees_no_pep_3333_breach() {
         "{log}"
     );
 }
+
+#[test]
+fn static_map_serves_files_without_python_and_never_escapes() {
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().join("public");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "static hello").unwrap();
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::fs::write(files.path().join("secret.txt"), "do not serve").unwrap();
+    std::os::unix::fs::symlink(files.path().join("secret.txt"), root.join("link.txt")).unwrap();
+    let server = Server::start(
+        "conformance.py",
+        &format!("static-map: /static={}\n", root.display()),
+    );
+
+    let r = server.get("/static/hello.txt");
+    assert_eq!((r.status, r.text().as_str()), (200, "static hello"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let modified = r.header("last-modified").expect("Last-Modified").to_owned();
+
+    let mut c = Client::connect(server.http);
+    c.send(&format!(
+        "GET /static/hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\n\r\n"
+    ));
+    assert_eq!(c.response().status, 304);
+    c.head = true;
+    c.send("HEAD /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let h = c.response();
+    assert_eq!(
+        (h.status, h.header("content-length")),
+        (200, Some("1048576"))
+    );
+    c.head = false;
+    c.send("GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let b = c.response();
+    assert_eq!(b.status, 200);
+    assert!(b.body == big, "the 1 MiB file arrives intact");
+
+    // Missing files and escapes fall through to the app, which answers its own 404.
+    for path in [
+        "/static/missing.txt",
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+        "/static/link.txt",
+    ] {
+        let r = server.get(path);
+        assert_eq!((r.status, r.text().as_str()), (404, "not found"), "{path}");
+    }
+}

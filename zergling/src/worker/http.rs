@@ -43,6 +43,7 @@ pub struct State {
     pub runtime: tokio::runtime::Handle,
     /// Set when the worker stops: every response closes its connection.
     pub draining: AtomicBool,
+    pub statics: super::static_files::StaticMap,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -141,6 +142,10 @@ async fn handle(
     peer: Peer,
     state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
+        let reply = super::static_files::serve(&file, req.method(), req.headers()).await;
+        return Ok(finish(reply, &state));
+    }
     let (parts, body) = req.into_parts();
     let (reply, answer) = oneshot::channel();
     state.python.submit(Job {
@@ -152,6 +157,11 @@ async fn handle(
     let reply = answer
         .await
         .unwrap_or_else(|_| Reply::error(http::StatusCode::INTERNAL_SERVER_ERROR));
+    Ok(finish(reply, &state))
+}
+
+/// The response for a reply; while draining it closes the connection.
+fn finish(reply: Reply, state: &State) -> Response<ResponseBody> {
     let mut response = reply.into_response();
     if state.draining.load(Ordering::Relaxed) {
         response.headers_mut().insert(
@@ -159,5 +169,5 @@ async fn handle(
             http::HeaderValue::from_static("close"),
         );
     }
-    Ok(response)
+    response
 }

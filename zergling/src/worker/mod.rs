@@ -7,6 +7,7 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
 
 mod http;
+mod static_files;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,6 +94,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mercy = config.worker_reload_mercy();
+    let statics = config.static_maps();
     let id = spec.id;
     let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
         .manifest
@@ -112,6 +114,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             python,
             runtime: tokio::runtime::Handle::current(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            statics: static_files::StaticMap::new(statics),
         });
         for (info, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;

@@ -1,0 +1,160 @@
+//! `static-map`: files under a mount point served by the worker itself, never entering Python
+//! (uWSGI's `static-map`). A GET or HEAD under a mount whose file exists is answered here; any
+//! other request, or a missing file, goes to the app.
+//!
+//! Safety: the decoded path may not contain `..` or NUL, and the file's canonical path must stay
+//! inside the mount's canonical directory, so neither `../` nor a symlink escapes it.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::wsgi::reply::{Reply, ResponseBody, STREAM_DEPTH};
+
+/// Files up to this size are read whole; larger ones are streamed in [`CHUNK`]s.
+const WHOLE_FILE_MAX: u64 = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// The mounts, with canonical directories.
+pub struct StaticMap {
+    mounts: Vec<(String, PathBuf)>,
+}
+
+impl StaticMap {
+    pub fn new(maps: Vec<(String, PathBuf)>) -> StaticMap {
+        let mounts = maps
+            .into_iter()
+            .filter_map(|(mount, dir)| match std::fs::canonicalize(&dir) {
+                Ok(dir) => Some((mount, dir)),
+                Err(e) => {
+                    tracing::warn!(mount, dir = %dir.display(), error = %e, "static-map directory unusable; ignored");
+                    None
+                }
+            })
+            .collect();
+        StaticMap { mounts }
+    }
+
+    /// The file a GET/HEAD for `path` maps to, if it exists inside its mount.
+    pub fn resolve(&self, method: &Method, path: &str) -> Option<PathBuf> {
+        if self.mounts.is_empty() || (method != Method::GET && method != Method::HEAD) {
+            return None;
+        }
+        let (mount, dir) = self.mounts.iter().find(|(mount, _)| {
+            path.strip_prefix(mount.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })?;
+        let decoded = percent_encoding::percent_decode_str(&path[mount.len()..])
+            .decode_utf8()
+            .ok()?;
+        if decoded.contains('\0') || decoded.split('/').any(|seg| seg == "..") {
+            return None;
+        }
+        let file = std::fs::canonicalize(dir.join(decoded.trim_start_matches('/'))).ok()?;
+        (file.starts_with(dir) && file.is_file()).then_some(file)
+    }
+}
+
+/// Answers a request with `file`: Content-Type from its extension, Last-Modified, and a 304 for
+/// a matching If-Modified-Since.
+pub async fn serve(file: &Path, method: &Method, headers: &http::HeaderMap) -> Reply {
+    match serve_file(file, method, headers).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "static file unreadable");
+            Reply::error(StatusCode::FORBIDDEN)
+        }
+    }
+}
+
+async fn serve_file(
+    path: &Path,
+    method: &Method,
+    headers: &http::HeaderMap,
+) -> std::io::Result<Reply> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let meta = file.metadata().await?;
+    let len = meta.len();
+    let modified = meta.modified().ok();
+    let mut out = vec![
+        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(
+                mime_guess::from_path(path)
+                    .first_or_octet_stream()
+                    .essence_str(),
+            )
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        ),
+    ];
+    if let Some(m) = modified {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m)) {
+            out.push((header::LAST_MODIFIED, v));
+        }
+        if not_modified_since(headers, m) {
+            out.retain(|(n, _)| n != header::CONTENT_LENGTH);
+            return Ok(Reply {
+                status: StatusCode::NOT_MODIFIED,
+                reason: None,
+                headers: out,
+                body: ResponseBody::Full(None),
+            });
+        }
+    }
+    let body = if method == Method::HEAD {
+        ResponseBody::Full(None)
+    } else if len <= WHOLE_FILE_MAX {
+        let mut data = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut data).await?;
+        ResponseBody::Full(Some(Bytes::from(data)))
+    } else {
+        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        tokio::spawn(async move {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        ResponseBody::Stream(rx)
+    };
+    Ok(Reply {
+        status: StatusCode::OK,
+        reason: None,
+        headers: out,
+        body,
+    })
+}
+
+fn not_modified_since(headers: &http::HeaderMap, modified: SystemTime) -> bool {
+    let Some(since) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    // HTTP dates have whole seconds.
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    secs(modified) <= secs(since)
+}
