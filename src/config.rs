@@ -64,6 +64,17 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: u32,
 
+    /// Mules: processes with no web stack that run Python code, one per entry. A `.py` file runs
+    /// as `__main__`; `pkg.mod:callable` is called. One value or a list.
+    #[serde(default)]
+    pub mule: StringList,
+
+    /// Farms group mules by position (from 1, in `mule` order): `NAME:1,2`. Web workers send
+    /// with `uwsgi.farm_msg(NAME, msg)`; each message is taken by exactly one mule of the farm.
+    /// One value or a list.
+    #[serde(default)]
+    pub farm: StringList,
+
     /// Static files served by the workers without entering Python, uWSGI style:
     /// `/static=/srv/app/static` maps URLs under `/static/` to files under that directory. A
     /// file that does not exist falls through to the app. One value or a list.
@@ -190,6 +201,14 @@ impl<'de> Deserialize<'de> for ScalarString {
     }
 }
 
+/// A farm: a named group of mules sharing one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Farm {
+    pub name: String,
+    /// Mule positions, from 1.
+    pub mules: Vec<u32>,
+}
+
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "address", rename_all = "lowercase")]
@@ -303,6 +322,29 @@ impl Config {
         if self.threads == 0 {
             problems.push("`threads` must be at least 1".into());
         }
+        match self.farms() {
+            Ok(farms) => {
+                for f in &farms {
+                    if let Some(bad) = f
+                        .mules
+                        .iter()
+                        .find(|&&k| k == 0 || k as usize > self.mule.0.len())
+                    {
+                        problems.push(format!(
+                            "`farm`: {} names mule {bad}, but there are {} mules",
+                            f.name,
+                            self.mule.0.len()
+                        ));
+                    }
+                }
+                let mut names: Vec<&str> = farms.iter().map(|f| f.name.as_str()).collect();
+                names.sort_unstable();
+                if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                    problems.push(format!("`farm`: {} is defined twice", w[0]));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
         for m in self.static_map.iter() {
             match m.split_once('=') {
                 Some((mount, dir)) if mount.starts_with('/') && !dir.is_empty() => {}
@@ -354,6 +396,28 @@ impl Config {
 
     pub fn worker_reload_mercy(&self) -> Duration {
         Duration::from_secs(self.worker_reload_mercy)
+    }
+
+    /// The farms, parsed from `NAME:1,2` entries.
+    pub fn farms(&self) -> Result<Vec<Farm>, String> {
+        self.farm
+            .iter()
+            .map(|f| {
+                let bad = || format!("`farm`: `{f}` is not NAME:POSITION,POSITION...");
+                let (name, list) = f.split_once(':').ok_or_else(bad)?;
+                let mules = list
+                    .split(',')
+                    .map(|n| n.trim().parse::<u32>().map_err(|_| bad()))
+                    .collect::<Result<Vec<u32>, String>>()?;
+                if name.trim().is_empty() || mules.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Farm {
+                    name: name.trim().to_owned(),
+                    mules,
+                })
+            })
+            .collect()
     }
 
     /// `static-map` entries as (URL prefix without trailing slash, directory).
@@ -423,6 +487,8 @@ pub const OPTIONS: &[&str] = &[
     "workers",
     "threads",
     "listen",
+    "mule",
+    "farm",
     "static-map",
     "env",
     "zergling",
@@ -497,6 +563,31 @@ mod tests {
         assert!(err.contains("`nonsense`"), "{err}");
         assert!(err.contains("wsgi-file"), "{err}");
         assert!(err.contains("processes"), "{err}");
+    }
+
+    #[test]
+    fn farms_name_existing_mules() {
+        let c = parse("zerg-server: z\nhttp: :1\nmodule: a\nmule: [h.py, h.py]\nfarm: jobs:1,2\n")
+            .unwrap();
+        assert_eq!(
+            c.farms().unwrap(),
+            vec![Farm {
+                name: "jobs".into(),
+                mules: vec![1, 2]
+            }]
+        );
+        let err =
+            parse("zerg-server: z\nhttp: :1\nmodule: a\nmule: h.py\nfarm:\n  - jobs:1\n  - x\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`x` is not NAME:POSITION"), "{err}");
+        let err = parse("zerg-server: z\nhttp: :1\nmodule: a\nmule: h.py\nfarm: jobs:1,3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jobs names mule 3, but there are 1 mules"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,12 +58,14 @@ pub struct ProcessInfo {
 pub enum ProcessKind {
     #[default]
     Worker,
+    Mule,
 }
 
 impl std::fmt::Display for ProcessKind {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str(match self {
             ProcessKind::Worker => "worker",
+            ProcessKind::Mule => "mule",
         })
     }
 }
@@ -115,11 +117,14 @@ pub enum Message {
         /// `None` for one started by someone else.
         generation: Option<u64>,
     },
-    /// The pool's answer to a zergling's hello; one fd per listener follows, in order.
+    /// The pool's answer to a zergling's hello. Fds follow: one per listener, in order, then
+    /// two per queue (the end messages are sent on, then the end they are taken from).
     Welcome {
         protocol: u32,
         generation: u64,
         listeners: Vec<ListenerInfo>,
+        #[serde(default)]
+        queues: Vec<String>,
     },
     /// The pool's answer to a ctl hello.
     HelloCtl { protocol: u32, pool_pid: u32 },
@@ -246,7 +251,9 @@ pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
 /// How many fds travel with a message.
 pub fn fd_count(msg: &Message) -> usize {
     match msg {
-        Message::Welcome { listeners, .. } => listeners.len(),
+        Message::Welcome {
+            listeners, queues, ..
+        } => listeners.len() + 2 * queues.len(),
         _ => 0,
     }
 }
@@ -438,6 +445,7 @@ mod tests {
                 name: "http:0".into(),
                 addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
             }],
+            queues: vec![],
         };
         tx.send(&welcome, &[l1.as_fd()]).unwrap();
         tx.send(&Message::Ready, &[]).unwrap();

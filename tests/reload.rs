@@ -386,11 +386,13 @@ fn killed_master_is_healed_and_requests_wait_in_the_backlog() {
         let (status, _, body) = t.join().unwrap().expect("a request during the gap fails");
         assert_eq!((status, body.as_str()), (200, "v"));
     }
-    let healed = server.wait_serving();
-    assert!(healed
-        .generations
-        .iter()
-        .any(|x| x.generation == 2 && x.state == "serving"));
+    wait_for("generation 2 to serve in place of the dead one", || {
+        let s = server.status()?;
+        s.generations
+            .iter()
+            .any(|x| x.generation == 2 && x.state == "serving")
+            .then_some(())
+    });
     for p in &g.processes {
         wait_for("the dead master's workers to exit", || {
             (!alive(p.pid)).then_some(())

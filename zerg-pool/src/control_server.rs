@@ -19,6 +19,7 @@ use zerg::fdpass;
 
 use crate::generation::ConnId;
 use crate::listeners::Listener;
+use crate::queues::Queue;
 
 /// What connection tasks tell the supervisor.
 #[derive(Debug)]
@@ -103,6 +104,7 @@ pub async fn serve(
     conn: ConnId,
     events: mpsc::UnboundedSender<Event>,
     listeners: Arc<Vec<Listener>>,
+    queues: Arc<Vec<Queue>>,
 ) {
     if let Err(reason) = check_peer(&stream) {
         tracing::warn!(conn, %reason, "control connection refused");
@@ -135,7 +137,7 @@ pub async fn serve(
             pid,
             generation,
             ..
-        } => serve_zergling(c, conn, pid, generation, events, listeners).await,
+        } => serve_zergling(c, conn, pid, generation, events, listeners, queues).await,
         Message::Hello {
             role: Role::Ctl, ..
         } => serve_ctl(c, conn, events).await,
@@ -152,6 +154,7 @@ async fn serve_zergling(
     generation: Option<u64>,
     events: mpsc::UnboundedSender<Event>,
     listeners: Arc<Vec<Listener>>,
+    queues: Arc<Vec<Queue>>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     if events
@@ -170,7 +173,11 @@ async fn serve_zergling(
             out = rx.recv() => {
                 let Some(msg) = out else { break };
                 let fds: Vec<BorrowedFd> = match &msg {
-                    Message::Welcome { .. } => listeners.iter().map(|l| l.fd()).collect(),
+                    Message::Welcome { .. } => listeners
+                        .iter()
+                        .map(|l| l.fd())
+                        .chain(queues.iter().flat_map(|q| q.fds()))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 let refused = matches!(msg, Message::Refused { .. });

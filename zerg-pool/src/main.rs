@@ -5,6 +5,7 @@ mod generation;
 mod listeners;
 mod notify;
 mod pool;
+mod queues;
 
 use std::path::PathBuf;
 

@@ -30,6 +30,7 @@ use crate::control_server::{self, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
+use crate::queues::{self, Queue};
 
 /// Longest pause between two attempts to start a generation that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -75,6 +76,7 @@ pub struct Pool {
     config: Config,
     control_path: PathBuf,
     listeners: Arc<Vec<Listener>>,
+    queues: Arc<Vec<Queue>>,
     generations: BTreeMap<u64, Generation>,
     conns: BTreeMap<ConnId, u64>,
     last_generation: u64,
@@ -104,6 +106,7 @@ impl Pool {
         for l in &listeners {
             tracing::info!(name = %l.info.name, addr = %l.info.addr, "listening");
         }
+        let queues = queues::create_all(&config).context("cannot create the farm queues")?;
         let control_path = std::path::absolute(&config.zerg_server)?;
         let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
         std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
@@ -117,6 +120,7 @@ impl Pool {
             config,
             control_path,
             listeners: Arc::new(listeners),
+            queues: Arc::new(queues),
             generations: BTreeMap::new(),
             conns: BTreeMap::new(),
             last_generation: 0,
@@ -161,7 +165,13 @@ impl Pool {
                 accepted = control.accept() => match accepted {
                     Ok((stream, _)) => {
                         next_conn += 1;
-                        tokio::spawn(control_server::serve(stream, next_conn, events_tx.clone(), self.listeners.clone()));
+                        tokio::spawn(control_server::serve(
+                            stream,
+                            next_conn,
+                            events_tx.clone(),
+                            self.listeners.clone(),
+                            self.queues.clone(),
+                        ));
                     }
                     Err(e) => tracing::warn!(error = %e, "control accept failed"),
                 },
@@ -369,6 +379,7 @@ impl Pool {
             protocol: PROTOCOL_VERSION,
             generation: number,
             listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
+            queues: self.queues.iter().map(|q| q.name.clone()).collect(),
         });
     }
 

@@ -3,9 +3,11 @@
 
 mod health;
 mod master;
+mod mule;
 mod process;
 mod python;
 mod signals;
+mod uwsgi_api;
 mod worker;
 mod wsgi;
 

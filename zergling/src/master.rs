@@ -20,7 +20,7 @@ use zerg::control::{
 };
 
 use crate::signals::SelfPipe;
-use crate::{health, process, python, worker};
+use crate::{health, mule, process, python, uwsgi_api, worker};
 
 /// A worker that dies sooner than this after its start counts as a crash-loop step.
 const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
@@ -35,6 +35,7 @@ pub struct Options {
 
 /// One web worker position (uWSGI's `worker_id()`), filled by successive processes.
 struct Slot {
+    kind: ProcessKind,
     id: u32,
     pid: Option<Pid>,
     started: Instant,
@@ -101,15 +102,19 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         },
         &[],
     )?;
-    let (generation, manifest, listeners) = match conn.recv_hello() {
+    let (generation, manifest, listeners, queues) = match conn.recv_hello() {
         Ok((
             Message::Welcome {
                 generation,
                 listeners: manifest,
+                queues,
                 ..
             },
-            fds,
-        )) => (generation, manifest, fds),
+            mut fds,
+        )) => {
+            let queue_fds = fds.split_off(manifest.len());
+            (generation, manifest, fds, pair_queues(queues, queue_fds))
+        }
         Ok((Message::Refused { reason, protocol }, _)) => {
             bail!("the pool (protocol {protocol}) refused this zergling: {reason}")
         }
@@ -138,6 +143,12 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    uwsgi_api::install(uwsgi_api::Setup {
+        numproc: config.processes,
+        opt: raw_options(&opts.config),
+        queues,
+        farms: config.farms().unwrap_or_default(),
+    });
     let started = Instant::now();
     let app = match python::load(&config) {
         Ok(app) => app,
@@ -148,8 +159,12 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         }
     };
     tracing::info!(ms = started.elapsed().as_millis() as u64, "app imported");
-    let slots = (1..=config.processes)
-        .map(|id| Slot {
+    let workers = (1..=config.processes).map(|id| (ProcessKind::Worker, id));
+    let mules = (1..=config.mule.0.len() as u32).map(|id| (ProcessKind::Mule, id));
+    let slots = workers
+        .chain(mules)
+        .map(|(kind, id)| Slot {
+            kind,
             id,
             pid: None,
             started: Instant::now(),
@@ -321,7 +336,14 @@ impl Master {
         }
 
         // Either way the pipe has served its purpose: death is seen through SIGCHLD.
-        if self.stopping.is_none() && !self.reported_ready && self.slots.iter().all(|s| s.ready) {
+        if self.stopping.is_none()
+            && !self.reported_ready
+            && self
+                .slots
+                .iter()
+                .filter(|s| s.kind == ProcessKind::Worker)
+                .all(|s| s.ready)
+        {
             self.reported_ready = true;
             if let Some(check) = &self.health {
                 if let Err(reason) = check.run() {
@@ -443,7 +465,14 @@ impl Master {
             app: &self.app,
             ready: ready_write,
         };
-        let pid = process::fork_child(&close, || worker::run(spec))?;
+        let (kind, id) = (self.slots[i].kind, self.slots[i].id);
+        let pid = match kind {
+            ProcessKind::Worker => process::fork_child(&close, || worker::run(spec))?,
+            ProcessKind::Mule => {
+                let entry = self.config.mule.0[id as usize - 1].clone();
+                process::fork_child(&close, move || mule::run(id, &entry))?
+            }
+        };
         let slot = &mut self.slots[i];
         slot.pid = Some(pid);
         slot.started = Instant::now();
@@ -480,7 +509,8 @@ impl Master {
 
     /// Forks the successor of slot `i`, keeping the current process running until it accepts.
     fn chain_start(&mut self, i: usize) {
-        if i == self.slots.len() {
+        // Web workers come first in `slots`; mules are not part of a chain reload.
+        if i == self.config.processes as usize {
             let Some(chain) = self.chain.take() else {
                 return;
             };
@@ -488,8 +518,7 @@ impl Master {
             tracing::info!(ms = millis, "chain reload done: every worker replaced");
             let message = format!(
                 "{} workers of generation {} replaced one at a time",
-                self.slots.len(),
-                self.generation
+                self.config.processes, self.generation
             );
             self.send(Message::ChainReloaded(ReloadOutcome {
                 ok: true,
@@ -578,7 +607,7 @@ impl Master {
             .iter()
             .flat_map(|s| {
                 s.pid.into_iter().chain(s.retiring).map(|pid| ProcessInfo {
-                    kind: ProcessKind::Worker,
+                    kind: s.kind,
                     id: s.id,
                     pid: pid.as_raw() as u32,
                 })
@@ -600,4 +629,44 @@ fn describe_exit(status: &WaitStatus) -> String {
         WaitStatus::Signaled(_, sig, _) => format!("killed by {}", sig.as_str()),
         other => format!("{other:?}"),
     }
+}
+
+/// Matches the queue names of the welcome with their fds (send end, receive end each).
+fn pair_queues(names: Vec<String>, fds: Vec<OwnedFd>) -> Vec<uwsgi_api::Queue> {
+    let mut fds = fds.into_iter();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let send = fds.next()?;
+            let recv = fds.next()?;
+            Some(uwsgi_api::Queue { name, send, recv })
+        })
+        .collect()
+}
+
+/// The config's top-level options as uWSGI's `opt` sees them: every value as a string, a list
+/// giving one pair per item.
+fn raw_options(path: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
+    else {
+        return Vec::new();
+    };
+    let scalar = |v: &serde_yaml::Value| match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (k, v) in &map {
+        let Some(key) = k.as_str() else { continue };
+        match v {
+            serde_yaml::Value::Sequence(items) => {
+                out.extend(items.iter().filter_map(scalar).map(|s| (key.to_owned(), s)))
+            }
+            other => out.extend(scalar(other).map(|s| (key.to_owned(), s))),
+        }
+    }
+    out
 }

@@ -36,6 +36,7 @@ pub struct Spec<'a> {
 /// Runs the worker; the return value is the process exit code.
 pub fn run(spec: Spec<'_>) -> i32 {
     let _span = tracing::info_span!("worker", id = spec.id, gen = spec.generation).entered();
+    crate::uwsgi_api::set_worker(spec.id);
     match serve(spec) {
         Ok(()) => 0,
         Err(e) => {

@@ -1,0 +1,125 @@
+//! Mule farms through the real binaries: every queued job handled exactly once, across reloads.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{wait_for, Server};
+
+fn farm_server(dir_extra: &str) -> (Server, std::path::PathBuf) {
+    let record = tempfile::NamedTempFile::new()
+        .unwrap()
+        .into_temp_path()
+        .keep()
+        .unwrap();
+    let apps = common::apps_dir().join("farm");
+    let handler = apps.join("handler.py");
+    let server = Server::start(
+        "farm/app.py",
+        &format!(
+            "processes: 2\nmule: [{h}, {h}]\nfarm: jobs:1,2\nenv: FARM_RECORD={}\n{dir_extra}",
+            record.display(),
+            h = handler.display()
+        ),
+    );
+    (server, record)
+}
+
+fn recorded(record: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            let mule = p.next()?.to_owned();
+            let _pid = p.next()?;
+            Some((mule, p.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_job_is_handled_once_across_reloads() {
+    let (server, record) = farm_server("");
+    let status = server.wait_serving();
+    let mules = status.generations[0]
+        .processes
+        .iter()
+        .filter(|p| p.kind == zerg::control::ProcessKind::Mule)
+        .count();
+    assert_eq!(mules, 2, "{status:?}");
+    let ids = server.get("/ids").text();
+    assert!(
+        ["worker=1", "worker=2"]
+            .iter()
+            .any(|w| ids == format!("{w} mule=0 numproc=2 farm=None")),
+        "{ids}"
+    );
+
+    let total = 2000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let next = next.clone();
+            let addr = server.http;
+            std::thread::spawn(move || loop {
+                let job = next.fetch_add(1, Ordering::Relaxed);
+                if job >= total {
+                    return;
+                }
+                let mut c = common::Client::connect(addr);
+                c.send(&format!(
+                    "GET /job/{job} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                ));
+                assert_eq!(c.response().status, 200, "job {job}");
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        wait_for("the burst to progress", || {
+            (next.load(Ordering::Relaxed) >= (i + 1) * total / 12).then_some(())
+        });
+        let out = server.zergctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    let jobs = wait_for("every job to be recorded", || {
+        let r = recorded(&record);
+        (r.len() >= total).then_some(r)
+    });
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, job) in &jobs {
+        *seen.entry(job.clone()).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "jobs handled twice: {twice:?}");
+    assert_eq!(seen.len(), total, "every job handled");
+    assert!(
+        jobs.iter().any(|(m, _)| m == "1") && jobs.iter().any(|(m, _)| m == "2"),
+        "both mules worked"
+    );
+}
+
+#[test]
+fn undeliverable_messages_raise() {
+    let (server, _record) = farm_server("");
+    assert!(server
+        .get("/too-large")
+        .text()
+        .contains("larger than the 65536-byte limit"));
+    assert_eq!(server.get("/unknown-farm").text(), "unknown farm \"nope\"");
+    let opt = server.get("/opt").text();
+    assert!(opt.contains("('processes', b'2')"), "{opt}");
+    assert!(
+        opt.contains("('mule', [b'"),
+        "repeated values form a list: {opt}"
+    );
+}

@@ -1,0 +1,52 @@
+//! Farm and mule queues, created and held by the pool for its whole life.
+//!
+//! A queue is a `SOCK_SEQPACKET` socketpair: messages are sent on one end and taken from the
+//! other, each read takes exactly one whole message, and because the pool keeps both ends open,
+//! messages queued while no mule reads survive every reload and master crash (uWSGI keeps these
+//! in the master and loses them). Both ends are `SOCK_CLOEXEC`; they reach generations only by
+//! SCM_RIGHTS, with the listeners.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+use zerg::config::Config;
+
+/// Requested socket buffer per queue; the kernel caps it at `net.core.wmem_max`.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// One queue: `farm:NAME` or `mule:K`.
+pub struct Queue {
+    pub name: String,
+    send: OwnedFd,
+    recv: OwnedFd,
+}
+
+impl Queue {
+    /// The two ends in the order the manifest promises: send, then receive.
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.send.as_fd(), self.recv.as_fd()]
+    }
+}
+
+/// One queue per farm and one per mule position (for `uwsgi.mule_msg(msg, id)`).
+pub fn create_all(config: &Config) -> nix::Result<Vec<Queue>> {
+    let farms = config.farms().unwrap_or_default();
+    let names = farms
+        .iter()
+        .map(|f| format!("farm:{}", f.name))
+        .chain((1..=config.mule.0.len()).map(|k| format!("mule:{k}")));
+    names
+        .map(|name| {
+            let (send, recv) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )?;
+            let _ = setsockopt(&send, sockopt::SndBuf, &QUEUE_BYTES);
+            let _ = setsockopt(&recv, sockopt::RcvBuf, &QUEUE_BYTES);
+            tracing::info!(queue = name, "queue ready");
+            Ok(Queue { name, send, recv })
+        })
+        .collect()
+}

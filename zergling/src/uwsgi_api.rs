@@ -1,0 +1,317 @@
+//! `import uwsgi`: the part of uWSGI's Python API that Galaxy calls, over the pool's queues.
+//!
+//! Process-wide facts (which worker or mule this is, the queues, the options) live in statics
+//! set by the master before the app is imported and updated in each child right after fork.
+//! Differences from uWSGI, on purpose: a message that cannot be queued (queue full, too large,
+//! unknown farm) raises instead of vanishing silently.
+//!
+//! Queue fds: `farm:NAME` and `mule:K` socketpairs (SOCK_SEQPACKET) held by the pool; messages
+//! are sent on the first end and taken from the second, one whole message per read.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, MsgFlags};
+use pyo3::exceptions::{PyOSError, PySystemExit, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+/// Largest message `farm_msg`/`mule_msg` accept (uWSGI's default mule message size).
+pub const MAX_MESSAGE: usize = 65536;
+
+/// One queue's two ends.
+pub struct Queue {
+    pub name: String,
+    pub send: OwnedFd,
+    pub recv: OwnedFd,
+}
+
+/// What the module knows about the server, fixed before the app is imported.
+pub struct Setup {
+    pub numproc: u32,
+    /// Options in config order, as (key, value) strings; lists give one pair per item.
+    pub opt: Vec<(String, String)>,
+    pub queues: Vec<Queue>,
+    /// Farm name -> mule positions.
+    pub farms: Vec<zerg::config::Farm>,
+}
+
+static SETUP: OnceLock<Setup> = OnceLock::new();
+static WORKER_ID: AtomicU32 = AtomicU32::new(0);
+static MULE_ID: AtomicU32 = AtomicU32::new(0);
+static MASTER_PID: AtomicI32 = AtomicI32::new(0);
+/// In a mule: a signalfd that becomes readable when the mule is asked to stop.
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In the master, before Python starts: records the setup and registers the module.
+pub fn install(setup: Setup) {
+    MASTER_PID.store(std::process::id() as i32, Ordering::Relaxed);
+    let _ = SETUP.set(setup);
+    pyo3::append_to_inittab!(uwsgi);
+}
+
+pub fn set_worker(id: u32) {
+    WORKER_ID.store(id, Ordering::Relaxed);
+}
+
+/// In a mule: its position and the fd that says "stop".
+pub fn set_mule(id: u32, stop: BorrowedFd<'_>) {
+    MULE_ID.store(id, Ordering::Relaxed);
+    STOP_FD.store(stop.as_raw_fd(), Ordering::Relaxed);
+}
+
+fn setup() -> PyResult<&'static Setup> {
+    SETUP
+        .get()
+        .ok_or_else(|| PyOSError::new_err("the uwsgi module is only available inside zerg"))
+}
+
+fn queue(name: &str) -> Option<&'static Queue> {
+    SETUP.get()?.queues.iter().find(|q| q.name == name)
+}
+
+/// Queues one message without blocking; every failure is an exception the caller sees.
+fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
+    if msg.len() > MAX_MESSAGE {
+        return Err(PyValueError::new_err(format!(
+            "message of {} bytes is larger than the {MAX_MESSAGE}-byte limit",
+            msg.len()
+        )));
+    }
+    let q = queue(queue_name).ok_or_else(|| PyValueError::new_err(format!("unknown {what}")))?;
+    match send(
+        q.send.as_raw_fd(),
+        msg,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    ) {
+        Ok(_) => Ok(()),
+        Err(nix::errno::Errno::EAGAIN) => Err(PyOSError::new_err(format!(
+            "{what}: queue full, message not sent"
+        ))),
+        Err(e) => Err(PyOSError::new_err(format!("{what}: {e}"))),
+    }
+}
+
+/// Waits for one message on any of `queues` (GIL released). `None` on timeout; SystemExit
+/// when the mule is asked to stop (only between messages: the one in hand is finished first).
+fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<Option<Vec<u8>>> {
+    let stop = STOP_FD.load(Ordering::Relaxed);
+    let result = py.detach(|| -> Result<Option<Vec<u8>>, String> {
+        let deadline = (timeout_ms >= 0).then(|| {
+            std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64)
+        });
+        loop {
+            // SAFETY: `stop` is the mule's signalfd, open for the mule's whole life.
+            let stop_fd = (stop >= 0).then(|| unsafe { BorrowedFd::borrow_raw(stop) });
+            let mut fds: Vec<PollFd> = queues
+                .iter()
+                .map(|q| PollFd::new(q.recv.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if let Some(fd) = stop_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            let wait = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => PollTimeout::try_from(
+                    d.saturating_duration_since(std::time::Instant::now())
+                        .as_millis()
+                        .min(i32::MAX as u128) as i32,
+                )
+                .unwrap_or(PollTimeout::ZERO),
+            };
+            match poll(&mut fds, wait) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+            if stop_fd.is_some()
+                && fds
+                    .last()
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            {
+                return Err("stop".into());
+            }
+            let ready: Vec<usize> = fds
+                .iter()
+                .take(queues.len())
+                .enumerate()
+                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| i)
+                .collect();
+            for i in ready {
+                let mut buf = vec![0u8; MAX_MESSAGE];
+                // Another mule may have taken it first: EAGAIN means poll again.
+                match recv(queues[i].recv.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Ok(Some(buf));
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+    });
+    match result {
+        Ok(msg) => Ok(msg),
+        Err(stop) if stop == "stop" => Err(PySystemExit::new_err(0)),
+        Err(e) => Err(PyOSError::new_err(e)),
+    }
+}
+
+/// The queues a mule reads: its own, and (if `farms`) those of the farms it belongs to.
+fn mule_queues(farms: bool) -> PyResult<Vec<&'static Queue>> {
+    let id = MULE_ID.load(Ordering::Relaxed);
+    if id == 0 {
+        return Err(PyValueError::new_err("only a mule can receive messages"));
+    }
+    let setup = setup()?;
+    let mut out: Vec<&Queue> = queue(&format!("mule:{id}")).into_iter().collect();
+    if farms {
+        out.extend(
+            setup
+                .farms
+                .iter()
+                .filter(|f| f.mules.contains(&id))
+                .filter_map(|f| queue(&format!("farm:{}", f.name))),
+        );
+    }
+    Ok(out)
+}
+
+#[pymodule]
+pub mod uwsgi {
+    use super::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        let numproc = SETUP.get().map_or(0, |s| s.numproc);
+        m.add("numproc", numproc)?;
+        // uWSGI: values are bytes; a repeated key becomes a list.
+        let opt = PyDict::new(py);
+        if let Some(setup) = SETUP.get() {
+            for (key, value) in &setup.opt {
+                let v = PyBytes::new(py, value.as_bytes());
+                match opt.get_item(key)? {
+                    None => opt.set_item(key, v)?,
+                    Some(existing) => match existing.cast::<PyList>() {
+                        Ok(list) => list.append(v)?,
+                        Err(_) => opt.set_item(key, PyList::new(py, [existing, v.into_any()])?)?,
+                    },
+                }
+            }
+        }
+        m.add("opt", opt)?;
+        m.add("post_fork_hook", py.None())?;
+        m.add("SPOOL_OK", -2)?;
+        Ok(())
+    }
+
+    /// 1-based id of this web worker; 0 in a mule or the master.
+    #[pyfunction]
+    fn worker_id() -> u32 {
+        WORKER_ID.load(Ordering::Relaxed)
+    }
+
+    /// 1-based id of this mule; 0 elsewhere.
+    #[pyfunction]
+    fn mule_id() -> u32 {
+        MULE_ID.load(Ordering::Relaxed)
+    }
+
+    #[pyfunction]
+    fn masterpid() -> i32 {
+        MASTER_PID.load(Ordering::Relaxed)
+    }
+
+    /// One dict per web worker (`id`; `pid` is known for the calling worker only).
+    #[pyfunction]
+    fn workers(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+        let me = WORKER_ID.load(Ordering::Relaxed);
+        (1..=setup()?.numproc)
+            .map(|id| {
+                let d = PyDict::new(py);
+                d.set_item("id", id)?;
+                d.set_item("pid", if id == me { std::process::id() } else { 0 })?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// In a mule: True if it belongs to `name` (or to any farm); None otherwise, as in uWSGI.
+    #[pyfunction]
+    #[pyo3(signature = (name = None))]
+    fn in_farm(name: Option<&str>) -> PyResult<Option<bool>> {
+        let id = MULE_ID.load(Ordering::Relaxed);
+        if id == 0 {
+            return Ok(None);
+        }
+        let found = setup()?
+            .farms
+            .iter()
+            .any(|f| f.mules.contains(&id) && name.is_none_or(|n| n == f.name));
+        Ok(found.then_some(true))
+    }
+
+    /// Queues `msg` for exactly one mule of `farm`.
+    #[pyfunction]
+    fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {
+        put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)
+    }
+
+    /// In a mule: the next message from any of its farms (blocks).
+    #[pyfunction]
+    fn farm_get_msg(py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
+        let mut queues = mule_queues(true)?;
+        queues.retain(|q| q.name.starts_with("farm:"));
+        Ok(take(py, &queues, -1)?.map(|m| PyBytes::new(py, &m)))
+    }
+
+    /// Sends `msg` to mule `target` (an int) or to a farm (a str).
+    #[pyfunction]
+    #[pyo3(signature = (msg, target = None))]
+    fn mule_msg(msg: &[u8], target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        match target {
+            Some(t) if t.extract::<u32>().is_ok() => {
+                let id: u32 = t.extract()?;
+                put(&format!("mule:{id}"), &format!("mule {id}"), msg)?
+            }
+            Some(t) => {
+                let farm: String = t.extract()?;
+                put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)?
+            }
+            None => {
+                return Err(PyValueError::new_err(
+                    "mule_msg needs a mule id or a farm name (zerg has no shared mule queue)",
+                ))
+            }
+        }
+        Ok(true)
+    }
+
+    /// In a mule: the next message for it or (if `farms`) its farms; None after `timeout`
+    /// seconds (-1: wait forever).
+    #[pyfunction]
+    #[pyo3(signature = (signals = true, farms = true, buffer_size = 65536, timeout = -1))]
+    fn mule_get_msg(
+        py: Python<'_>,
+        signals: bool,
+        farms: bool,
+        buffer_size: usize,
+        timeout: i64,
+    ) -> PyResult<Option<Bound<'_, PyBytes>>> {
+        let _ = (signals, buffer_size);
+        let queues = mule_queues(farms)?;
+        let ms = if timeout < 0 {
+            -1
+        } else {
+            (timeout.min(i32::MAX as i64 / 1000) * 1000) as i32
+        };
+        Ok(take(py, &queues, ms)?.map(|m| PyBytes::new(py, &m)))
+    }
+}
