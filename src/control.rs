@@ -130,8 +130,15 @@ pub enum Message {
     HelloCtl { protocol: u32, pool_pid: u32 },
     /// The pool will not talk to this peer; `reason` says why.
     Refused { protocol: u32, reason: String },
-    /// zergling -> pool: the current set of processes (sent whenever it changes).
-    Processes { processes: Vec<ProcessInfo> },
+    /// zergling -> pool: the current set of processes (sent whenever it changes), and the mule
+    /// positions it holds: granted, and not yet given back by a mule exiting during a stop.
+    Processes {
+        processes: Vec<ProcessInfo>,
+        #[serde(default)]
+        mules_held: Vec<u32>,
+    },
+    /// pool -> zergling: these mule positions are yours; start their mules.
+    MulesGranted { ids: Vec<u32> },
     /// zergling -> pool: every worker accepts; the generation can serve.
     Ready,
     /// zergling -> pool: the app could not be started; the zergling exits after this.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use common::{wait_for, Server};
 
-fn farm_server(dir_extra: &str) -> (Server, std::path::PathBuf) {
+/// A server with two job-handler mules in farm `jobs`; `env` adds NAME=VALUE entries.
+fn farm_server(env: &[String]) -> (Server, std::path::PathBuf) {
     let record = tempfile::NamedTempFile::new()
         .unwrap()
         .into_temp_path()
@@ -19,8 +20,9 @@ fn farm_server(dir_extra: &str) -> (Server, std::path::PathBuf) {
     let server = Server::start(
         "farm/app.py",
         &format!(
-            "processes: 2\nmule: [{h}, {h}]\nfarm: jobs:1,2\nenv: FARM_RECORD={}\n{dir_extra}",
+            "processes: 2\nmule: [{h}, {h}]\nfarm: jobs:1,2\nenv:\n  - FARM_RECORD={}\n{}",
             record.display(),
+            env.iter().map(|e| format!("  - {e}\n")).collect::<String>(),
             h = handler.display()
         ),
     );
@@ -42,14 +44,17 @@ fn recorded(record: &std::path::Path) -> Vec<(String, String)> {
 
 #[test]
 fn every_job_is_handled_once_across_reloads() {
-    let (server, record) = farm_server("");
-    let status = server.wait_serving();
-    let mules = status.generations[0]
-        .processes
-        .iter()
-        .filter(|p| p.kind == zerg::control::ProcessKind::Mule)
-        .count();
-    assert_eq!(mules, 2, "{status:?}");
+    let (server, record) = farm_server(&[]);
+    // Mules start once the pool grants their positions to the serving generation.
+    wait_for("both mules to run", || {
+        let g = server.status()?.generations.into_iter().next()?;
+        let mules = g
+            .processes
+            .iter()
+            .filter(|p| p.kind == zerg::control::ProcessKind::Mule)
+            .count();
+        (mules == 2).then_some(())
+    });
     let ids = server.get("/ids").text();
     assert!(
         ["worker=1", "worker=2"]
@@ -110,7 +115,7 @@ fn every_job_is_handled_once_across_reloads() {
 
 #[test]
 fn undeliverable_messages_raise() {
-    let (server, _record) = farm_server("");
+    let (server, _record) = farm_server(&[]);
     assert!(server
         .get("/too-large")
         .text()
@@ -122,4 +127,48 @@ fn undeliverable_messages_raise() {
         opt.contains("('mule', [b'"),
         "repeated values form a list: {opt}"
     );
+}
+
+#[test]
+fn a_mule_position_is_held_by_one_process_at_a_time_across_reloads() {
+    let lives = tempfile::NamedTempFile::new()
+        .unwrap()
+        .into_temp_path()
+        .keep()
+        .unwrap();
+    let (server, _record) = farm_server(&[format!("FARM_LIVES={}", lives.display())]);
+    let read_lives = || std::fs::read_to_string(&lives).unwrap_or_default();
+    wait_for("both mules to start", || {
+        (read_lives().matches("start").count() == 2).then_some(())
+    });
+    for i in 0..10 {
+        server.get(&format!("/job/r{i}"));
+        let out = server.zergctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("the last generation's mules to start", || {
+        (read_lives().matches("start").count() == 22).then_some(())
+    });
+    // Per position: each life starts after the previous one stopped.
+    let text = read_lives();
+    for mule in ["1", "2"] {
+        let mut events: Vec<(u64, &str)> = text
+            .lines()
+            .filter_map(|l| {
+                let p: Vec<&str> = l.split(' ').collect();
+                (p[1] == mule).then(|| (p[3].parse().unwrap(), p[0]))
+            })
+            .collect();
+        events.sort();
+        let kinds: Vec<&str> = events.iter().map(|(_, k)| *k).collect();
+        let expected: Vec<&str> = ["start", "stop"].iter().copied().cycle().take(21).collect();
+        assert_eq!(
+            kinds, expected,
+            "mule {mule}: lives overlap or are missing:\n{text}"
+        );
+    }
 }

@@ -52,8 +52,10 @@ pub struct Generation {
     /// The process the pool spawned for it (may differ from the master if the command is a
     /// wrapper); `None` once reaped or for a zergling started by someone else.
     pub child_pid: Option<u32>,
-    /// Workers (and later mules) as the master last reported them.
+    /// Workers and mules as the master last reported them.
     pub processes: Vec<ProcessInfo>,
+    /// Mule positions the master says it holds.
+    pub mules_held: Vec<u32>,
     /// The live control connection, if any.
     pub conn: Option<(ConnId, mpsc::UnboundedSender<Message>)>,
     /// Past this instant a generation still starting is killed.
@@ -75,6 +77,7 @@ impl Generation {
             master_pid: None,
             child_pid,
             processes: Vec::new(),
+            mules_held: Vec::new(),
             conn: None,
             ready_deadline: Instant::now() + ready_timeout,
             failure: None,

@@ -89,6 +89,8 @@ pub struct Pool {
     queued: Option<Vec<Waiter>>,
     retiring: Vec<Retiring>,
     last_reload: Option<ReloadOutcome>,
+    /// Which generation holds each mule position (index k-1): at most one at any instant.
+    mule_holders: Vec<Option<u64>>,
     /// zergctl clients waiting for a chain reload, by generation.
     chain_waiters: Vec<(u64, Waiter)>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -107,6 +109,7 @@ impl Pool {
             tracing::info!(name = %l.info.name, addr = %l.info.addr, "listening");
         }
         let queues = queues::create_all(&config).context("cannot create the farm queues")?;
+        let config_mules = config.mule.0.len();
         let control_path = std::path::absolute(&config.zerg_server)?;
         let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
         std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
@@ -133,6 +136,7 @@ impl Pool {
             retiring: Vec::new(),
             last_reload: None,
             chain_waiters: Vec::new(),
+            mule_holders: vec![None; config_mules],
             internal_tx,
             internal_rx,
             exit_code: 0,
@@ -391,7 +395,14 @@ impl Pool {
             return;
         };
         match msg {
-            Message::Processes { processes } => g.processes = processes,
+            Message::Processes {
+                processes,
+                mules_held,
+            } => {
+                g.processes = processes;
+                g.mules_held = mules_held;
+                self.assign_mules();
+            }
             Message::Ready => self.on_ready(number),
             Message::ChainReloaded(outcome) => {
                 let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
@@ -465,6 +476,7 @@ impl Pool {
         let failure = g.failure.take();
         g.transition(State::Gone, "exited");
         self.generations.remove(&number);
+        self.assign_mules();
         let (orphans, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
             .into_iter()
             .partition(|(n, _)| *n == number);
@@ -524,6 +536,7 @@ impl Pool {
         self.backoff = Duration::ZERO;
         notify::ready();
         let Some(reload) = self.reload.take_if(|r| r.candidate == number) else {
+            self.assign_mules();
             return;
         };
         let mercy = self.config.reload_mercy().as_secs();
@@ -536,6 +549,7 @@ impl Pool {
             }
         }
         tracing::info!(generation = number, retiring = ?old, "reload: new generation serves; old ones drain");
+        self.assign_mules();
         self.retiring.push(Retiring {
             candidate: number,
             old,
@@ -705,6 +719,42 @@ impl Pool {
                         let _ = w.send(outcome.clone());
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands each free mule position to the newest serving generation. A position is free once
+    /// its holder is gone, or is no longer serving and says it let the position go (its mule
+    /// exited). So generation N+1's mule k starts only after N's mule k has exited.
+    fn assign_mules(&mut self) {
+        let newest = self
+            .generations
+            .values()
+            .filter(|g| g.state() == State::Serving)
+            .map(|g| g.number)
+            .max();
+        let mut grants = Vec::new();
+        for (i, holder) in self.mule_holders.iter_mut().enumerate() {
+            let k = i as u32 + 1;
+            if let Some(h) = *holder {
+                let released = match self.generations.get(&h) {
+                    None => true,
+                    Some(g) => g.state() != State::Serving && !g.mules_held.contains(&k),
+                };
+                if released {
+                    tracing::info!(mule = k, generation = h, "mule position released");
+                    *holder = None;
+                }
+            }
+            if let (None, Some(n)) = (*holder, newest) {
+                *holder = Some(n);
+                grants.push(k);
+            }
+        }
+        if let (false, Some(n)) = (grants.is_empty(), newest) {
+            tracing::info!(generation = n, mules = ?grants, "mule positions granted");
+            if let Some(g) = self.generations.get(&n) {
+                g.send(Message::MulesGranted { ids: grants });
             }
         }
     }

@@ -47,6 +47,9 @@ struct Slot {
     respawn_at: Option<Instant>,
     /// During a chain reload: the previous process of this slot, draining.
     retiring: Option<Pid>,
+    /// A web worker may always run; a mule only once the pool granted its position (so no
+    /// two generations run mule k at once).
+    granted: bool,
 }
 
 /// A chain reload in progress: the slots before `next` have been replaced.
@@ -171,8 +174,10 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             ready_pipe: None,
             ready: false,
             crashes: 0,
-            respawn_at: Some(Instant::now()),
+            // Mules wait for the pool's grant.
+            respawn_at: (kind == ProcessKind::Worker).then(Instant::now),
             retiring: None,
+            granted: kind == ProcessKind::Worker,
         })
         .collect();
     let mut master = Master {
@@ -303,6 +308,7 @@ impl Master {
                     self.begin_stop(Duration::from_secs(mercy_secs), "asked by the pool")
                 }
                 Ok(Some((Message::ChainReload, _))) => self.begin_chain(),
+                Ok(Some((Message::MulesGranted { ids }, _))) => self.grant_mules(&ids),
                 Ok(Some((other, _))) => {
                     tracing::warn!(message = ?other, "unexpected message from the pool; ignored")
                 }
@@ -558,6 +564,20 @@ impl Master {
         self.chain_start(i + 1);
     }
 
+    /// The pool hands over mule positions: their mules may start now.
+    fn grant_mules(&mut self, ids: &[u32]) {
+        tracing::info!(mules = ?ids, "mule positions granted by the pool");
+        for slot in &mut self.slots {
+            if slot.kind == ProcessKind::Mule && ids.contains(&slot.id) && !slot.granted {
+                slot.granted = true;
+                if self.stopping.is_none() {
+                    slot.respawn_at = Some(Instant::now());
+                }
+            }
+        }
+        self.report_processes();
+    }
+
     /// Stop accepting everywhere; workers finish in-flight requests within `mercy`.
     fn begin_stop(&mut self, mercy: Duration, why: &str) {
         if self.stopping.is_some() {
@@ -575,6 +595,7 @@ impl Master {
             slot.respawn_at = None;
         }
         self.signal_workers(Signal::SIGTERM);
+        self.report_processes();
     }
 
     fn stop_now(&mut self, why: &str) {
@@ -613,7 +634,18 @@ impl Master {
                 })
             })
             .collect();
-        self.send(Message::Processes { processes });
+        // While stopping, a mule position is given back once its mule has exited.
+        let stopping = self.stopping.is_some();
+        let mules_held = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Mule && s.granted && !(stopping && s.pid.is_none()))
+            .map(|s| s.id)
+            .collect();
+        self.send(Message::Processes {
+            processes,
+            mules_held,
+        });
     }
 
     fn send(&mut self, msg: Message) {
