@@ -118,13 +118,16 @@ pub enum Message {
         generation: Option<u64>,
     },
     /// The pool's answer to a zergling's hello. Fds follow: one per listener, in order, then
-    /// two per queue (the end messages are sent on, then the end they are taken from).
+    /// two per queue (the end messages are sent on, then the end they are taken from), then one
+    /// "message in hand" record per mule position.
     Welcome {
         protocol: u32,
         generation: u64,
         listeners: Vec<ListenerInfo>,
         #[serde(default)]
         queues: Vec<String>,
+        #[serde(default)]
+        mule_records: usize,
     },
     /// The pool's answer to a ctl hello.
     HelloCtl { protocol: u32, pool_pid: u32 },
@@ -259,8 +262,11 @@ pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
 pub fn fd_count(msg: &Message) -> usize {
     match msg {
         Message::Welcome {
-            listeners, queues, ..
-        } => listeners.len() + 2 * queues.len(),
+            listeners,
+            queues,
+            mule_records,
+            ..
+        } => listeners.len() + 2 * queues.len() + mule_records,
         _ => 0,
     }
 }
@@ -453,6 +459,7 @@ mod tests {
                 addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
             }],
             queues: vec![],
+            mule_records: 0,
         };
         tx.send(&welcome, &[l1.as_fd()]).unwrap();
         tx.send(&Message::Ready, &[]).unwrap();

@@ -172,3 +172,39 @@ fn a_mule_position_is_held_by_one_process_at_a_time_across_reloads() {
         );
     }
 }
+
+#[test]
+fn message_of_a_killed_mule_is_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold");
+    let (server, record) = farm_server(&[format!("FARM_HOLD={}", hold.display())]);
+    wait_for("both mules to run", || {
+        let g = server.status()?.generations.into_iter().next()?;
+        (g.processes
+            .iter()
+            .filter(|p| p.kind == zerg::control::ProcessKind::Mule)
+            .count()
+            == 2)
+            .then_some(())
+    });
+    assert_eq!(server.get("/job/hold").status, 200);
+    let holder: i32 = wait_for("a mule to take the job", || {
+        std::fs::read_to_string(&hold).ok()?.trim().parse().ok()
+    });
+    // SAFETY: killing a mule of the server this test started.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    let done = wait_for("the job to be handled after all", || {
+        recorded(&record).into_iter().find(|(_, job)| job == "hold")
+    });
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        !text.contains(&format!(" {holder} hold")),
+        "the killed mule cannot have finished it"
+    );
+    assert_eq!(
+        text.matches(" hold\n").count(),
+        1,
+        "handled once after the kill: {text}"
+    );
+    let _ = done;
+}

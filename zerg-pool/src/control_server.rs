@@ -6,7 +6,7 @@
 //! and nothing else.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::io::Interest;
@@ -104,7 +104,7 @@ pub async fn serve(
     conn: ConnId,
     events: mpsc::UnboundedSender<Event>,
     listeners: Arc<Vec<Listener>>,
-    queues: Arc<Vec<Queue>>,
+    queues: Arc<(Vec<Queue>, Vec<OwnedFd>)>,
 ) {
     if let Err(reason) = check_peer(&stream) {
         tracing::warn!(conn, %reason, "control connection refused");
@@ -154,7 +154,7 @@ async fn serve_zergling(
     generation: Option<u64>,
     events: mpsc::UnboundedSender<Event>,
     listeners: Arc<Vec<Listener>>,
-    queues: Arc<Vec<Queue>>,
+    queues: Arc<(Vec<Queue>, Vec<OwnedFd>)>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     if events
@@ -176,7 +176,8 @@ async fn serve_zergling(
                     Message::Welcome { .. } => listeners
                         .iter()
                         .map(|l| l.fd())
-                        .chain(queues.iter().flat_map(|q| q.fds()))
+                        .chain(queues.0.iter().flat_map(|q| q.fds()))
+                        .chain(queues.1.iter().map(|r| r.as_fd()))
                         .collect(),
                     _ => Vec::new(),
                 };

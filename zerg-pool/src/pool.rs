@@ -76,7 +76,8 @@ pub struct Pool {
     config: Config,
     control_path: PathBuf,
     listeners: Arc<Vec<Listener>>,
-    queues: Arc<Vec<Queue>>,
+    /// The farm and mule queues, and the mules' "message in hand" records.
+    queues: Arc<(Vec<Queue>, Vec<std::os::fd::OwnedFd>)>,
     generations: BTreeMap<u64, Generation>,
     conns: BTreeMap<ConnId, u64>,
     last_generation: u64,
@@ -110,6 +111,8 @@ impl Pool {
         }
         let queues = queues::create_all(&config).context("cannot create the farm queues")?;
         let config_mules = config.mule.0.len();
+        let records =
+            queues::create_records(config_mules).context("cannot create the mule records")?;
         let control_path = std::path::absolute(&config.zerg_server)?;
         let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
         std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
@@ -123,7 +126,7 @@ impl Pool {
             config,
             control_path,
             listeners: Arc::new(listeners),
-            queues: Arc::new(queues),
+            queues: Arc::new((queues, records)),
             generations: BTreeMap::new(),
             conns: BTreeMap::new(),
             last_generation: 0,
@@ -383,7 +386,8 @@ impl Pool {
             protocol: PROTOCOL_VERSION,
             generation: number,
             listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
-            queues: self.queues.iter().map(|q| q.name.clone()).collect(),
+            queues: self.queues.0.iter().map(|q| q.name.clone()).collect(),
+            mule_records: self.queues.1.len(),
         });
     }
 

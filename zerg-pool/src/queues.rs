@@ -28,6 +28,25 @@ impl Queue {
     }
 }
 
+/// Size of a mule's "message in hand" record: a header (length, queue index) and the message.
+pub const RECORD_BYTES: i64 = 8 + 65536;
+
+/// One record per mule position: the message its mule has taken and not finished, kept in a
+/// memfd the pool owns so it outlives the mule and its master. A mule that starts in that
+/// position puts a message left there back on its queue (at-least-once delivery).
+pub fn create_records(mules: usize) -> nix::Result<Vec<OwnedFd>> {
+    (1..=mules)
+        .map(|k| {
+            let fd = nix::sys::memfd::memfd_create(
+                format!("zerg-mule-{k}").as_str(),
+                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+            )?;
+            nix::unistd::ftruncate(&fd, RECORD_BYTES)?;
+            Ok(fd)
+        })
+        .collect()
+}
+
 /// One queue per farm and one per mule position (for `uwsgi.mule_msg(msg, id)`).
 pub fn create_all(config: &Config) -> nix::Result<Vec<Queue>> {
     let farms = config.farms().unwrap_or_default();

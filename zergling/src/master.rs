@@ -111,12 +111,19 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 generation,
                 listeners: manifest,
                 queues,
+                mule_records,
                 ..
             },
             mut fds,
         )) => {
-            let queue_fds = fds.split_off(manifest.len());
-            (generation, manifest, fds, pair_queues(queues, queue_fds))
+            let mut queue_fds = fds.split_off(manifest.len());
+            let records = queue_fds.split_off(queue_fds.len().saturating_sub(mule_records));
+            (
+                generation,
+                manifest,
+                fds,
+                (pair_queues(queues, queue_fds), records),
+            )
         }
         Ok((Message::Refused { reason, protocol }, _)) => {
             bail!("the pool (protocol {protocol}) refused this zergling: {reason}")
@@ -149,7 +156,8 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     uwsgi_api::install(uwsgi_api::Setup {
         numproc: config.processes,
         opt: raw_options(&opts.config),
-        queues,
+        queues: queues.0,
+        records: queues.1,
         farms: config.farms().unwrap_or_default(),
     });
     let started = Instant::now();

@@ -31,6 +31,7 @@ pub fn run(id: u32, entry: &str) -> i32 {
         }
     };
     uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop));
+    uwsgi_api::requeue_in_hand();
     tracing::info!(entry, "mule running");
     let code = Python::attach(|py| match run_entry(py, entry) {
         Ok(()) => 0,

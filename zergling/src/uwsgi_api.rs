@@ -35,7 +35,9 @@ pub struct Setup {
     pub opt: Vec<(String, String)>,
     pub queues: Vec<Queue>,
     /// Farm name -> mule positions.
-    pub farms: Vec<zerg::config::Farm>,
+    pub farms: Vec<::zerg::config::Farm>,
+    /// Per mule position (index k-1): the pool's record of the message in hand.
+    pub records: Vec<OwnedFd>,
 }
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
@@ -50,6 +52,7 @@ pub fn install(setup: Setup) {
     MASTER_PID.store(std::process::id() as i32, Ordering::Relaxed);
     let _ = SETUP.set(setup);
     pyo3::append_to_inittab!(uwsgi);
+    pyo3::append_to_inittab!(zerg);
 }
 
 pub fn set_worker(id: u32) {
@@ -94,9 +97,78 @@ fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
     }
 }
 
+/// This mule's "message in hand" record, if it is a mule.
+fn my_record() -> Option<&'static OwnedFd> {
+    let id = MULE_ID.load(Ordering::Relaxed) as usize;
+    SETUP.get()?.records.get(id.checked_sub(1)?)
+}
+
+/// Marks the message in hand as finished (uWSGI has no ack: asking for the next message is
+/// one; `zerg.ack()` is the explicit form).
+pub fn ack() {
+    if let Some(record) = my_record() {
+        let _ = nix::sys::uio::pwrite(record, &[0u8; 8], 0);
+    }
+}
+
+/// Records a message just taken from queue `index`: the body first, then the header that makes
+/// it count, so a crash between the two loses nothing that was recorded as taken.
+fn remember(index: usize, msg: &[u8]) {
+    if let Some(record) = my_record() {
+        let _ = nix::sys::uio::pwrite(record, msg, 8);
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&(index as u32).to_le_bytes());
+        let _ = nix::sys::uio::pwrite(record, &header, 0);
+    }
+}
+
+/// At a mule's start: a message its position's previous holder took and never finished goes
+/// back on its queue, so another mule (or this one) handles it.
+pub fn requeue_in_hand() {
+    let (Some(record), Some(setup)) = (my_record(), SETUP.get()) else {
+        return;
+    };
+    let mut header = [0u8; 8];
+    if nix::sys::uio::pread(record, &mut header, 0) != Ok(8) {
+        return;
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let index = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if len == 0 || len > MAX_MESSAGE {
+        return;
+    }
+    let mut msg = vec![0u8; len];
+    let Some(queue) = setup.queues.get(index) else {
+        return;
+    };
+    if nix::sys::uio::pread(record, &mut msg, 8) != Ok(len) {
+        return;
+    }
+    match send(
+        queue.send.as_raw_fd(),
+        &msg,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    ) {
+        Ok(_) => {
+            tracing::warn!(
+                queue = queue.name,
+                bytes = len,
+                "requeued a message whose mule died before finishing it"
+            );
+            ack();
+        }
+        Err(e) => {
+            tracing::error!(queue = queue.name, error = %e, "cannot requeue an unfinished message; it stays recorded")
+        }
+    }
+}
+
 /// Waits for one message on any of `queues` (GIL released). `None` on timeout; SystemExit
 /// when the mule is asked to stop (only between messages: the one in hand is finished first).
 fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<Option<Vec<u8>>> {
+    // Asking for the next message finishes the one in hand.
+    ack();
     let stop = STOP_FD.load(Ordering::Relaxed);
     let result = py.detach(|| -> Result<Option<Vec<u8>>, String> {
         let deadline = (timeout_ms >= 0).then(|| {
@@ -148,6 +220,11 @@ fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<
                 match recv(queues[i].recv.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                     Ok(n) => {
                         buf.truncate(n);
+                        let index = SETUP
+                            .get()
+                            .and_then(|s| s.queues.iter().position(|q| std::ptr::eq(q, queues[i])))
+                            .unwrap_or(0);
+                        remember(index, &buf);
                         return Ok(Some(buf));
                     }
                     Err(nix::errno::Errno::EAGAIN) => {}
@@ -313,5 +390,18 @@ pub mod uwsgi {
             (timeout.min(i32::MAX as i64 / 1000) * 1000) as i32
         };
         Ok(take(py, &queues, ms)?.map(|m| PyBytes::new(py, &m)))
+    }
+}
+
+/// `import zerg`: what zerg offers beyond uWSGI's API.
+#[pymodule]
+pub mod zerg {
+    use super::*;
+
+    /// In a mule: the message in hand is finished; it will not be delivered again even if this
+    /// mule dies now. (Asking for the next message does the same.)
+    #[pyfunction]
+    fn ack() {
+        super::ack();
     }
 }

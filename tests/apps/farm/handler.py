@@ -21,8 +21,13 @@ if lives:
     append(lives, f"start {uwsgi.mule_id()} {os.getpid()} {time.monotonic_ns()}\n")
 try:
     while True:
-        job = uwsgi.farm_get_msg()
-        append(record, f"{uwsgi.mule_id()} {os.getpid()} {job.decode()}\n")
+        job = uwsgi.farm_get_msg().decode()
+        hold = os.environ.get("FARM_HOLD")
+        if job == "hold" and hold and not os.path.exists(hold):
+            # The first mule to take this job announces itself and hangs (the test kills it).
+            append(hold, f"{os.getpid()}\n")
+            time.sleep(60)
+        append(record, f"{uwsgi.mule_id()} {os.getpid()} {job}\n")
 finally:
     if lives:
         append(lives, f"stop {uwsgi.mule_id()} {os.getpid()} {time.monotonic_ns()}\n")
