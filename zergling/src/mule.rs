@@ -32,6 +32,7 @@ pub fn run(id: u32, entry: &str) -> i32 {
     };
     uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop));
     uwsgi_api::requeue_in_hand();
+    uwsgi_api::run_post_fork_hook();
     tracing::info!(entry, "mule running");
     let code = Python::attach(|py| match run_entry(py, entry) {
         Ok(()) => 0,

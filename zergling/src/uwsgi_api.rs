@@ -97,6 +97,23 @@ fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
     }
 }
 
+/// Right after a fork, in a worker or a mule: calls `uwsgi.post_fork_hook` if the app set one
+/// (uWSGI's hook for reopening connections a forked process must not share).
+pub fn run_post_fork_hook() {
+    Python::attach(|py| {
+        let hook = py
+            .import("uwsgi")
+            .and_then(|m| m.getattr("post_fork_hook"))
+            .ok()
+            .filter(|h| !h.is_none());
+        if let Some(hook) = hook {
+            if let Err(e) = hook.call0() {
+                tracing::error!("post_fork_hook raised: {}", crate::python::describe(py, &e));
+            }
+        }
+    });
+}
+
 /// This mule's "message in hand" record, if it is a mule.
 fn my_record() -> Option<&'static OwnedFd> {
     let id = MULE_ID.load(Ordering::Relaxed) as usize;

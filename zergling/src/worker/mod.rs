@@ -37,6 +37,7 @@ pub struct Spec<'a> {
 pub fn run(spec: Spec<'_>) -> i32 {
     let _span = tracing::info_span!("worker", id = spec.id, gen = spec.generation).entered();
     crate::uwsgi_api::set_worker(spec.id);
+    crate::uwsgi_api::run_post_fork_hook();
     match serve(spec) {
         Ok(()) => 0,
         Err(e) => {
