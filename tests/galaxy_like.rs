@@ -12,27 +12,13 @@ fn galaxy_like_jobs_all_run_once_across_reloads() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/galaxy-like");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobs.sqlite");
-    let port = common::free_port();
-    let control = dir.path().join("zerg.sock");
-    let config = dir.path().join("zerg.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {e}/app.py\npythonpath: {e}\nprocesses: 2\nthreads: 2\n\
-             mule: [{e}/handler.py, {e}/handler.py]\nfarm: job-handlers:1,2\nenv: GALAXY_LIKE_DB={}\n",
-            control.display(),
-            db.display(),
-            e = example.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::spawn_with_config(
-        dir,
-        config,
-        control,
-        format!("127.0.0.1:{port}").parse().unwrap(),
+    let rest = format!(
+        "wsgi-file: {e}/app.py\npythonpath: {e}\nprocesses: 2\nthreads: 2\n\
+         mule: [{e}/handler.py, {e}/handler.py]\nfarm: job-handlers:1,2\nenv: GALAXY_LIKE_DB={}\n",
+        db.display(),
+        e = example.display()
     );
-    server.wait_serving();
+    let server = Server::start_in(dir, &[], &rest);
 
     let total = 120;
     let addr = server.http;

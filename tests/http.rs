@@ -10,27 +10,12 @@ use common::{proc_kib, Client, Server};
 #[test]
 fn hello_world_on_tcp_and_unix_listeners_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
     let unix = dir.path().join("http.sock");
-    let control = dir.path().join("zerg.sock");
-    let config = dir.path().join("zerg.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "zerg-server: {}\nhttp:\n  - 127.0.0.1:{port}\n  - {}\nwsgi-file: {}\nprocesses: 2\n",
-            control.display(),
-            unix.display(),
-            common::apps_dir().join("conformance.py").display()
-        ),
-    )
-    .unwrap();
-    let server = Server::spawn_with_config(
-        dir,
-        config,
-        control,
-        format!("127.0.0.1:{port}").parse().unwrap(),
+    let rest = format!(
+        "wsgi-file: {}\nprocesses: 2\n",
+        common::apps_dir().join("conformance.py").display()
     );
-    server.wait_serving();
+    let server = Server::start_in(dir, &[unix.display().to_string()], &rest);
 
     let r = server.get("/hello");
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));

@@ -28,28 +28,13 @@ fn module_factory_in_a_virtualenv_with_pythonpath_chdir_and_env() {
     let workdir = dir.path().join("work");
     std::fs::create_dir(&workdir).unwrap();
 
-    let port = common::free_port();
-    let control = dir.path().join("zerg.sock");
-    let config = dir.path().join("zerg.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "zerg-server: {}\nhttp: 127.0.0.1:{port}\nmodule: webapp.factory:make_app()\npythonpath: {}\n\
-             virtualenv: {}\nchdir: {}\nenv: ZERG_TEST_ENV=from-config\n",
-            control.display(),
-            common::apps_dir().join("pkgapp").display(),
-            venv.display(),
-            workdir.display(),
-        ),
-    )
-    .unwrap();
-    let server = Server::spawn_with_config(
-        dir,
-        config,
-        control,
-        format!("127.0.0.1:{port}").parse().unwrap(),
+    let rest = format!(
+        "module: webapp.factory:make_app()\npythonpath: {}\nvirtualenv: {}\nchdir: {}\nenv: ZERG_TEST_ENV=from-config\n",
+        common::apps_dir().join("pkgapp").display(),
+        venv.display(),
+        workdir.display(),
     );
-    server.wait_serving();
+    let server = Server::start_in(dir, &[], &rest);
     let r = server.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();

@@ -139,6 +139,34 @@ impl Server {
         Server::spawn_with_config_env(dir, config, control, http, env)
     }
 
+    /// Starts a pool in `dir` with its own control socket, a TCP listener on a free port
+    /// (plus `more_listeners`), and the rest of the config from `rest`; waits until it serves.
+    pub fn start_in(dir: tempfile::TempDir, more_listeners: &[String], rest: &str) -> Server {
+        let port = free_port();
+        let control = dir.path().join("zerg.sock");
+        let config = dir.path().join("zerg.yml");
+        let listeners: String = more_listeners
+            .iter()
+            .map(|l| format!("  - {l}\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "zerg-server: {}\nhttp:\n  - 127.0.0.1:{port}\n{listeners}{rest}",
+                control.display()
+            ),
+        )
+        .unwrap();
+        let server = Server::spawn_with_config(
+            dir,
+            config,
+            control,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+        );
+        server.wait_serving();
+        server
+    }
+
     pub fn spawn_with_config(
         dir: tempfile::TempDir,
         config: PathBuf,
