@@ -51,6 +51,12 @@ pub struct ProcessInfo {
     /// Position among processes of its kind, from 1 (uWSGI's `worker_id()`).
     pub id: u32,
     pub pid: u32,
+    /// For a mule: the farms it belongs to (filled in by the pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub farms: Vec<String>,
+    /// For a mule: messages taken in its position over the pool's life (filled in by the pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

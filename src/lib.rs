@@ -5,3 +5,4 @@ pub mod config;
 pub mod control;
 pub mod fdpass;
 pub mod logging;
+pub mod mule_record;

@@ -104,6 +104,15 @@ fn every_job_is_handled_once_across_reloads() {
     for (_, job) in &jobs {
         *seen.entry(job.clone()).or_default() += 1;
     }
+    // zergctl status shows each mule with its farm and how many messages it took.
+    let out = server.zergctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let taken: u64 = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("mule ") && l.contains("farms jobs"))
+        .filter_map(|l| l.rsplit("messages ").next()?.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(taken, total as u64, "{text}");
     let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "jobs handled twice: {twice:?}");
     assert_eq!(seen.len(), total, "every job handled");

@@ -149,7 +149,16 @@ fn print_status(status: &PoolStatus) {
             g.generation, g.state, master, g.age_secs
         );
         for p in &g.processes {
-            println!("  {} {} pid {}", p.kind, p.id, p.pid);
+            let farms = if p.farms.is_empty() {
+                String::new()
+            } else {
+                format!(" farms {}", p.farms.join(","))
+            };
+            let messages = p
+                .messages
+                .map(|m| format!(" messages {m}"))
+                .unwrap_or_default();
+            println!("  {} {} pid {}{farms}{messages}", p.kind, p.id, p.pid);
         }
     }
 }

@@ -763,6 +763,26 @@ impl Pool {
         }
     }
 
+    /// Adds a mule's farms and message count to its status line.
+    fn describe_mule(&self, p: &mut zerg::control::ProcessInfo) {
+        if p.kind != zerg::control::ProcessKind::Mule {
+            return;
+        }
+        p.farms = self
+            .config
+            .farms()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.mules.contains(&p.id))
+            .map(|f| f.name)
+            .collect();
+        p.messages = self
+            .queues
+            .1
+            .get(p.id as usize - 1)
+            .map(zerg::mule_record::taken);
+    }
+
     /// `zergctl chain-reload`: the serving generation replaces its workers one by one.
     fn chain_reload(&mut self, reply: Waiter) {
         let serving = self
@@ -856,7 +876,17 @@ impl Pool {
         PoolStatus {
             pool_pid: std::process::id(),
             listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
-            generations: self.generations.values().map(Generation::status).collect(),
+            generations: self
+                .generations
+                .values()
+                .map(|g| {
+                    let mut status = g.status();
+                    for p in &mut status.processes {
+                        self.describe_mule(p);
+                    }
+                    status
+                })
+                .collect(),
             last_reload: self.last_reload.clone(),
         }
     }

@@ -28,9 +28,6 @@ impl Queue {
     }
 }
 
-/// Size of a mule's "message in hand" record: a header (length, queue index) and the message.
-pub const RECORD_BYTES: i64 = 8 + 65536;
-
 /// One record per mule position: the message its mule has taken and not finished, kept in a
 /// memfd the pool owns so it outlives the mule and its master. A mule that starts in that
 /// position puts a message left there back on its queue (at-least-once delivery).
@@ -41,7 +38,7 @@ pub fn create_records(mules: usize) -> nix::Result<Vec<OwnedFd>> {
                 format!("zerg-mule-{k}").as_str(),
                 nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
             )?;
-            nix::unistd::ftruncate(&fd, RECORD_BYTES)?;
+            nix::unistd::ftruncate(&fd, zerg::mule_record::SIZE)?;
             Ok(fd)
         })
         .collect()

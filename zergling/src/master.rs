@@ -639,6 +639,7 @@ impl Master {
                     kind: s.kind,
                     id: s.id,
                     pid: pid.as_raw() as u32,
+                    ..ProcessInfo::default()
                 })
             })
             .collect();

@@ -18,8 +18,7 @@ use pyo3::exceptions::{PyOSError, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-/// Largest message `farm_msg`/`mule_msg` accept (uWSGI's default mule message size).
-pub const MAX_MESSAGE: usize = 65536;
+use ::zerg::mule_record::{self, MAX_MESSAGE};
 
 /// One queue's two ends.
 pub struct Queue {
@@ -124,19 +123,7 @@ fn my_record() -> Option<&'static OwnedFd> {
 /// one; `zerg.ack()` is the explicit form).
 pub fn ack() {
     if let Some(record) = my_record() {
-        let _ = nix::sys::uio::pwrite(record, &[0u8; 8], 0);
-    }
-}
-
-/// Records a message just taken from queue `index`: the body first, then the header that makes
-/// it count, so a crash between the two loses nothing that was recorded as taken.
-fn remember(index: usize, msg: &[u8]) {
-    if let Some(record) = my_record() {
-        let _ = nix::sys::uio::pwrite(record, msg, 8);
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&(index as u32).to_le_bytes());
-        let _ = nix::sys::uio::pwrite(record, &header, 0);
+        let _ = mule_record::clear(record);
     }
 }
 
@@ -146,22 +133,12 @@ pub fn requeue_in_hand() {
     let (Some(record), Some(setup)) = (my_record(), SETUP.get()) else {
         return;
     };
-    let mut header = [0u8; 8];
-    if nix::sys::uio::pread(record, &mut header, 0) != Ok(8) {
-        return;
-    }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let index = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    if len == 0 || len > MAX_MESSAGE {
-        return;
-    }
-    let mut msg = vec![0u8; len];
-    let Some(queue) = setup.queues.get(index) else {
+    let Some((index, msg)) = mule_record::in_hand(record) else {
         return;
     };
-    if nix::sys::uio::pread(record, &mut msg, 8) != Ok(len) {
+    let Some(queue) = setup.queues.get(index as usize) else {
         return;
-    }
+    };
     match send(
         queue.send.as_raw_fd(),
         &msg,
@@ -170,7 +147,7 @@ pub fn requeue_in_hand() {
         Ok(_) => {
             tracing::warn!(
                 queue = queue.name,
-                bytes = len,
+                bytes = msg.len(),
                 "requeued a message whose mule died before finishing it"
             );
             ack();
@@ -241,7 +218,9 @@ fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<
                             .get()
                             .and_then(|s| s.queues.iter().position(|q| std::ptr::eq(q, queues[i])))
                             .unwrap_or(0);
-                        remember(index, &buf);
+                        if let Some(record) = my_record() {
+                            let _ = mule_record::remember(record, index as u32, &buf);
+                        }
                         return Ok(Some(buf));
                     }
                     Err(nix::errno::Errno::EAGAIN) => {}
