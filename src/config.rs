@@ -75,6 +75,11 @@ pub struct Config {
     #[serde(default)]
     pub farm: StringList,
 
+    /// Number of user locks for `uwsgi.lock(i)` / `uwsgi.unlock(i)`, shared by the processes of
+    /// a generation.
+    #[serde(default = "default_locks")]
+    pub locks: u32,
+
     /// Static files served by the workers without entering Python, uWSGI style:
     /// `/static=/srv/app/static` maps URLs under `/static/` to files under that directory. A
     /// file that does not exist falls through to the app. One value or a list.
@@ -109,6 +114,10 @@ pub struct Config {
     /// new generation's own workers over a private socket, never to an older generation.
     #[serde(default)]
     pub health_check: Option<String>,
+}
+
+fn default_locks() -> u32 {
+    1
 }
 
 fn default_ready_timeout() -> u64 {
@@ -489,6 +498,7 @@ pub const OPTIONS: &[&str] = &[
     "listen",
     "mule",
     "farm",
+    "locks",
     "static-map",
     "env",
     "zergling",

@@ -20,7 +20,7 @@ fn farm_server(env: &[String]) -> (Server, std::path::PathBuf) {
     let server = Server::start(
         "farm/app.py",
         &format!(
-            "processes: 2\nmule: [{h}, {h}]\nfarm: jobs:1,2\nenv:\n  - FARM_RECORD={}\n{}",
+            "processes: 2\nthreads: 2\nmule: [{h}, {h}]\nfarm: jobs:1,2\nenv:\n  - FARM_RECORD={}\n{}",
             record.display(),
             env.iter().map(|e| format!("  - {e}\n")).collect::<String>(),
             h = handler.display()
@@ -216,4 +216,38 @@ fn message_of_a_killed_mule_is_delivered_again() {
         "handled once after the kill: {text}"
     );
     let _ = done;
+}
+
+#[test]
+fn uwsgi_lock_excludes_every_process_and_thread() {
+    let (server, _record) = farm_server(&[]);
+    let counter = server.dir.path().join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, counter) = (server.http, counter.clone());
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(addr);
+                for _ in 0..25 {
+                    c.send(&format!(
+                        "GET /locked-increment?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                        counter.display()
+                    ));
+                    assert_eq!(c.response().status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        "200",
+        "no update lost under the lock"
+    );
+    assert_eq!(
+        server.get("/bad-lock").text(),
+        "lock 5 does not exist (`locks: 1`)"
+    );
 }

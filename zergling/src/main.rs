@@ -2,6 +2,7 @@
 //! forks the web workers and supervises them.
 
 mod health;
+mod locks;
 mod master;
 mod mule;
 mod process;

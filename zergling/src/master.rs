@@ -20,7 +20,7 @@ use zerg::control::{
 };
 
 use crate::signals::SelfPipe;
-use crate::{health, mule, process, python, uwsgi_api, worker};
+use crate::{health, locks, mule, process, python, uwsgi_api, worker};
 
 /// A worker that dies sooner than this after its start counts as a crash-loop step.
 const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
@@ -153,6 +153,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    locks::create(config.locks).context("cannot create the user locks")?;
     uwsgi_api::install(uwsgi_api::Setup {
         numproc: config.processes,
         opt: raw_options(&opts.config),

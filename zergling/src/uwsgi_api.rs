@@ -331,6 +331,21 @@ pub mod uwsgi {
         Ok(found.then_some(true))
     }
 
+    /// Takes user lock `i` (shared by every process and thread of the generation).
+    #[pyfunction]
+    #[pyo3(signature = (i = 0))]
+    fn lock(py: Python<'_>, i: u32) -> PyResult<()> {
+        py.detach(|| crate::locks::lock(i))
+            .map_err(PyValueError::new_err)
+    }
+
+    /// Releases user lock `i`.
+    #[pyfunction]
+    #[pyo3(signature = (i = 0))]
+    fn unlock(i: u32) -> PyResult<()> {
+        crate::locks::unlock(i).map_err(PyValueError::new_err)
+    }
+
     /// Queues `msg` for exactly one mule of `farm`.
     #[pyfunction]
     fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {

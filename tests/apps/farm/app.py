@@ -1,5 +1,7 @@
 """Web side of the farm tests: each request queues one job for the `jobs` farm."""
 
+import time
+
 import uwsgi
 
 
@@ -18,6 +20,26 @@ def application(environ, start_response):
         try:
             uwsgi.farm_msg("nope", b"x")
             body = b"sent"
+        except ValueError as e:
+            body = str(e).encode()
+    elif path == "/locked-increment":
+        # A read-modify-write that loses updates unless uwsgi.lock() excludes every process
+        # and thread of the generation.
+        counter = environ["QUERY_STRING"]
+        uwsgi.lock()
+        try:
+            with open(counter) as f:
+                n = int(f.read() or 0)
+            time.sleep(0.001)
+            with open(counter, "w") as f:
+                f.write(str(n + 1))
+        finally:
+            uwsgi.unlock()
+        body = b"ok"
+    elif path == "/bad-lock":
+        try:
+            uwsgi.lock(5)
+            body = b"locked"
         except ValueError as e:
             body = str(e).encode()
     elif path == "/ids":
