@@ -130,6 +130,11 @@ fn undeliverable_messages_raise() {
         .text()
         .contains("larger than the 65536-byte limit"));
     assert_eq!(server.get("/unknown-farm").text(), "unknown farm \"nope\"");
+    let typed = server.get("/zerg-typed").text();
+    assert!(
+        typed.starts_with("TypeError; worker ") && typed.ends_with(" of 2"),
+        "{typed}"
+    );
     let opt = server.get("/opt").text();
     assert!(opt.contains("('processes', b'2')"), "{opt}");
     assert!(

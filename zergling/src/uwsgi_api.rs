@@ -287,24 +287,24 @@ pub mod uwsgi {
 
     /// 1-based id of this web worker; 0 in a mule or the master.
     #[pyfunction]
-    fn worker_id() -> u32 {
+    pub fn worker_id() -> u32 {
         WORKER_ID.load(Ordering::Relaxed)
     }
 
     /// 1-based id of this mule; 0 elsewhere.
     #[pyfunction]
-    fn mule_id() -> u32 {
+    pub fn mule_id() -> u32 {
         MULE_ID.load(Ordering::Relaxed)
     }
 
     #[pyfunction]
-    fn masterpid() -> i32 {
+    pub fn masterpid() -> i32 {
         MASTER_PID.load(Ordering::Relaxed)
     }
 
     /// One dict per web worker (`id`; `pid` is known for the calling worker only).
     #[pyfunction]
-    fn workers(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    pub fn workers(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
         let me = WORKER_ID.load(Ordering::Relaxed);
         (1..=setup()?.numproc)
             .map(|id| {
@@ -319,7 +319,7 @@ pub mod uwsgi {
     /// In a mule: True if it belongs to `name` (or to any farm); None otherwise, as in uWSGI.
     #[pyfunction]
     #[pyo3(signature = (name = None))]
-    fn in_farm(name: Option<&str>) -> PyResult<Option<bool>> {
+    pub fn in_farm(name: Option<&str>) -> PyResult<Option<bool>> {
         let id = MULE_ID.load(Ordering::Relaxed);
         if id == 0 {
             return Ok(None);
@@ -334,7 +334,7 @@ pub mod uwsgi {
     /// Takes user lock `i` (shared by every process and thread of the generation).
     #[pyfunction]
     #[pyo3(signature = (i = 0))]
-    fn lock(py: Python<'_>, i: u32) -> PyResult<()> {
+    pub fn lock(py: Python<'_>, i: u32) -> PyResult<()> {
         py.detach(|| crate::locks::lock(i))
             .map_err(PyValueError::new_err)
     }
@@ -342,19 +342,19 @@ pub mod uwsgi {
     /// Releases user lock `i`.
     #[pyfunction]
     #[pyo3(signature = (i = 0))]
-    fn unlock(i: u32) -> PyResult<()> {
+    pub fn unlock(i: u32) -> PyResult<()> {
         crate::locks::unlock(i).map_err(PyValueError::new_err)
     }
 
     /// Queues `msg` for exactly one mule of `farm`.
     #[pyfunction]
-    fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {
+    pub fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {
         put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)
     }
 
     /// In a mule: the next message from any of its farms (blocks).
     #[pyfunction]
-    fn farm_get_msg(py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
+    pub fn farm_get_msg(py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
         let mut queues = mule_queues(true)?;
         queues.retain(|q| q.name.starts_with("farm:"));
         Ok(take(py, &queues, -1)?.map(|m| PyBytes::new(py, &m)))
@@ -363,7 +363,7 @@ pub mod uwsgi {
     /// Sends `msg` to mule `target` (an int) or to a farm (a str).
     #[pyfunction]
     #[pyo3(signature = (msg, target = None))]
-    fn mule_msg(msg: &[u8], target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    pub fn mule_msg(msg: &[u8], target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         match target {
             Some(t) if t.extract::<u32>().is_ok() => {
                 let id: u32 = t.extract()?;
@@ -386,7 +386,7 @@ pub mod uwsgi {
     /// seconds (-1: wait forever).
     #[pyfunction]
     #[pyo3(signature = (signals = true, farms = true, buffer_size = 65536, timeout = -1))]
-    fn mule_get_msg(
+    pub fn mule_get_msg(
         py: Python<'_>,
         signals: bool,
         farms: bool,
@@ -404,15 +404,21 @@ pub mod uwsgi {
     }
 }
 
-/// `import zerg`: what zerg offers beyond uWSGI's API.
+/// `import zerg`: the same calls as `uwsgi` (arguments checked by type: bytes messages, int
+/// ids), plus what zerg offers beyond uWSGI's API.
 #[pymodule]
 pub mod zerg {
-    use super::*;
+    #[pymodule_export]
+    use super::uwsgi::{
+        farm_get_msg, farm_msg, in_farm, lock, masterpid, mule_get_msg, mule_id, mule_msg, unlock,
+        worker_id, workers,
+    };
+    use pyo3::prelude::*;
 
     /// In a mule: the message in hand is finished; it will not be delivered again even if this
     /// mule dies now. (Asking for the next message does the same.)
     #[pyfunction]
     fn ack() {
-        super::ack();
+        crate::uwsgi_api::ack();
     }
 }

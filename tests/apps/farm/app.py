@@ -42,6 +42,14 @@ def application(environ, start_response):
             body = b"locked"
         except ValueError as e:
             body = str(e).encode()
+    elif path == "/zerg-typed":
+        import zerg
+
+        try:
+            zerg.farm_msg("jobs", "a str, not bytes")
+            body = b"accepted"
+        except TypeError:
+            body = f"TypeError; worker {zerg.worker_id()} of {uwsgi.numproc}".encode()
     elif path == "/ids":
         body = f"worker={uwsgi.worker_id()} mule={uwsgi.mule_id()} numproc={uwsgi.numproc} farm={uwsgi.in_farm()}".encode()
     elif path == "/opt":
