@@ -11,40 +11,18 @@ from first to last receive, p50/p99 latency from farm_msg to the mule, and ratio
 
 import argparse
 import os
-import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VENV = os.path.join(HERE, ".venv")
-APP = os.path.join(HERE, "apps", "farm_app.py")
-MULE = os.path.join(HERE, "apps", "farm_mule.py")
+from common import APPS, free_port, machine, setup, venv_bin, zerg_bin
 
-
-def sh(*cmd, **kw):
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True, **kw)
-
-
-def setup():
-    if not os.path.exists(os.path.join(VENV, "bin", "uwsgi")):
-        sh(sys.executable, "-m", "venv", VENV)
-        sh(os.path.join(VENV, "bin", "pip"), "install", "-q", "uwsgi>=2.0,<2.1")
-    sh("cargo", "build", "-q", "--release", "--workspace", cwd=ROOT)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+APP = os.path.join(APPS, "farm_app.py")
+MULE = os.path.join(APPS, "farm_mule.py")
 
 
 def get(port, path, timeout=60):
@@ -66,7 +44,7 @@ def wait_up(port, proc, log, deadline=60):
 
 
 def start(server, port, out, tmp, log):
-    env = dict(os.environ, FARM_BENCH_OUT=out, PYTHONPATH=os.path.join(HERE, "apps"))
+    env = dict(os.environ, FARM_BENCH_OUT=out, PYTHONPATH=APPS)
     if server == "zerg":
         cfg = os.path.join(tmp, "zerg.yml")
         with open(cfg, "w") as f:
@@ -74,10 +52,10 @@ def start(server, port, out, tmp, log):
                 f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\nwsgi-file: {APP}\n"
                 f"processes: 2\nmule: [{MULE}, {MULE}]\nfarm: jobs:1,2\nenv: FARM_BENCH_OUT={out}\n"
             )
-        cmd = [os.path.join(ROOT, "target", "release", "zerg-pool"), "--config", cfg]
+        cmd = [zerg_bin("zerg-pool"), "--config", cfg]
         env["ZERG_LOG"] = "warn"
     else:
-        cmd = [os.path.join(VENV, "bin", "uwsgi"), "--master", "--http-socket", f"127.0.0.1:{port}",
+        cmd = [venv_bin("uwsgi"), "--master", "--http-socket", f"127.0.0.1:{port}",
                "--wsgi-file", APP, "--processes", "2", f"--mule={MULE}", f"--mule={MULE}",
                "--farm", "jobs:1,2", "--disable-logging", "--env", f"FARM_BENCH_OUT={out}"]
     logf = open(log, "w")
@@ -134,15 +112,13 @@ def main():
     ap.add_argument("--per-request", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    setup()
+    setup({"uwsgi": "uwsgi>=2.0,<2.1"})
     results = {"zerg": [], "uwsgi": []}
     for r in range(args.rounds):
         order = ["zerg", "uwsgi"] if r % 2 == 0 else ["uwsgi", "zerg"]
         for server in order:
             results[server].append(run_one(server, args.bursts, args.per_request))
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"\nfarm_msg -> mule, {args.bursts} x {args.per_request} messages, 2 workers, 2 mules; "
-          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, {platform.python_version()}")
+    print(f"\nfarm_msg -> mule, {args.bursts} x {args.per_request} messages, 2 workers, 2 mules; {machine()}")
     print(f"{'server':8} {'sent':>7} {'refused':>8} {'received':>9} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'msg/s vs zerg':>14}")
     med = {s: {k: statistics.median(x[k] for x in v) for k in ("queued", "refused", "received", "rate", "p50", "p99")}
            for s, v in results.items()}

@@ -15,53 +15,27 @@ overall and in the windows, p99 latency in the windows, and ratios to zerg.
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VENV = os.path.join(HERE, ".venv")
-APPS = os.path.join(HERE, "apps")
-
-
-def sh(*cmd, **kw):
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True, **kw)
-
-
-def setup():
-    if not os.path.exists(os.path.join(VENV, "bin", "python")):
-        sh(sys.executable, "-m", "venv", VENV)
-    for tool, spec in (("gunicorn", "gunicorn"), ("granian", "granian")):
-        if not os.path.exists(os.path.join(VENV, "bin", tool)):
-            sh(os.path.join(VENV, "bin", "pip"), "install", "-q", spec)
-    sh("cargo", "build", "-q", "--release", "--workspace", cwd=ROOT)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import APPS, free_port, machine, setup, venv_bin, zerg_bin
 
 
 def start(server, port, tmp):
-    bin_ = lambda n: os.path.join(VENV, "bin", n)
     if server == "zerg":
         cfg = os.path.join(tmp, "zerg.yml")
         with open(cfg, "w") as f:
             f.write(f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\n"
                     f"wsgi-file: {APPS}/hello.py\nprocesses: 2\n")
-        cmd = [os.path.join(ROOT, "target", "release", "zerg-pool"), "--config", cfg]
+        cmd = [zerg_bin("zerg-pool"), "--config", cfg]
     elif server == "gunicorn":
-        cmd = [bin_("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", APPS, "hello:application"]
+        cmd = [venv_bin("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", APPS, "hello:application"]
     else:
-        cmd = [bin_("granian"), "--interface", "wsgi", "--workers", "2", "--host", "127.0.0.1",
+        cmd = [venv_bin("granian"), "--interface", "wsgi", "--workers", "2", "--host", "127.0.0.1",
                "--port", str(port), "--working-dir", APPS, "hello:application"]
     log = open(os.path.join(tmp, "server.log"), "w")
     env = dict(os.environ, ZERG_LOG="warn")
@@ -70,7 +44,7 @@ def start(server, port, tmp):
 
 def reload(server, proc, tmp):
     if server == "zerg":
-        subprocess.run([os.path.join(ROOT, "target", "release", "zergctl"), "--pool",
+        subprocess.run([zerg_bin("zergctl"), "--pool",
                         f"{tmp}/zerg.sock", "reload"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         os.kill(proc.pid, signal.SIGHUP)
@@ -184,13 +158,11 @@ def main():
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--gap", type=float, default=2.0)
     args = ap.parse_args()
-    setup()
+    setup({"gunicorn": "gunicorn", "granian": "granian"})
     results = {}
     for server in ("zerg", "gunicorn", "granian"):
         results[server] = run_one(server, args)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"\n{args.reloads} reloads under {args.conns} keep-alive connections, hello world, 2 workers; "
-          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(f"\n{args.reloads} reloads under {args.conns} keep-alive connections, hello world, 2 workers; {machine()}")
     print(f"{'server':9} {'requests':>9} {'failed':>7} {'req/s':>8} {'req/s in reloads':>17} {'p99 ms in reloads':>18} {'req/s vs zerg':>14}")
     z = results["zerg"]
     for s, r in results.items():

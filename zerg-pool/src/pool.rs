@@ -866,9 +866,7 @@ impl Pool {
         self.fail_waiters("the pool is stopping");
         self.stopping = Some(Stopping::Immediate);
         for g in self.generations.values() {
-            for pid in g.pids() {
-                signal_pid(pid, nix::sys::signal::Signal::SIGKILL);
-            }
+            g.kill();
         }
     }
 
