@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -290,9 +291,12 @@ impl Connection {
         Ok(Connection::new(stream))
     }
 
-    /// Connects as an operator's client (zergctl) and completes the hello.
-    pub fn connect_ctl(path: &Path) -> Result<Connection, ControlError> {
+    /// Connects as an operator's client (zergctl) and completes the hello. With `timeout`, every
+    /// later read and write on the connection fails with `TimedOut`/`WouldBlock` past it.
+    pub fn connect_ctl(path: &Path, timeout: Option<Duration>) -> Result<Connection, ControlError> {
         let mut conn = Connection::connect(path)?;
+        conn.stream.set_read_timeout(timeout)?;
+        conn.stream.set_write_timeout(timeout)?;
         conn.send(
             &Message::Hello {
                 protocol: PROTOCOL_VERSION,
@@ -390,11 +394,6 @@ impl Connection {
         let fds = self.decoder.take_fds(fd_count(&msg))?;
         Ok((msg, fds))
     }
-}
-
-/// Default place of the control socket when neither flag nor config names one.
-pub fn default_socket() -> PathBuf {
-    PathBuf::from("zerg.sock")
 }
 
 #[cfg(test)]

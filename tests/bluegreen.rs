@@ -2,8 +2,10 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::{wait_for, Server};
 
@@ -33,20 +35,38 @@ fn release(server: &Server, name: &str, source: &str) -> PathBuf {
     config
 }
 
-fn deploy(server: &Server, config: &Path) -> Output {
+/// Runs the deploy script with `zergling` as green's command; fails the test if the script
+/// has not finished well past its own `--timeout`.
+fn deploy(server: &Server, config: &Path, zergling: &Path) -> Output {
     let bin = common::bin_dir();
-    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/blue-green-deploy"))
-        .args([
-            "--pool",
-            &server.control.display().to_string(),
-            "--config",
-            &config.display().to_string(),
-        ])
-        .args(["--timeout", "30"])
-        .env("ZERGLING", bin.join("zergling"))
-        .env("ZERGCTL", bin.join("zergctl"))
-        .output()
-        .expect("run ops/blue-green-deploy")
+    let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/blue-green-deploy"));
+    cmd.args([
+        "--pool",
+        &server.control.display().to_string(),
+        "--config",
+        &config.display().to_string(),
+    ])
+    .args(["--timeout", "30"])
+    .env("ZERGLING", zergling)
+    .env("ZERGCTL", bin.join("zergctl"));
+    // Well past the script's own --timeout of 30 s.
+    common::output_within(&mut cmd, Duration::from_secs(45))
+}
+
+/// A green command that takes a second before it even starts the zergling, as a cold disk or
+/// a busy machine does: the script must not mistake "not attached yet" for "rolled back".
+fn slow_zergling(server: &Server) -> PathBuf {
+    let path = server.dir.path().join("slow-zergling");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nsleep 1\nexec {} \"$@\"\n",
+            common::bin_dir().join("zergling").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 #[test]
@@ -55,7 +75,7 @@ fn blue_green_deploy_switches_and_rolls_back() {
     assert_eq!(server.get("/").text(), "blue");
 
     let green = release(&server, "green", &app("green"));
-    let out = deploy(&server, &green);
+    let out = deploy(&server, &green, &slow_zergling(&server));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -69,7 +89,7 @@ fn blue_green_deploy_switches_and_rolls_back() {
 
     // A broken release is rolled back and green serves on.
     let broken = release(&server, "broken", "import no_such_module_in_release\n");
-    let out = deploy(&server, &broken);
+    let out = deploy(&server, &broken, &common::bin_dir().join("zergling"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

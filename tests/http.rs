@@ -21,6 +21,7 @@ fn hello_world_on_tcp_and_unix_listeners_at_once() {
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
 
     let mut s = UnixStream::connect(&unix).unwrap();
+    s.set_read_timeout(Some(common::DEADLINE)).unwrap();
     s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();

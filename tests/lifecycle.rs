@@ -75,11 +75,12 @@ fn misspelt_key_fails_with_key_and_line() {
         "zerg-server: z.sock\nhttp: 127.0.0.1:1\nwsgi-file: app.py\nprocesess: 4\n",
     )
     .unwrap();
-    let out = Command::new(common::bin_dir().join("zerg-pool"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(common::bin_dir().join("zerg-pool"))
+            .arg("--config")
+            .arg(&config),
+        common::DEADLINE,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown key `procesess`"), "{err}");
@@ -104,6 +105,7 @@ fn bad_peers_on_the_control_socket_lose_only_their_connection() {
     let server = Server::start("conformance.py", "");
     // Garbage instead of a hello.
     let mut junk = UnixStream::connect(&server.control).unwrap();
+    junk.set_read_timeout(Some(common::DEADLINE)).unwrap();
     junk.write_all(b"\x00\x00\x00\x05hello").unwrap();
     let mut buf = Vec::new();
     junk.read_to_end(&mut buf).unwrap();
@@ -140,12 +142,7 @@ fn bad_peers_on_the_control_socket_lose_only_their_connection() {
 fn zergctl_status_lists_generation_master_and_workers() {
     let server = Server::start("conformance.py", "processes: 2\n");
     let workers = server.worker_pids();
-    let out = Command::new(common::bin_dir().join("zergctl"))
-        .arg("--pool")
-        .arg(&server.control)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = server.zergctl(&["status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("generation 1 serving"), "{text}");

@@ -252,6 +252,7 @@ fn request_in_flight_during_reload_completes_from_the_old_generation() {
     let addr = server.http;
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(common::DEADLINE)).unwrap();
         s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut out = String::new();
@@ -260,13 +261,7 @@ fn request_in_flight_during_reload_completes_from_the_old_generation() {
     });
     // The slow request is in the worker once the worker is busy: wait for it to be accepted.
     wait_for("the slow request to be accepted", || {
-        let out = std::process::Command::new("ss")
-            .args(["-tn", "state", "established"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!(":{}", addr.port()))
-            .then_some(())
+        common::established_to(addr.port()).then_some(())
     });
     server.write_app(&versioned_app("new"));
     let out = server.zergctl(&["reload"]);
@@ -478,12 +473,13 @@ fn reloads_asked_together_are_queued_never_interleaved() {
         .map(|_| {
             let control = server.control.clone();
             std::thread::spawn(move || {
-                std::process::Command::new(common::bin_dir().join("zergctl"))
-                    .arg("--pool")
-                    .arg(control)
-                    .arg("reload")
-                    .output()
-                    .unwrap()
+                common::output_within(
+                    std::process::Command::new(common::bin_dir().join("zergctl"))
+                        .arg("--pool")
+                        .arg(control)
+                        .arg("reload"),
+                    common::DEADLINE,
+                )
             })
         })
         .collect();

@@ -1,10 +1,11 @@
 //! `zergctl`: the operator's client for a running zerg-pool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use zerg::control::{Connection, Message, PoolStatus};
+use zerg::control::{Connection, ControlError, Message, PoolStatus};
 
 /// Talk to a running zerg-pool over its control socket.
 #[derive(Parser)]
@@ -16,6 +17,10 @@ struct Args {
     /// Read the control socket path from this config instead.
     #[arg(short, long, env = "ZERG_CONFIG")]
     config: Option<PathBuf>,
+    /// Seconds to wait for the pool's answer. Default: 10 for status and stop; reload and
+    /// chain-reload wait for the outcome however long it takes unless this is given.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,13 +71,47 @@ fn run(args: Args) -> anyhow::Result<i32> {
             bail!("name the pool's control socket with --pool (or a config with --config)")
         }
     };
-    let mut conn = Connection::connect_ctl(&socket).with_context(|| {
+    let timeout = match (&args.command, args.timeout) {
+        (_, Some(secs)) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        (_, Some(secs)) => bail!("--timeout must be a positive number of seconds, not {secs}"),
+        (Command::Status { .. } | Command::Stop { .. }, None) => Some(Duration::from_secs(10)),
+        (Command::Reload { .. } | Command::ChainReload, None) => None,
+    };
+    let result = converse(&socket, args.command, timeout);
+    if let Err(e) = &result {
+        if e.chain().any(is_timeout) {
+            let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
+            bail!(
+                "the pool at {} did not answer within {secs} s; is it stuck? (see its log)",
+                socket.display()
+            );
+        }
+    }
+    result
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let io = match e.downcast_ref::<ControlError>() {
+        Some(ControlError::Io(io)) => io,
+        _ => match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io,
+            None => return false,
+        },
+    };
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+fn converse(socket: &Path, command: Command, timeout: Option<Duration>) -> anyhow::Result<i32> {
+    let mut conn = Connection::connect_ctl(socket, timeout).with_context(|| {
         format!(
             "cannot talk to the pool at {}; is zerg-pool running?",
             socket.display()
         )
     })?;
-    match args.command {
+    match command {
         Command::Status { json } => {
             conn.send(&Message::StatusRequest, &[])?;
             let status = match conn.recv()?.0 {

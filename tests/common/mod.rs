@@ -49,6 +49,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `cmd` to completion with its output captured; kills it and fails the test if it has not
+/// finished `within`, so a stuck command cannot hang the suite.
+pub fn output_within(cmd: &mut Command, within: Duration) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(within) {
+        Ok(out) => out.expect("wait for command"),
+        Err(_) => {
+            // SAFETY: killing the child this function started; it has not been reaped, since
+            // the waiting thread has not returned.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let out = rx.recv().unwrap().expect("wait for killed command");
+            panic!(
+                "{cmd:?} still running after {within:?}; killed. stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Polls `cond` until it returns `Some`, or panics with `what` after the deadline.
 pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -112,12 +140,13 @@ impl Server {
 
     /// Runs `zergctl --pool <control> ARGS`.
     pub fn zergctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin_dir().join("zergctl"))
-            .arg("--pool")
-            .arg(&self.control)
-            .args(args)
-            .output()
-            .expect("run zergctl")
+        output_within(
+            Command::new(bin_dir().join("zergctl"))
+                .arg("--pool")
+                .arg(&self.control)
+                .args(args),
+            DEADLINE * 2,
+        )
     }
 
     fn spawn_app_path(
@@ -219,7 +248,7 @@ impl Server {
 
     /// Asks the pool for its status over the control socket.
     pub fn status(&self) -> Option<PoolStatus> {
-        let mut conn = Connection::connect_ctl(&self.control).ok()?;
+        let mut conn = Connection::connect_ctl(&self.control, Some(DEADLINE)).ok()?;
         conn.send(&Message::StatusRequest, &[]).ok()?;
         match conn.recv().ok()?.0 {
             Message::Status(s) => Some(s),
@@ -312,6 +341,28 @@ impl Drop for Server {
             eprintln!("---- server log ----\n{}", self.log_text());
         }
     }
+}
+
+/// True when some TCP connection to local port `port` is established (read from /proc/net, so
+/// the tests need no `ss`).
+pub fn established_to(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                // local_address is "HEXIP:HEXPORT"; state 01 is ESTABLISHED.
+                cols.len() > 3
+                    && cols[3] == "01"
+                    && cols[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+    })
 }
 
 /// True while `pid` exists (a zombie counts as gone).
