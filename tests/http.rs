@@ -284,3 +284,75 @@ fn static_map_serves_files_without_python_and_never_escapes() {
         assert_eq!((r.status, r.text().as_str()), (404, "not found"), "{path}");
     }
 }
+
+/// With `threads: 1` calls run inline on the worker's event loop (a generator's iteration and
+/// streamed uploads move to the Python thread); with more threads every call runs on one. Both
+/// must answer the same.
+#[test]
+fn inline_and_threaded_calls_answer_alike() {
+    for threads in [1, 3] {
+        let server = Server::start("conformance.py", &format!("threads: {threads}\n"));
+        let ctx = format!("threads: {threads}");
+        assert_eq!(server.get("/write").text(), "written and returned", "{ctx}");
+        let f = server.get("/file");
+        assert_eq!((f.status, f.body.len()), (200, 100000), "{ctx}");
+        let s = server.get("/stream?mib=3");
+        assert_eq!((s.status, s.body.len()), (200, 3 << 20), "{ctx}");
+        assert_eq!(server.get("/error").status, 500, "{ctx}");
+
+        let mut c = Client::connect(server.http);
+        // A small body with Content-Length (read before an inline call), a 1 MiB one (streamed
+        // to the app), a chunked one, then one more on the same connection.
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
+        let r = c.response();
+        assert_eq!(
+            r.text(),
+            format!("11 {}", crc32fast::hash(b"hello world")),
+            "{ctx}"
+        );
+        let big = vec![b'z'; 1 << 20];
+        c.send(&format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        ));
+        c.send_bytes(&big);
+        assert_eq!(
+            c.response().text(),
+            format!("{} {}", big.len(), crc32fast::hash(&big)),
+            "{ctx}"
+        );
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(
+            c.response().text(),
+            format!("5 {}", crc32fast::hash(b"hello")),
+            "{ctx}"
+        );
+        let env = c_get(&mut c, "/environ");
+        let multithread = format!(r#""wsgi.multithread": {}"#, threads > 1);
+        assert!(env.contains(&multithread), "{ctx}: {env}");
+    }
+}
+
+#[test]
+fn environ_of_one_request_never_leaks_into_the_next() {
+    let server = Server::start("conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.send("GET /environ/first?q=1 HTTP/1.1\r\nHost: x\r\nX-Only-First: yes\r\n\r\n");
+    let first = c.response().text();
+    assert!(first.contains(r#""HTTP_X_ONLY_FIRST": "yes""#), "{first}");
+    let second = c_get(&mut c, "/environ/second");
+    assert!(!second.contains("HTTP_X_ONLY_FIRST"), "{second}");
+    assert!(second.contains(r#""QUERY_STRING": """#), "{second}");
+    assert!(
+        second.contains(r#""PATH_INFO": "/environ/second""#),
+        "{second}"
+    );
+    assert!(second.contains(r#""REMOTE_ADDR": "127.0.0.1""#), "{second}");
+}
+
+fn c_get(c: &mut Client, path: &str) -> String {
+    c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    r.text()
+}

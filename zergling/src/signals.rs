@@ -101,3 +101,23 @@ pub fn reset_in_child() {
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
+
+/// Set when a worker is asked to stop (SIGTERM or SIGINT), as the signal arrives. tokio sees
+/// the signal only when its event loop next runs, which is after an app call running inline on
+/// that loop returns; the response of that call must already know the worker is stopping.
+pub static WORKER_STOPPING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes SIGTERM and SIGINT set [`WORKER_STOPPING`] in a worker, beside tokio's own handling.
+pub fn flag_worker_stop() -> std::io::Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe; it never
+        // allocates, locks or touches errno.
+        unsafe {
+            signal_hook_registry::register(signal, || {
+                WORKER_STOPPING.store(true, Ordering::Relaxed);
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -18,13 +18,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::Tracker;
-use crate::wsgi::environ::Peer;
-use crate::wsgi::input::Source;
+use crate::wsgi::environ::{ConnEnv, Peer};
 use crate::wsgi::reply::{Reply, ResponseBody};
-use crate::wsgi::{Job, Pool};
+use crate::wsgi::Pool;
 
 /// A listener as this worker accepts on it.
 pub enum Acceptor {
@@ -40,7 +39,6 @@ pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// What every connection of the worker shares.
 pub struct State {
     pub python: Pool,
-    pub runtime: tokio::runtime::Handle,
     /// Set when the worker stops: every response closes its connection.
     pub draining: AtomicBool,
     pub statics: super::static_files::StaticMap,
@@ -110,7 +108,8 @@ async fn serve_connection<S>(io: S, peer: Peer, state: Arc<State>, mut stop: wat
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(req, peer.clone(), state.clone()));
+    let conn_env = Arc::new(ConnEnv::new(peer));
+    let service = service_fn(move |req| handle(req, conn_env.clone(), state.clone()));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .pipeline_flush(true)
@@ -139,7 +138,7 @@ where
 
 async fn handle(
     req: Request<Incoming>,
-    peer: Peer,
+    conn: Arc<ConnEnv>,
     state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
@@ -147,23 +146,16 @@ async fn handle(
         return Ok(finish(reply, &state));
     }
     let (parts, body) = req.into_parts();
-    let (reply, answer) = oneshot::channel();
-    state.python.submit(Job {
-        parts,
-        peer,
-        body: Source::new(body, state.runtime.clone()),
-        reply,
-    });
-    let reply = answer
-        .await
-        .unwrap_or_else(|_| Reply::error(http::StatusCode::INTERNAL_SERVER_ERROR));
+    let reply = state.python.call(parts, conn, body).await;
     Ok(finish(reply, &state))
 }
 
 /// The response for a reply; while draining it closes the connection.
 fn finish(reply: Reply, state: &State) -> Response<ResponseBody> {
     let mut response = reply.into_response();
-    if state.draining.load(Ordering::Relaxed) {
+    if state.draining.load(Ordering::Relaxed)
+        || crate::signals::WORKER_STOPPING.load(Ordering::Relaxed)
+    {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

@@ -95,6 +95,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    crate::signals::flag_worker_stop()?;
     let mercy = config.worker_reload_mercy();
     let statics = config.static_maps();
     let id = spec.id;
@@ -114,7 +115,6 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         let tracker = Arc::new(Tracker::default());
         let state = Arc::new(http::State {
             python,
-            runtime: tokio::runtime::Handle::current(),
             draining: std::sync::atomic::AtomicBool::new(false),
             statics: static_files::StaticMap::new(statics),
         });

@@ -1,16 +1,21 @@
 //! Building the WSGI environ (PEP 3333) from a parsed request.
 //!
-//! Keys that never change in a worker are put once in a template dict; each request copies it
-//! and adds its own keys. Strings from the wire are decoded as latin-1, as PEP 3333 requires
-//! for "native strings".
+//! Keys that never change in a worker are put once in a template dict, and the addresses of a
+//! connection in a copy of it made on the connection's first request; each request copies that
+//! and adds its own keys. Keys and common values (methods, protocol, header names) are interned
+//! strings made once. Strings from the wire are decoded as latin-1, as PEP 3333 requires for
+//! "native strings".
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 
 use http::request::Parts;
-use http::Version;
-use pyo3::intern;
+use http::{HeaderName, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
 
 use super::input::Input;
 use super::streams::{ErrorStream, FileWrapper};
@@ -47,70 +52,87 @@ pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
     Ok(env.unbind())
 }
 
-/// Latin-1 decoding of wire bytes (ASCII is the fast, common case).
-fn native<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &bytes.iter().map(|&b| b as char).collect::<String>()),
+/// Latin-1 decoding of wire bytes, as PEP 3333 wants for native strings.
+fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if bytes.is_empty() {
+        return Ok(intern!(py, "").clone());
+    }
+    // SAFETY: the pointer and length describe `bytes`, alive for the call; CPython copies
+    // them into a new str and returns a new reference, or NULL with an exception set, which
+    // `from_owned_ptr_or_err` turns into a PyErr.
+    unsafe {
+        let obj = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
     }
 }
 
-/// The environ for one request.
-pub fn build<'py>(
-    py: Python<'py>,
-    template: &Bound<'py, PyDict>,
-    parts: &Parts,
-    peer: &Peer,
-    input: Input,
-) -> PyResult<Bound<'py, PyDict>> {
-    let env = template.copy()?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
-    let raw_path = parts.uri.path();
-    let path: Vec<u8> = percent_encoding::percent_decode_str(raw_path).collect();
-    env.set_item(intern!(py, "PATH_INFO"), native(py, &path))?;
-    env.set_item(
-        intern!(py, "QUERY_STRING"),
-        native(py, parts.uri.query().unwrap_or("").as_bytes()),
-    )?;
-    let uri = parts
-        .uri
-        .path_and_query()
-        .map_or(raw_path, |pq| pq.as_str());
-    env.set_item(intern!(py, "REQUEST_URI"), native(py, uri.as_bytes()))?;
-    env.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        match parts.version {
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
-    )?;
-    match peer {
-        Peer::Tcp { remote, local } => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), remote.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), remote.port().to_string())?;
-            env.set_item(intern!(py, "SERVER_NAME"), local.ip().to_string())?;
-            env.set_item(intern!(py, "SERVER_PORT"), local.port().to_string())?;
-        }
-        Peer::Unix { path } => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
-            env.set_item(intern!(py, "SERVER_NAME"), path.as_str())?;
-            env.set_item(intern!(py, "SERVER_PORT"), "0")?;
-        }
-    }
-    add_headers(py, &env, &parts.headers)?;
-    env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
-    Ok(env)
+/// What every request on one connection shares: the worker's template plus the addresses.
+/// Built on the connection's first request, then copied for each.
+pub struct ConnEnv {
+    peer: Peer,
+    base: OnceLock<Py<PyDict>>,
 }
 
-/// `Content-Type`/`Content-Length` as CGI names, every other header as `HTTP_*`. Repeated
-/// headers are joined with ", " (cookies with "; "). Names with `_` are dropped, as nginx
-/// does, so `X_Forwarded_For` cannot pose as `X-Forwarded-For`.
-fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &http::HeaderMap) -> PyResult<()> {
-    for name in headers.keys() {
+impl ConnEnv {
+    pub fn new(peer: Peer) -> ConnEnv {
+        ConnEnv {
+            peer,
+            base: OnceLock::new(),
+        }
+    }
+
+    fn base<'py>(
+        &self,
+        py: Python<'py>,
+        template: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(base) = self.base.get() {
+            return Ok(base.bind(py).clone());
+        }
+        let env = template.copy()?;
+        match &self.peer {
+            Peer::Tcp { remote, local } => {
+                env.set_item(intern!(py, "REMOTE_ADDR"), remote.ip().to_string())?;
+                env.set_item(intern!(py, "REMOTE_PORT"), remote.port().to_string())?;
+                env.set_item(intern!(py, "SERVER_NAME"), local.ip().to_string())?;
+                env.set_item(intern!(py, "SERVER_PORT"), local.port().to_string())?;
+            }
+            Peer::Unix { path } => {
+                env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
+                env.set_item(intern!(py, "SERVER_NAME"), path.as_str())?;
+                env.set_item(intern!(py, "SERVER_PORT"), "0")?;
+            }
+        }
+        let _ = self.base.set(env.clone().unbind());
+        Ok(env)
+    }
+}
+
+/// The environ keys for header names (`HTTP_USER_AGENT`, ...), made once per name.
+#[derive(Default)]
+pub struct HeaderKeys {
+    keys: Mutex<HashMap<HeaderName, Py<PyString>>>,
+}
+
+/// Distinct header names remembered; past this, keys of new names are made per request.
+const HEADER_KEYS_MAX: usize = 256;
+
+impl HeaderKeys {
+    /// The CGI key for `name`; `None` for names with `_`, which are dropped (see
+    /// [`add_headers`]).
+    fn key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = keys.get(name) {
+            return Some(key.bind(py).clone());
+        }
         let key = match name.as_str() {
             "content-type" => "CONTENT_TYPE".to_owned(),
             "content-length" => "CONTENT_LENGTH".to_owned(),
-            n if n.contains('_') => continue,
+            n if n.contains('_') => return None,
             n => {
                 let mut k = String::with_capacity(5 + n.len());
                 k.push_str("HTTP_");
@@ -124,10 +146,91 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &http::HeaderMa
                 k
             }
         };
+        let key = PyString::intern(py, &key);
+        if keys.len() < HEADER_KEYS_MAX {
+            keys.insert(name.clone(), key.clone().unbind());
+        }
+        Some(key)
+    }
+}
+
+/// The method as a str; the common ones are interned.
+fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
+    let s = match *method {
+        Method::GET => intern!(py, "GET"),
+        Method::POST => intern!(py, "POST"),
+        Method::HEAD => intern!(py, "HEAD"),
+        Method::PUT => intern!(py, "PUT"),
+        Method::DELETE => intern!(py, "DELETE"),
+        Method::PATCH => intern!(py, "PATCH"),
+        Method::OPTIONS => intern!(py, "OPTIONS"),
+        _ => return PyString::new(py, method.as_str()),
+    };
+    s.clone()
+}
+
+/// The environ for one request.
+pub fn build<'py>(
+    py: Python<'py>,
+    template: &Bound<'py, PyDict>,
+    conn: &ConnEnv,
+    header_keys: &HeaderKeys,
+    parts: &Parts,
+    input: Input,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = conn.base(py, template)?.copy()?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
+    let raw_path = parts.uri.path();
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(raw_path).into();
+    let path_info = native(py, &decoded)?;
+    let query = parts.uri.query();
+    let request_uri = match query {
+        // The common case: REQUEST_URI is the very same text as PATH_INFO.
+        None if matches!(decoded, Cow::Borrowed(_)) => path_info.clone(),
+        _ => native(
+            py,
+            parts
+                .uri
+                .path_and_query()
+                .map_or(raw_path, |pq| pq.as_str())
+                .as_bytes(),
+        )?,
+    };
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    env.set_item(intern!(py, "REQUEST_URI"), request_uri)?;
+    env.set_item(
+        intern!(py, "QUERY_STRING"),
+        native(py, query.unwrap_or("").as_bytes())?,
+    )?;
+    env.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        match parts.version {
+            Version::HTTP_10 => intern!(py, "HTTP/1.0"),
+            _ => intern!(py, "HTTP/1.1"),
+        },
+    )?;
+    add_headers(py, &env, header_keys, &parts.headers)?;
+    env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
+    Ok(env)
+}
+
+/// `Content-Type`/`Content-Length` as CGI names, every other header as `HTTP_*`. Repeated
+/// headers are joined with ", " (cookies with "; "). Names with `_` are dropped, as nginx
+/// does, so `X_Forwarded_For` cannot pose as `X-Forwarded-For`.
+fn add_headers(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    keys: &HeaderKeys,
+    headers: &http::HeaderMap,
+) -> PyResult<()> {
+    for name in headers.keys() {
+        let Some(key) = keys.key(py, name) else {
+            continue;
+        };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
         let value = match values.next() {
-            None => native(py, first),
+            None => native(py, first)?,
             Some(second) => {
                 let sep: &[u8] = if name == http::header::COOKIE {
                     b"; "
@@ -139,7 +242,7 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &http::HeaderMa
                     joined.extend_from_slice(sep);
                     joined.extend_from_slice(v.as_bytes());
                 }
-                native(py, &joined)
+                native(py, &joined)?
             }
         };
         env.set_item(key, value)?;

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
@@ -26,16 +27,44 @@ pub enum Source {
     Idle { body: Incoming, runtime: Handle },
     /// A pump task is feeding chunks.
     Streaming(mpsc::Receiver<io::Result<Bytes>>),
+    /// Read whole before the call (see [`prefetch`]).
+    Buffered(Bytes),
     /// End of body.
     Done,
 }
 
+/// A request body as an app call gets it.
+pub enum Prefetched {
+    /// Complete already: nothing to wait for, so the call may run on the event loop.
+    Whole(Source),
+    /// To be streamed from the socket as the app reads.
+    Later(Source),
+}
+
+/// Reads the body now if it is empty or announced by Content-Length as at most `max` bytes,
+/// unless the client waits for `100 Continue` (which only a read from the app may send).
+pub async fn prefetch(parts: &Parts, body: Incoming, max: u64) -> hyper::Result<Prefetched> {
+    if body.is_end_stream() {
+        return Ok(Prefetched::Whole(Source::Done));
+    }
+    let small = body.size_hint().exact().is_some_and(|n| n <= max);
+    if !small || parts.headers.contains_key(http::header::EXPECT) {
+        return Ok(Prefetched::Later(Source::new(body)));
+    }
+    let data = body.collect().await?.to_bytes();
+    Ok(Prefetched::Whole(Source::Buffered(data)))
+}
+
 impl Source {
-    pub fn new(body: Incoming, runtime: Handle) -> Source {
+    /// A body still in hyper; call on the worker's runtime, which will pump it.
+    pub fn new(body: Incoming) -> Source {
         if body.is_end_stream() {
             Source::Done
         } else {
-            Source::Idle { body, runtime }
+            Source::Idle {
+                body,
+                runtime: Handle::current(),
+            }
         }
     }
 
@@ -44,6 +73,7 @@ impl Source {
         loop {
             match std::mem::replace(self, Source::Done) {
                 Source::Done => return Ok(None),
+                Source::Buffered(data) => return Ok(Some(data).filter(|d| !d.is_empty())),
                 Source::Idle { body, runtime } => {
                     let (tx, rx) = mpsc::channel(DEPTH);
                     runtime.spawn(pump(body, tx));

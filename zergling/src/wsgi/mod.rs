@@ -1,6 +1,13 @@
-//! The WSGI bridge (PEP 3333): the app runs on a few OS threads that take the GIL per call;
-//! requests reach them as [`Job`]s from the worker's tokio thread, and the answer goes back as
-//! a [`reply::Reply`] whose body is either whole or streamed.
+//! The WSGI bridge (PEP 3333). The app runs either inline on the worker's event-loop thread or
+//! on a few OS threads that keep their Python thread state and take the GIL per call; the
+//! answer goes back to hyper as a [`reply::Reply`] whose body is whole or streamed.
+//!
+//! Inline calls are the fast path: with `threads: 1` only one call may run at a time anyway,
+//! and a request whose body is already complete (none, or a small announced one read first)
+//! needs nothing from the event loop while the app runs. Running it right there saves two
+//! thread hand-offs per request. Whatever could block the loop goes to the thread instead: a
+//! body to stream into `wsgi.input`, and a response iterable that is not a list or tuple (its
+//! iteration continues on the thread, with backpressure from the client).
 
 pub mod environ;
 pub mod input;
@@ -8,16 +15,24 @@ pub mod reply;
 pub mod response;
 pub mod streams;
 
+use std::sync::Arc;
+
 use http::request::Parts;
+use http::StatusCode;
+use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::python::{describe, App};
-use environ::Peer;
-use input::{Input, Source};
+use environ::{ConnEnv, HeaderKeys};
+use input::{Input, Prefetched, Source};
 use reply::Reply;
 use response::{Responder, StartResponse};
+
+/// Request bodies up to this size, announced by Content-Length and without
+/// `Expect: 100-continue`, are read before an inline call.
+const INLINE_BODY_MAX: u64 = 64 * 1024;
 
 /// Facts about the worker that the environ reports.
 pub struct Static {
@@ -26,32 +41,49 @@ pub struct Static {
     pub worker_id: u32,
 }
 
-/// One request for a Python thread.
-pub struct Job {
-    pub parts: Parts,
-    pub peer: Peer,
-    pub body: Source,
-    pub reply: oneshot::Sender<Reply>,
+/// Work for a Python thread. Each holds one of the worker's app slots until it is done.
+enum Job {
+    /// Call the app for a request.
+    Call {
+        parts: Parts,
+        conn: Arc<ConnEnv>,
+        body: Source,
+        reply: oneshot::Sender<Reply>,
+        slot: OwnedSemaphorePermit,
+    },
+    /// Go on with the response of an app called inline: iterate its body and close it.
+    Continue {
+        parts: Parts,
+        iterable: Py<PyAny>,
+        responder: Arc<Responder>,
+        slot: OwnedSemaphorePermit,
+    },
 }
 
-/// The threads that run the app.
+/// Runs the app: inline or on its threads, never more than `threads` calls at once.
 pub struct Pool {
     jobs: crossbeam_channel::Sender<Job>,
+    shared: Arc<Shared>,
+    /// One permit per concurrent app call (`threads`).
+    slots: Arc<Semaphore>,
+    inline: bool,
 }
 
 struct Shared {
     app: Py<PyAny>,
     template: Py<PyDict>,
+    header_keys: HeaderKeys,
     worker_id: u32,
 }
 
 impl Pool {
-    /// Starts `threads` threads, each calling the app for one job at a time.
+    /// Starts `threads` threads; with one thread, calls may also run inline.
     pub fn start(app: &App, statics: Static, threads: usize) -> anyhow::Result<Pool> {
         let shared = Python::attach(|py| -> PyResult<_> {
-            Ok(std::sync::Arc::new(Shared {
+            Ok(Arc::new(Shared {
                 app: app.callable.clone_ref(py),
                 template: environ::template(py, &statics)?,
+                header_keys: HeaderKeys::default(),
                 worker_id: statics.worker_id,
             }))
         })
@@ -63,57 +95,172 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("wsgi-{n}"))
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        Python::attach(|py| call(py, &shared, job));
-                    }
+                    // The thread attaches once and keeps its Python thread state for life,
+                    // releasing only the GIL while it waits: attaching per job would create
+                    // and destroy a thread state (and mmap its frame stack) every request.
+                    Python::attach(|py| {
+                        while let Ok(job) = py.detach(|| rx.recv()) {
+                            run_job(py, &shared, job);
+                        }
+                    })
                 })?;
         }
-        Ok(Pool { jobs: tx })
+        Ok(Pool {
+            jobs: tx,
+            shared,
+            slots: Arc::new(Semaphore::new(threads)),
+            inline: threads == 1,
+        })
     }
 
-    /// Queues a job; it is dropped (and its reply channel with it) only if every thread died.
-    pub fn submit(&self, job: Job) {
-        let _ = self.jobs.send(job);
+    /// Answers one request through the app. Called on the worker's event-loop thread.
+    pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let (reply, answer) = oneshot::channel();
+        let body = if self.inline {
+            match input::prefetch(&parts, body, INLINE_BODY_MAX).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request body unreadable");
+                    return Reply::error(StatusCode::BAD_REQUEST);
+                }
+            }
+        } else {
+            Prefetched::Later(Source::new(body))
+        };
+        match body {
+            Prefetched::Whole(body) => {
+                let responder = Responder::new(reply, true);
+                Python::attach(|py| {
+                    if let Some(iterable) = self.call_inline(py, &parts, &conn, body, &responder) {
+                        responder.leave_inline();
+                        let _ = self.jobs.send(Job::Continue {
+                            parts,
+                            iterable,
+                            responder,
+                            slot,
+                        });
+                    }
+                });
+            }
+            Prefetched::Later(body) => {
+                let _ = self.jobs.send(Job::Call {
+                    parts,
+                    conn,
+                    body,
+                    reply,
+                    slot,
+                });
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    /// Calls the app here. A list or tuple body is answered at once; any other iterable is
+    /// returned, for a thread to drive.
+    fn call_inline(
+        &self,
+        py: Python<'_>,
+        parts: &Parts,
+        conn: &ConnEnv,
+        body: Source,
+        responder: &Arc<Responder>,
+    ) -> Option<Py<PyAny>> {
+        let shared = &self.shared;
+        let result = call_app(py, shared, parts, conn, body, responder).and_then(|iterable| {
+            if iterable.is_exact_instance_of::<PyList>()
+                || iterable.is_exact_instance_of::<PyTuple>()
+            {
+                drive(py, responder, &iterable).map(|()| None)
+            } else {
+                Ok(Some(iterable.unbind()))
+            }
+        });
+        result.unwrap_or_else(|err| {
+            app_failed(py, shared, parts, responder, &err);
+            None
+        })
     }
 }
 
-/// Runs the app for one request and drives its response to the end.
-fn call(py: Python<'_>, shared: &Shared, job: Job) {
-    let Job {
-        parts,
-        peer,
-        body,
-        reply,
-    } = job;
-    let responder = Responder::new(reply);
-    let result = (|| -> PyResult<()> {
-        let environ = environ::build(
-            py,
-            shared.template.bind(py),
-            &parts,
-            &peer,
-            Input::new(body),
-        )?;
-        let start_response = Bound::new(py, StartResponse::new(responder.clone()))?;
-        let iterable = shared.app.bind(py).call1((environ, start_response))?;
-        let driven = drive(py, &responder, &iterable);
-        // PEP 3333: close() is called whatever happened while iterating.
-        let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
-            Ok(close) => close.call0().map(drop),
-            Err(_) => Ok(()),
-        };
-        driven.and(closed)
-    })();
-    if let Err(err) = result {
-        tracing::error!(
-            worker = shared.worker_id,
-            method = %parts.method,
-            path = parts.uri.path(),
-            "app raised: {}",
-            describe(py, &err)
-        );
-        responder.fail();
+fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
+    match job {
+        Job::Call {
+            parts,
+            conn,
+            body,
+            reply,
+            slot,
+        } => {
+            let responder = Responder::new(reply, false);
+            let result = call_app(py, shared, &parts, &conn, body, &responder)
+                .and_then(|iterable| complete(py, &responder, &iterable));
+            if let Err(err) = result {
+                app_failed(py, shared, &parts, &responder, &err);
+            }
+            drop(slot);
+        }
+        Job::Continue {
+            parts,
+            iterable,
+            responder,
+            slot,
+        } => {
+            if let Err(err) = complete(py, &responder, iterable.bind(py)) {
+                app_failed(py, shared, &parts, &responder, &err);
+            }
+            drop(slot);
+        }
     }
+}
+
+/// Builds the environ and calls the app; returns its response iterable.
+fn call_app<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    parts: &Parts,
+    conn: &ConnEnv,
+    body: Source,
+    responder: &Arc<Responder>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let environ = environ::build(
+        py,
+        shared.template.bind(py),
+        conn,
+        &shared.header_keys,
+        parts,
+        Input::new(body),
+    )?;
+    let start_response = Bound::new(py, StartResponse::new(responder.clone()))?;
+    shared.app.bind(py).call1((environ, start_response))
+}
+
+/// Sends the whole body of `iterable`, then calls its `close()` whatever happened (PEP 3333).
+fn complete(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    let driven = drive(py, responder, iterable);
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return driven; // no close(); asking would build an AttributeError each request
+    }
+    let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    };
+    driven.and(closed)
+}
+
+fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Responder, err: &PyErr) {
+    tracing::error!(
+        worker = shared.worker_id,
+        method = %parts.method,
+        path = parts.uri.path(),
+        "app raised: {}",
+        describe(py, err)
+    );
+    responder.fail();
 }
 
 /// Sends the app's body: a list or tuple goes out whole with a Content-Length; any other

@@ -59,6 +59,8 @@ impl Reply {
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
+    /// `write()` from an app called on the event loop, which must never wait for the client.
+    Unbounded(mpsc::UnboundedReceiver<io::Result<Bytes>>),
 }
 
 impl Body for ResponseBody {
@@ -78,13 +80,16 @@ impl Body for ResponseBody {
             ResponseBody::Stream(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|r| r.map(Frame::data))),
+            ResponseBody::Unbounded(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|r| r.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(data) => data.as_ref().is_none_or(Bytes::is_empty),
-            ResponseBody::Stream(_) => false,
+            ResponseBody::Stream(_) | ResponseBody::Unbounded(_) => false,
         }
     }
 
@@ -93,7 +98,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Unbounded(_) => SizeHint::default(),
         }
     }
 }

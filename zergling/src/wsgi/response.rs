@@ -1,6 +1,10 @@
 //! `start_response`, the `write()` callable, and the rules of PEP 3333 on when headers go out:
 //! not at `start_response`, but with the first non-empty body chunk (or the end of the body), so
 //! an app may still call `start_response` again with `exc_info` until then.
+//!
+//! While the app runs inline on the event loop, `write()` cannot wait for the client: its
+//! chunks queue unbounded and go out once the app returns (a legacy `write()` body is held in
+//! memory then; iterables still stream with backpressure, from a thread).
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -9,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
 use super::reply::{Reply, ResponseBody, STREAM_DEPTH};
@@ -27,18 +31,33 @@ struct State {
     /// Where the head goes; `None` once sent.
     reply: Option<oneshot::Sender<Reply>>,
     /// The body stream, once the head went out as streaming.
-    stream: Option<mpsc::Sender<io::Result<Bytes>>>,
+    stream: Option<Sink>,
+    /// The app runs on the event loop: nothing may wait.
+    inline: bool,
+}
+
+#[derive(Clone)]
+enum Sink {
+    Bounded(mpsc::Sender<io::Result<Bytes>>),
+    Unbounded(mpsc::UnboundedSender<io::Result<Bytes>>),
 }
 
 impl Responder {
-    pub fn new(reply: oneshot::Sender<Reply>) -> Arc<Responder> {
+    /// `inline`: the app is called on the event-loop thread.
+    pub fn new(reply: oneshot::Sender<Reply>, inline: bool) -> Arc<Responder> {
         Arc::new(Responder {
             state: Mutex::new(State {
                 head: None,
                 reply: Some(reply),
                 stream: None,
+                inline,
             }),
         })
+    }
+
+    /// The rest of the response is produced on a Python thread, which may wait for the client.
+    pub fn leave_inline(&self) {
+        self.lock().inline = false;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -83,7 +102,11 @@ impl Responder {
         if let Some(reply) = st.reply.take() {
             let _ = reply.send(Reply::error(StatusCode::INTERNAL_SERVER_ERROR));
         } else if let Some(stream) = st.stream.take() {
-            let _ = stream.try_send(Err(io::Error::other("the app failed mid-response")));
+            let broken = Err(io::Error::other("the app failed mid-response"));
+            let _ = match stream {
+                Sink::Bounded(tx) => tx.try_send(broken).is_ok(),
+                Sink::Unbounded(tx) => tx.send(broken).is_ok(),
+            };
         }
     }
 
@@ -94,13 +117,19 @@ impl Responder {
             return Ok(());
         }
         let data = Bytes::copy_from_slice(chunk);
-        let tx = self.stream_sender()?;
-        py.detach(|| tx.blocking_send(Ok(data)))
-            .map_err(|_| PyOSError::new_err("client disconnected"))
+        let sent = match self.stream_sender()? {
+            Sink::Bounded(tx) => py.detach(|| tx.blocking_send(Ok(data))).is_ok(),
+            Sink::Unbounded(tx) => tx.send(Ok(data)).is_ok(),
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err("client disconnected"))
+        }
     }
 
     /// The body channel, sending the head as a streaming response first if it has not gone.
-    fn stream_sender(&self) -> PyResult<mpsc::Sender<io::Result<Bytes>>> {
+    fn stream_sender(&self) -> PyResult<Sink> {
         let mut st = self.lock();
         if let Some(tx) = &st.stream {
             return Ok(tx.clone());
@@ -109,17 +138,23 @@ impl Responder {
             return Err(PyOSError::new_err("the response is already complete"));
         }
         let (status, reason, headers) = st.head.take().ok_or_else(no_start_response)?;
-        let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+        let (sink, body) = if st.inline {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Sink::Unbounded(tx), ResponseBody::Unbounded(rx))
+        } else {
+            let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            (Sink::Bounded(tx), ResponseBody::Stream(rx))
+        };
         if let Some(reply) = st.reply.take() {
             let _ = reply.send(Reply {
                 status,
                 reason,
                 headers,
-                body: ResponseBody::Stream(rx),
+                body,
             });
         }
-        st.stream = Some(tx.clone());
-        Ok(tx)
+        st.stream = Some(sink.clone());
+        Ok(sink)
     }
 }
 
@@ -145,7 +180,7 @@ impl StartResponse {
     fn __call__(
         &self,
         status: &str,
-        headers: Vec<(String, String)>,
+        headers: &Bound<'_, PyAny>,
         exc_info: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
@@ -194,8 +229,8 @@ impl Write {
     }
 }
 
-/// Validates `"200 OK"` and the header list; names and values are latin-1 strings.
-fn parse_head(status: &str, headers: Vec<(String, String)>) -> PyResult<Head> {
+/// Validates `"200 OK"` and the header list (of `(name, value)` tuples of latin-1 strings).
+fn parse_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     let code: u16 = code
         .parse()
@@ -211,20 +246,54 @@ fn parse_head(status: &str, headers: Vec<(String, String)>) -> PyResult<Head> {
     let reason = reason.trim();
     let reason = (!reason.is_empty() && Some(reason) != status_code.canonical_reason())
         .then(|| reason.to_owned());
-    let mut out = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
+    // PEP 3333 says a list; other sequences of pairs are taken too, as most servers do.
+    let items: Vec<Bound<'_, PyAny>> = match headers.cast::<PyList>() {
+        Ok(list) => list.iter().collect(),
+        Err(_) => headers
+            .try_iter()
+            .and_then(|it| it.collect())
+            .map_err(|_| {
+                PyTypeError::new_err(
+                    "start_response: headers must be a list of (name, value) tuples",
+                )
+            })?,
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "start_response: each header must be a (name, value) tuple, not {item}"
+                ))
+            })?;
+        let name_obj = pair.get_item(0)?;
+        let value_obj = pair.get_item(1)?;
+        let name = as_str(&name_obj, "header name")?;
+        let value = as_str(&value_obj, "header value")?;
         let hn = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("bad header name {name:?}")))?;
         if hn == http::header::TRANSFER_ENCODING {
             // Hop-by-hop: the server frames the body itself.
             continue;
         }
-        let hv = HeaderValue::from_bytes(&latin1(&value)?).map_err(|_| {
-            PyValueError::new_err(format!("bad value for header {name}: {value:?}"))
-        })?;
+        let bad = || PyValueError::new_err(format!("bad value for header {name}: {value:?}"));
+        let hv = if value.is_ascii() {
+            HeaderValue::from_str(value).map_err(|_| bad())?
+        } else {
+            HeaderValue::from_bytes(&latin1(value)?).map_err(|_| bad())?
+        };
         out.push((hn, hv));
     }
     Ok((status_code, reason, out))
+}
+
+fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+    obj.cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("start_response: {what} {obj} is not a str")))?
+        .to_str()
 }
 
 fn latin1(s: &str) -> PyResult<Vec<u8>> {
