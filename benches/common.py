@@ -23,14 +23,22 @@ def venv_bin(name):
     return os.path.join(VENV, "bin", name)
 
 
+def installed(name):
+    """True when the venv has `name` as a command or as an importable module."""
+    if os.path.exists(venv_bin(name)):
+        return True
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is None)"
+    return subprocess.run([venv_bin("python"), "-c", probe]).returncode == 0
+
+
 def setup(packages):
-    """Creates benches/.venv, pip-installs `packages` ({command: pip spec}) that are missing,
-    and builds zerg in release mode."""
+    """Creates benches/.venv, pip-installs `packages` ({command or module: pip spec}) that
+    are missing, and builds zerg in release mode."""
     if not os.path.exists(venv_bin("python")):
         sh(sys.executable, "-m", "venv", VENV)
-    for command, spec in packages.items():
-        if not os.path.exists(venv_bin(command)):
-            sh(venv_bin("pip"), "install", "-q", spec)
+    missing = [spec for name, spec in packages.items() if not installed(name)]
+    if missing:
+        sh(venv_bin("pip"), "install", "-q", *missing)
     sh("cargo", "build", "-q", "--release", "--workspace", cwd=ROOT)
 
 

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""HTTP throughput and latency of zerg next to gunicorn, uWSGI and granian, in one run.
+
+    python3 benches/throughput.py [--rounds 3] [--duration 5] [--connections 64]
+
+Installs the peers (and Flask's httpbin) in benches/.venv with pip, builds zerg in release
+mode, installs wrk (and nginx, the static-file ceiling) from Debian's packages if they are
+missing, then loads every server with `wrk -t2 -cN` on 127.0.0.1. Each server runs the same
+app with 2 worker processes:
+
+  hello    a WSGI hello world (benches/apps/hello.py); the ceiling is a bare hyper server
+           answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling)
+  get      Flask httpbin's /get (benches/apps/mixed.py)
+  big      a 1 MiB response
+  upload   a 1 MiB POST body read whole from wsgi.input
+  static   a 64 KiB file through each server's static-file mapping (zerg `static-map`,
+           uWSGI `--static-map`, granian `--static-path-mount`; gunicorn has none); the
+           ceiling is nginx serving the same file
+  memory   PSS of each worker process after the app (Flask + httpbin) is imported
+
+Servers run in a rotated order each round, so drift on a busy machine touches them alike;
+the table shows the median over rounds and each server's ratio to zerg.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from common import APPS, ROOT, VENV, free_port, machine, setup, sh, venv_bin, zerg_bin
+
+WORKERS = 2
+PEERS = {"gunicorn": "gunicorn", "granian": "granian", "uwsgi": "uwsgi>=2.0,<2.1",
+         "httpbin": "httpbin", "flask": "flask"}
+SCENARIOS = {
+    # name: (app, path, wrk lua script or None)
+    "hello": ("hello", "/", None),
+    "get": ("mixed", "/get", None),
+    "big": ("mixed", "/big", None),
+    "upload": ("mixed", "/upload", "upload.lua"),
+    "static": ("mixed", "/static/file.bin", None),
+}
+SERVERS = ["zerg", "granian", "uwsgi", "gunicorn"]
+# Ceilings: what the scenario costs without Python at all.
+CEILING = {"hello": "hyper", "static": "nginx"}
+
+
+def debian(*tools):
+    missing = [t for t in tools if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"benches/throughput.py needs {' '.join(missing)}: apt-get install {' '.join(missing)}")
+    sh("apt-get", "install", "-y", "-q", *missing)
+
+
+def command(server, app, port, tmp, static_dir):
+    """argv (and environment additions) that start `server` on `port` with `app`."""
+    if server == "zerg":
+        cfg = os.path.join(tmp, "zerg.yml")
+        with open(cfg, "w") as f:
+            f.write(f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\n"
+                    f"module: {app}:application\npythonpath: {APPS}\nvirtualenv: {VENV}\n"
+                    f"processes: {WORKERS}\nstatic-map: /static={static_dir}\nlisten: 1024\n")
+        return [zerg_bin("zerg-pool"), "--config", cfg], {"ZERG_LOG": "warn"}
+    if server == "granian":
+        return [venv_bin("granian"), "--interface", "wsgi", "--workers", str(WORKERS),
+                "--host", "127.0.0.1", "--port", str(port), "--working-dir", APPS,
+                "--static-path-route", "/static", "--static-path-mount", static_dir,
+                "--log-level", "warning", f"{app}:application"], {}
+    if server == "uwsgi":
+        return [venv_bin("uwsgi"), "--master", "--http-socket", f"127.0.0.1:{port}",
+                "--module", f"{app}:application", "--pythonpath", APPS, "--virtualenv", VENV,
+                "--processes", str(WORKERS), "--disable-logging", "--listen", "1024",
+                "--static-map", f"/static={static_dir}", "--die-on-term"], {}
+    if server == "gunicorn":
+        return [venv_bin("gunicorn"), "-w", str(WORKERS), "--threads", "4",
+                "-b", f"127.0.0.1:{port}", "--chdir", APPS, "--backlog", "1024",
+                "--log-level", "warning", f"{app}:application"], {}
+    if server == "hyper":
+        return [zerg_bin("examples/hyper_ceiling"), f"127.0.0.1:{port}", str(WORKERS)], {}
+    if server == "nginx":
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"worker_processes {WORKERS};\ndaemon off;\npid {tmp}/nginx.pid;\n"
+                    f"error_log {tmp}/nginx.err warn;\nevents {{ worker_connections 1024; }}\n"
+                    f"http {{ access_log off; sendfile on; tcp_nopush on;\n"
+                    f"  client_body_temp_path {tmp}; proxy_temp_path {tmp};\n"
+                    f"  fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
+                    f"  server {{ listen 127.0.0.1:{port} backlog=1024;\n"
+                    f"    location /static/ {{ alias {static_dir}/; }} }} }}\n")
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf, "-p", tmp], {}
+    raise ValueError(server)
+
+
+def start(server, app, tmp, static_dir, probe):
+    port = free_port()
+    argv, env = command(server, app, port, tmp, static_dir)
+    log = open(os.path.join(tmp, f"{server}.log"), "w")
+    proc = subprocess.Popen(argv, cwd=APPS, env=dict(os.environ, **env), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{server} exited at start; see {log.name}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as r:
+                r.read()
+                # Every worker up: a few more answers in a row.
+                for _ in range(4 * WORKERS):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5).read()
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"{server} did not answer {probe} within 120 s; see {log.name}")
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def tree(pid):
+    """pid and all its descendants, as {pid: [children]}."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        out[p] = children.get(p, [])
+        todo.extend(out[p])
+    return out
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def memory(proc):
+    """(average PSS of the worker processes, PSS of the whole server) in MiB. Workers are the
+    processes without children (the serving leaves of every server's process tree)."""
+    t = tree(proc.pid)
+    leaves = [p for p, kids in t.items() if not kids and p != proc.pid]
+    workers = [pss_kib(p) for p in leaves] or [0]
+    return statistics.mean(workers) / 1024, sum(pss_kib(p) for p in t) / 1024
+
+
+def wrk(port, path, script, duration, connections, tmp):
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script:
+        argv += ["-s", os.path.join(tmp, script)]
+    out = subprocess.run(argv + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                         text=True, timeout=duration + 60).stdout
+    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(words[1])
+        elif words[:1] == ["50%"]:
+            res["p50"] = ms(words[1])
+        elif words[:1] == ["99%"]:
+            res["p99"] = ms(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            res["errors"] += int(words[-1])
+        elif line.strip().startswith("Socket errors"):
+            # Socket errors: connect 0, read 0, write 0, timeout 0
+            res["errors"] += sum(int(w.strip(",")) for w in words[3::2])
+    return res
+
+
+def ms(text):
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds of load per measurement")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--servers", default=",".join(SERVERS))
+    args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    servers = [s for s in args.servers.split(",") if s]
+    if "zerg" not in servers:
+        sys.exit("zerg must be among --servers: every ratio is to zerg")
+
+    setup(PEERS)
+    sh("cargo", "build", "-q", "--release", "-p", "zergling", "--example", "hyper_ceiling", cwd=ROOT)
+    debian("wrk", "nginx")
+
+    tmp = tempfile.mkdtemp(prefix="zerg-http-bench-")
+    os.chmod(tmp, 0o755)  # nginx's workers run as another user
+    static_dir = os.path.join(tmp, "static")
+    os.makedirs(static_dir)
+    with open(os.path.join(static_dir, "file.bin"), "wb") as f:
+        f.write(os.urandom(64 << 10))
+    with open(os.path.join(tmp, "upload.lua"), "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = string.rep("u", 1048576)\n'
+                'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+
+    results = {}  # (scenario, server) -> [wrk result]
+    mem = {}  # server -> [(worker MiB, total MiB)]
+    for r in range(args.rounds):
+        order = servers[r % len(servers):] + servers[: r % len(servers)]
+        extra = [c for c in ("hyper", "nginx") if any(CEILING.get(s) == c for s in scenarios)]
+        for server in order + extra:
+            for app in ("hello", "mixed"):
+                todo = [s for s in scenarios if SCENARIOS[s][0] == app
+                        and (server in servers and not (server == "gunicorn" and s == "static")
+                             or CEILING.get(s) == server)]
+                if not todo:
+                    continue
+                probe = SCENARIOS[todo[0]][1] if todo[0] != "upload" else "/get"
+                proc, port = start(server, app, tmp, static_dir, probe)
+                try:
+                    if app == "mixed" and server in servers:
+                        mem.setdefault(server, []).append(memory(proc))
+                    for s in todo:
+                        _, path, script = SCENARIOS[s]
+                        wrk(port, path, script, 1, args.connections, tmp)  # warm-up
+                        res = wrk(port, path, script, args.duration, args.connections, tmp)
+                        results.setdefault((s, server), []).append(res)
+                        print(f"round {r + 1} {s:7} {server:9} {res['rps']:>10.0f} req/s "
+                              f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms errors {res['errors']}",
+                              file=sys.stderr)
+                finally:
+                    stop(proc)
+    shutil.rmtree(tmp, ignore_errors=True)
+    report(results, mem, scenarios, servers, args)
+
+
+def report(results, mem, scenarios, servers, args):
+    print(f"\nwrk -t2 -c{args.connections}, {args.duration} s per run, median of {args.rounds} "
+          f"rounds, {WORKERS} workers each; {machine()}")
+    print(f"{'scenario':9} {'server':9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs zerg':>8}")
+    for s in scenarios:
+        base = None
+        rows = []
+        for server in servers + ["hyper", "nginx"]:
+            runs = results.get((s, server))
+            if not runs:
+                continue
+            med = {k: statistics.median(x[k] for x in runs) for k in ("rps", "p50", "p99")}
+            errors = sum(x["errors"] for x in runs)
+            if server == "zerg":
+                base = med["rps"]
+            rows.append((server, med, errors))
+        for server, med, errors in rows:
+            ratio = f"{med['rps'] / base:.2f}x" if base else "-"
+            label = server + (" (ceiling)" if CEILING.get(s) == server else "")
+            print(f"{s:9} {label:9} {med['rps']:>9.0f} {med['p50']:>8.2f} {med['p99']:>8.2f} "
+                  f"{errors:>7} {ratio:>8}")
+    if mem:
+        print(f"\nmemory after importing Flask + httpbin (PSS, MiB, median of {args.rounds} rounds)")
+        print(f"{'server':9} {'per worker':>11} {'all processes':>14}")
+        for server in servers:
+            if server in mem:
+                w = statistics.median(m[0] for m in mem[server])
+                t = statistics.median(m[1] for m in mem[server])
+                print(f"{server:9} {w:>11.1f} {t:>14.1f}")
+
+
+if __name__ == "__main__":
+    main()
