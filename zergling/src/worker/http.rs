@@ -142,7 +142,7 @@ async fn handle(
     state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
-        let reply = super::static_files::serve(&file, req.method(), req.headers()).await;
+        let reply = super::static_files::serve(&file, req.method(), req.headers());
         return Ok(finish(reply, &state));
     }
     let (parts, body) = req.into_parts();

@@ -278,7 +278,7 @@ fn drive(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> 
         Some(items) if !responder.headers_sent() => {
             let chunks = items.iter().map(as_bytes).collect::<PyResult<Vec<_>>>()?;
             let body = match chunks.as_slice() {
-                [one] => bytes::Bytes::copy_from_slice(one.as_bytes()),
+                [one] => body_bytes(one),
                 many => many
                     .iter()
                     .flat_map(|c| c.as_bytes().iter().copied())
@@ -294,6 +294,20 @@ fn drive(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> 
             responder.finish()
         }
     }
+}
+
+/// Bodies at least this big are sent from the Python bytes object itself, not from a copy.
+const ZERO_COPY_MIN: usize = 64 * 1024;
+
+/// One body chunk as `Bytes`. A big one keeps a reference to the immutable Python object
+/// instead of copying it; the reference is dropped off the GIL after the write, which pyo3
+/// defers to the next time a thread attaches.
+fn body_bytes(chunk: &Bound<'_, PyBytes>) -> bytes::Bytes {
+    let data = chunk.as_bytes();
+    if data.len() < ZERO_COPY_MIN {
+        return bytes::Bytes::copy_from_slice(data);
+    }
+    bytes::Bytes::from_owner(pyo3::pybacked::PyBackedBytes::from(chunk.clone()))
 }
 
 fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
