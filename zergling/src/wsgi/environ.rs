@@ -125,6 +125,9 @@ impl HeaderKeys {
     /// The CGI key for `name`; `None` for names with `_`, which are dropped (see
     /// [`add_headers`]).
     fn key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
+        if let Some(key) = common_key(py, name.as_str()) {
+            return Some(key.clone());
+        }
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(key) = keys.get(name) {
             return Some(key.bind(py).clone());
@@ -152,6 +155,31 @@ impl HeaderKeys {
         }
         Some(key)
     }
+}
+
+/// Keys of the headers nearly every request carries, without a lookup in the map.
+fn common_key<'py>(py: Python<'py>, name: &str) -> Option<&'py Bound<'py, PyString>> {
+    Some(match name {
+        "host" => intern!(py, "HTTP_HOST"),
+        "user-agent" => intern!(py, "HTTP_USER_AGENT"),
+        "accept" => intern!(py, "HTTP_ACCEPT"),
+        "accept-encoding" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        "accept-language" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        "connection" => intern!(py, "HTTP_CONNECTION"),
+        "cookie" => intern!(py, "HTTP_COOKIE"),
+        "content-type" => intern!(py, "CONTENT_TYPE"),
+        "content-length" => intern!(py, "CONTENT_LENGTH"),
+        "referer" => intern!(py, "HTTP_REFERER"),
+        "authorization" => intern!(py, "HTTP_AUTHORIZATION"),
+        "x-forwarded-for" => intern!(py, "HTTP_X_FORWARDED_FOR"),
+        "x-forwarded-proto" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
+        "x-real-ip" => intern!(py, "HTTP_X_REAL_IP"),
+        "cache-control" => intern!(py, "HTTP_CACHE_CONTROL"),
+        "origin" => intern!(py, "HTTP_ORIGIN"),
+        "if-modified-since" => intern!(py, "HTTP_IF_MODIFIED_SINCE"),
+        "if-none-match" => intern!(py, "HTTP_IF_NONE_MATCH"),
+        _ => return None,
+    })
 }
 
 /// The method as a str; the common ones are interned.

@@ -266,6 +266,12 @@ fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Respon
 /// Sends the app's body: a list or tuple goes out whole with a Content-Length; any other
 /// iterable is streamed chunk by chunk.
 fn drive(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // The common answer, `[body]`, without collecting anything.
+    if let Ok(list) = iterable.cast_exact::<PyList>() {
+        if list.len() == 1 && !responder.headers_sent() {
+            return responder.finish_full(body_bytes(as_bytes(&list.get_item(0)?)?));
+        }
+    }
     let sequence: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = iterable.cast_exact::<PyList>()
     {
         Some(list.iter().collect())
