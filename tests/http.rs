@@ -356,3 +356,17 @@ fn c_get(c: &mut Client, path: &str) -> String {
     assert_eq!(r.status, 200);
     r.text()
 }
+
+#[test]
+fn a_client_slow_to_send_its_body_does_not_hold_the_worker() {
+    let server = Server::start("conformance.py", "processes: 1\nthreads: 1\n");
+    let mut slow = Client::connect(server.http);
+    slow.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
+    // The only worker, with one app slot, still answers others while that body is incomplete.
+    assert_eq!(server.get("/hello").text(), "Hello, World!");
+    slow.send("world");
+    assert_eq!(
+        slow.response().text(),
+        format!("10 {}", crc32fast::hash(b"helloworld"))
+    );
+}

@@ -115,10 +115,7 @@ impl Pool {
 
     /// Answers one request through the app. Called on the worker's event-loop thread.
     pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
-        };
-        let (reply, answer) = oneshot::channel();
+        // The body is read before taking a slot: a slow client must not hold the app idle.
         let body = if self.inline {
             match input::prefetch(&parts, body, INLINE_BODY_MAX).await {
                 Ok(b) => b,
@@ -130,6 +127,10 @@ impl Pool {
         } else {
             Prefetched::Later(Source::new(body))
         };
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let (reply, answer) = oneshot::channel();
         match body {
             Prefetched::Whole(body) => {
                 let responder = Responder::new(reply, true);
