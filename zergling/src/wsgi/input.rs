@@ -6,6 +6,8 @@
 //! The Python thread waits for chunks with the GIL released.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -94,18 +96,51 @@ impl Source {
     }
 }
 
+/// Chunks handed to the app are coalesced up to this size from what the socket already has:
+/// each chunk costs a wake-up of the Python thread, and hyper yields a few KiB at a time.
+const COALESCE: usize = 64 * 1024;
+
 async fn pump(mut body: Incoming, tx: mpsc::Sender<io::Result<Bytes>>) {
-    while let Some(frame) = body.frame().await {
-        let chunk = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => Ok(data),
-                Err(_) => continue, // trailers
-            },
-            Err(e) => Err(io::Error::other(format!("reading the request body: {e}"))),
-        };
+    loop {
+        let chunk = std::future::poll_fn(|cx| poll_coalesced(Pin::new(&mut body), cx)).await;
+        let Some(chunk) = chunk else { return };
         let failed = chunk.is_err();
         if tx.send(chunk).await.is_err() || failed {
             return;
+        }
+    }
+}
+
+/// The next chunk: waits for one data frame, then takes the frames that are ready at once, up
+/// to [`COALESCE`] bytes. `None` at the end of the body.
+fn poll_coalesced(
+    mut body: Pin<&mut Incoming>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<io::Result<Bytes>>> {
+    let mut out: Option<BytesMut> = None;
+    loop {
+        let have = out.as_ref().map_or(0, BytesMut::len);
+        if have >= COALESCE {
+            return Poll::Ready(out.map(|b| Ok(b.freeze())));
+        }
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                match &mut out {
+                    None if data.len() >= COALESCE => return Poll::Ready(Some(Ok(data))),
+                    None => out = Some(BytesMut::from(&data[..])),
+                    Some(buf) => buf.extend_from_slice(&data),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let err = io::Error::other(format!("reading the request body: {e}"));
+                return Poll::Ready(Some(Err(err)));
+            }
+            Poll::Ready(None) => return Poll::Ready(out.map(|b| Ok(b.freeze()))),
+            Poll::Pending if have > 0 => return Poll::Ready(out.map(|b| Ok(b.freeze()))),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }
