@@ -370,3 +370,24 @@ fn a_client_slow_to_send_its_body_does_not_hold_the_worker() {
         format!("10 {}", crc32fast::hash(b"helloworld"))
     );
 }
+
+#[test]
+fn keep_alive_connections_are_spread_over_the_workers() {
+    let server = Server::start("conformance.py", "processes: 2\n");
+    // Opened at once, as a load balancer's pool does: whichever worker wakes first would
+    // otherwise take the whole burst and keep it for the connections' lives.
+    let mut clients: Vec<Client> = (0..16).map(|_| Client::connect(server.http)).collect();
+    let mut per_worker = std::collections::HashMap::<String, usize>::new();
+    for c in &mut clients {
+        *per_worker.entry(c_get(c, "/pid")).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "both workers hold connections: {per_worker:?}"
+    );
+    assert!(
+        per_worker.values().all(|&n| n >= 3),
+        "spread, not piled on one worker: {per_worker:?}"
+    );
+}

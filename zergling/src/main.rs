@@ -7,6 +7,7 @@ mod master;
 mod mule;
 mod process;
 mod python;
+mod scoreboard;
 mod signals;
 mod uwsgi_api;
 mod worker;

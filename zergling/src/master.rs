@@ -19,6 +19,7 @@ use zerg::control::{
     PROTOCOL_VERSION,
 };
 
+use crate::scoreboard::Scoreboard;
 use crate::signals::SelfPipe;
 use crate::{health, locks, mule, process, python, uwsgi_api, worker};
 
@@ -79,6 +80,8 @@ struct Master {
     /// The health check that gates READY, if configured.
     health: Option<health::Check>,
     chain: Option<Chain>,
+    /// Open connections per web worker, shared with them (see `scoreboard`).
+    scoreboard: Scoreboard,
 }
 
 /// Runs a zergling to the end; returns its exit code.
@@ -189,7 +192,9 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             granted: kind == ProcessKind::Worker,
         })
         .collect();
+    let scoreboard = Scoreboard::new(config.processes as usize)?;
     let mut master = Master {
+        scoreboard,
         config,
         generation,
         conn,
@@ -401,6 +406,9 @@ impl Master {
                 continue;
             };
             reaped = true;
+            if slot.kind == ProcessKind::Worker {
+                self.scoreboard.reset(slot.id as usize - 1);
+            }
             slot.pid = None;
             slot.ready = false;
             slot.ready_pipe = None;
@@ -479,6 +487,7 @@ impl Master {
             manifest: &self.manifest,
             app: &self.app,
             ready: ready_write,
+            scoreboard: self.scoreboard,
         };
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
         let pid = match kind {

@@ -58,7 +58,10 @@ pub async fn accept_loop(
         }
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            a = accept(&acceptor) => a,
+            a = async {
+                tracker.take_turn().await;
+                accept(&acceptor).await
+            } => a,
         };
         match accepted {
             Ok((io, peer)) => {

@@ -19,6 +19,7 @@ use zerg::config::{Config, ListenAddr};
 use zerg::control::ListenerInfo;
 
 use crate::python::App;
+use crate::scoreboard::Scoreboard;
 use crate::wsgi::{self, Pool};
 
 /// Everything a freshly forked worker needs from the master.
@@ -31,6 +32,8 @@ pub struct Spec<'a> {
     pub app: &'a App,
     /// Write end of the readiness pipe.
     pub ready: OwnedFd,
+    /// The generation's open connections per worker.
+    pub scoreboard: Scoreboard,
 }
 
 /// Runs the worker; the return value is the process exit code.
@@ -47,17 +50,34 @@ pub fn run(spec: Spec<'_>) -> i32 {
     }
 }
 
-/// Counts open connections so shutdown can wait for the last one.
-#[derive(Default)]
+/// Counts open connections, so shutdown can wait for the last one and the workers of a
+/// generation can spread them evenly (the scoreboard).
 pub struct Tracker {
     open: AtomicUsize,
     idle: Notify,
+    scoreboard: Scoreboard,
+    slot: usize,
 }
 
 impl Tracker {
+    fn new(scoreboard: Scoreboard, worker_id: u32) -> Tracker {
+        Tracker {
+            open: AtomicUsize::new(0),
+            idle: Notify::new(),
+            scoreboard,
+            slot: worker_id as usize - 1,
+        }
+    }
+
     fn enter(self: &Arc<Self>) -> ConnGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
+        self.scoreboard.opened(self.slot);
         ConnGuard(self.clone())
+    }
+
+    /// Before an accept: lets a less loaded sibling worker take the connection first.
+    pub async fn take_turn(&self) {
+        self.scoreboard.take_turn(self.slot).await;
     }
     async fn wait_idle(&self) {
         loop {
@@ -74,6 +94,7 @@ pub struct ConnGuard(Arc<Tracker>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.0.scoreboard.closed(self.0.slot);
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -112,7 +133,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         .collect();
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tracker = Arc::new(Tracker::default());
+        let tracker = Arc::new(Tracker::new(spec.scoreboard, id));
         let state = Arc::new(http::State {
             python,
             draining: std::sync::atomic::AtomicBool::new(false),

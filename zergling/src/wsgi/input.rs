@@ -7,8 +7,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
