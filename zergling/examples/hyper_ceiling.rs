@@ -16,10 +16,12 @@ use hyper_util::rt::TokioIo;
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8000".into());
+    let addr: std::net::SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:8000".into())
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("bad address: {e}")))?;
     let processes: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(2);
-    let listener = TcpListener::bind(&addr)?;
-    listener.set_nonblocking(true)?;
     for _ in 1..processes {
         // SAFETY: single-threaded here (no runtime or thread exists yet), so the child may
         // run anything; it dies with the parent through PR_SET_PDEATHSIG.
@@ -33,7 +35,34 @@ fn main() -> std::io::Result<()> {
             _ => {}
         }
     }
-    serve(listener)
+    // Each process its own SO_REUSEPORT socket: the kernel spreads connections evenly, the
+    // best case for a server with no Python (zerg itself shares one socket between workers,
+    // so that no queued connection is lost when a worker exits, and balances with its
+    // scoreboard instead).
+    serve(reuseport_listener(addr)?)
+}
+
+fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrStorage,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    listen(&fd, Backlog::new(1024).map_err(std::io::Error::from)?)?;
+    let listener = TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 fn serve(listener: TcpListener) -> std::io::Result<()> {
