@@ -49,6 +49,18 @@ pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
         "SERVER_SOFTWARE",
         concat!("zerg/", env!("CARGO_PKG_VERSION")),
     )?;
+    // Keys every request sets: present already, so setting one per request replaces a value
+    // in the copied table instead of inserting a new entry.
+    for key in [
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "REQUEST_URI",
+        "QUERY_STRING",
+        "SERVER_PROTOCOL",
+        "wsgi.input",
+    ] {
+        env.set_item(PyString::intern(py, key), py.None())?;
+    }
     Ok(env.unbind())
 }
 
