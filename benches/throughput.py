@@ -12,7 +12,9 @@ app with 2 worker processes:
            answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling)
   get      Flask httpbin's /get (benches/apps/mixed.py)
   big      a 1 MiB response
-  upload   a 1 MiB POST body read whole from wsgi.input
+  upload   a 1 MiB POST body read whole from wsgi.input (zerg with a 1 MiB post-buffering,
+           so the body arrives before the app is called, as granian always does; uWSGI's
+           --post-buffering made it slower here, so it streams)
   static   a 64 KiB file through each server's static-file mapping (zerg `static-map`,
            uWSGI `--static-map`, granian `--static-path-mount`; gunicorn has none); the
            ceiling is nginx serving the same file
@@ -67,7 +69,8 @@ def command(server, app, port, tmp, static_dir):
         with open(cfg, "w") as f:
             f.write(f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\n"
                     f"module: {app}:application\npythonpath: {APPS}\nvirtualenv: {VENV}\n"
-                    f"processes: {WORKERS}\nstatic-map: /static={static_dir}\nlisten: 1024\n")
+                    f"processes: {WORKERS}\nstatic-map: /static={static_dir}\nlisten: 1024\n"
+                    f"post-buffering: {1 << 20}\n")
         return [zerg_bin("zerg-pool"), "--config", cfg], {"ZERG_LOG": "warn"}
     if server == "granian":
         return [venv_bin("granian"), "--interface", "wsgi", "--workers", str(WORKERS),

@@ -56,9 +56,17 @@ pub struct Config {
     #[serde(default = "default_processes", alias = "workers")]
     pub processes: u32,
 
-    /// OS threads per worker that run WSGI calls (each takes the GIL per call).
+    /// Concurrent WSGI calls per worker, each on an OS thread holding the GIL while it runs
+    /// (with 1, on the worker's event loop when the request body is complete).
     #[serde(default = "default_threads")]
     pub threads: u32,
+
+    /// Request bodies announced (Content-Length) at up to this many bytes are read whole before
+    /// the app is called, so a slow client holds a connection, not an app thread (uWSGI's
+    /// `post-buffering`, here in memory). Larger bodies, chunked ones and those sent after
+    /// `Expect: 100-continue` stream into `wsgi.input`. 0 streams every body.
+    #[serde(default = "default_post_buffering")]
+    pub post_buffering: u64,
 
     /// Listen backlog of every socket the pool binds.
     #[serde(default = "default_listen")]
@@ -132,6 +140,9 @@ fn default_processes() -> u32 {
 }
 fn default_threads() -> u32 {
     1
+}
+fn default_post_buffering() -> u64 {
+    64 * 1024
 }
 fn default_listen() -> u32 {
     1024
@@ -500,6 +511,7 @@ pub const OPTIONS: &[&str] = &[
     "farm",
     "locks",
     "static-map",
+    "post-buffering",
     "env",
     "zergling",
     "reload-mercy",
@@ -522,6 +534,7 @@ mod tests {
             parse("zerg-server: /tmp/z.sock\nhttp: 127.0.0.1:8080\nwsgi-file: app.py\n").unwrap();
         assert_eq!(c.processes, 1);
         assert_eq!(c.threads, 1);
+        assert_eq!(c.post_buffering, 64 * 1024);
         assert_eq!(c.callable, "application");
         assert_eq!(
             c.listen_addrs(),

@@ -358,17 +358,34 @@ fn c_get(c: &mut Client, path: &str) -> String {
 }
 
 #[test]
-fn a_client_slow_to_send_its_body_does_not_hold_the_worker() {
-    let server = Server::start("conformance.py", "processes: 1\nthreads: 1\n");
-    let mut slow = Client::connect(server.http);
-    slow.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
-    // The only worker, with one app slot, still answers others while that body is incomplete.
-    assert_eq!(server.get("/hello").text(), "Hello, World!");
-    slow.send("world");
-    assert_eq!(
-        slow.response().text(),
-        format!("10 {}", crc32fast::hash(b"helloworld"))
-    );
+fn clients_slow_to_send_their_bodies_hold_no_app_thread() {
+    // post-buffering (64 KiB by default) reads small bodies before a thread is taken.
+    for threads in [1, 2] {
+        let server = Server::start(
+            "conformance.py",
+            &format!("processes: 1\nthreads: {threads}\n"),
+        );
+        let mut slow: Vec<Client> = (0..threads)
+            .map(|_| {
+                let mut c = Client::connect(server.http);
+                c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
+                c
+            })
+            .collect();
+        // As many incomplete bodies as the worker has app threads, and it still answers.
+        assert_eq!(
+            server.get("/hello").text(),
+            "Hello, World!",
+            "threads: {threads}"
+        );
+        for c in &mut slow {
+            c.send("world");
+            assert_eq!(
+                c.response().text(),
+                format!("10 {}", crc32fast::hash(b"helloworld"))
+            );
+        }
+    }
 }
 
 #[test]

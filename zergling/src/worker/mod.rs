@@ -110,6 +110,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             multithread: threads > 1,
             multiprocess: config.processes > 1,
             worker_id: spec.id,
+            post_buffering: config.post_buffering,
         },
         threads,
     )?;

@@ -30,15 +30,13 @@ use input::{Input, Prefetched, Source};
 use reply::Reply;
 use response::{Responder, StartResponse};
 
-/// Request bodies up to this size, announced by Content-Length and without
-/// `Expect: 100-continue`, are read before an inline call.
-const INLINE_BODY_MAX: u64 = 64 * 1024;
-
-/// Facts about the worker that the environ reports.
+/// Facts about the worker that the environ reports, and how it calls the app.
 pub struct Static {
     pub multithread: bool,
     pub multiprocess: bool,
     pub worker_id: u32,
+    /// Bodies announced at up to this many bytes are read before the call (`post-buffering`).
+    pub post_buffering: u64,
 }
 
 /// Work for a Python thread. Each holds one of the worker's app slots until it is done.
@@ -67,6 +65,7 @@ pub struct Pool {
     /// One permit per concurrent app call (`threads`).
     slots: Arc<Semaphore>,
     inline: bool,
+    post_buffering: u64,
 }
 
 struct Shared {
@@ -110,29 +109,26 @@ impl Pool {
             shared,
             slots: Arc::new(Semaphore::new(threads)),
             inline: threads == 1,
+            post_buffering: statics.post_buffering,
         })
     }
 
     /// Answers one request through the app. Called on the worker's event-loop thread.
     pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
         // The body is read before taking a slot: a slow client must not hold the app idle.
-        let body = if self.inline {
-            match input::prefetch(&parts, body, INLINE_BODY_MAX).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(error = %e, "request body unreadable");
-                    return Reply::error(StatusCode::BAD_REQUEST);
-                }
+        let body = match input::prefetch(&parts, body, self.post_buffering).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "request body unreadable");
+                return Reply::error(StatusCode::BAD_REQUEST);
             }
-        } else {
-            Prefetched::Later(Source::new(body))
         };
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
         };
         let (reply, answer) = oneshot::channel();
         match body {
-            Prefetched::Whole(body) => {
+            Prefetched::Whole(body) if self.inline => {
                 let responder = Responder::new(reply, true);
                 Python::attach(|py| {
                     if let Some(iterable) = self.call_inline(py, &parts, &conn, body, &responder) {
@@ -146,7 +142,7 @@ impl Pool {
                     }
                 });
             }
-            Prefetched::Later(body) => {
+            Prefetched::Whole(body) | Prefetched::Later(body) => {
                 let _ = self.jobs.send(Job::Call {
                     parts,
                     conn,
