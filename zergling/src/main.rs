@@ -17,11 +17,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// mimalloc for Rust's allocations (hyper's buffers, headers, replies): a few percent of a
-/// request's cost with glibc malloc. Python keeps its own allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A zerg generation: gets the listeners from the pool, imports the app, forks workers.
 #[derive(Parser)]
 #[command(version)]

@@ -169,9 +169,7 @@ impl Pool {
     ) -> Option<Py<PyAny>> {
         let shared = &self.shared;
         let result = call_app(py, shared, parts, conn, body, responder).and_then(|iterable| {
-            if iterable.is_exact_instance_of::<PyList>()
-                || iterable.is_exact_instance_of::<PyTuple>()
-            {
+            if is_sequence(&iterable) {
                 drive(py, responder, &iterable).map(|()| None)
             } else {
                 Ok(Some(iterable.unbind()))
@@ -239,7 +237,7 @@ fn call_app<'py>(
 /// Sends the whole body of `iterable`, then calls its `close()` whatever happened (PEP 3333).
 fn complete(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     let driven = drive(py, responder, iterable);
-    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+    if is_sequence(iterable) {
         return driven; // no close(); asking would build an AttributeError each request
     }
     let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
@@ -258,6 +256,11 @@ fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Respon
         describe(py, err)
     );
     responder.fail();
+}
+
+/// A plain list or tuple: sent whole, with nothing to close and nothing that could block.
+fn is_sequence(iterable: &Bound<'_, PyAny>) -> bool {
+    iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>()
 }
 
 /// Sends the app's body: a list or tuple goes out whole with a Content-Length; any other
