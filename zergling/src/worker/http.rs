@@ -7,7 +7,7 @@
 //! [`IDLE_DRAIN_GRACE`] is closed.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +39,6 @@ pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// What every connection of the worker shares.
 pub struct State {
     pub python: Pool,
-    /// Set when the worker stops: every response closes its connection.
-    pub draining: AtomicBool,
     pub statics: super::static_files::StaticMap,
 }
 
@@ -146,19 +144,19 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
         let reply = super::static_files::serve(&file, req.method(), req.headers());
-        return Ok(finish(reply, &state));
+        return Ok(finish(reply));
     }
     let (parts, body) = req.into_parts();
     let reply = state.python.call(parts, conn, body).await;
-    Ok(finish(reply, &state))
+    Ok(finish(reply))
 }
 
-/// The response for a reply; while draining it closes the connection.
-fn finish(reply: Reply, state: &State) -> Response<ResponseBody> {
+/// The response for a reply; once the worker is stopping it closes the connection. The flag
+/// is set by the signal handler itself, so a response from an inline call that was running
+/// when the stop came knows it too.
+fn finish(reply: Reply) -> Response<ResponseBody> {
     let mut response = reply.into_response();
-    if state.draining.load(Ordering::Relaxed)
-        || crate::signals::WORKER_STOPPING.load(Ordering::Relaxed)
-    {
+    if crate::signals::WORKER_STOPPING.load(Ordering::Relaxed) {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

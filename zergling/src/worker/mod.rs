@@ -137,7 +137,6 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         let tracker = Arc::new(Tracker::new(spec.scoreboard, id));
         let state = Arc::new(http::State {
             python,
-            draining: std::sync::atomic::AtomicBool::new(false),
             statics: static_files::StaticMap::new(statics),
         });
         for (info, fd) in listeners {
@@ -156,7 +155,6 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             worker = id,
             "stopping: no new connections, finishing in-flight requests"
         );
-        state.draining.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         if tokio::time::timeout(mercy, tracker.wait_idle())
             .await

@@ -145,8 +145,7 @@ impl HeaderKeys {
             return Some(key.bind(py).clone());
         }
         let key = match name.as_str() {
-            "content-type" => "CONTENT_TYPE".to_owned(),
-            "content-length" => "CONTENT_LENGTH".to_owned(),
+            // content-type and content-length are among the common keys.
             n if n.contains('_') => return None,
             n => {
                 let mut k = String::with_capacity(5 + n.len());
