@@ -57,10 +57,11 @@ pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
         "REQUEST_URI",
         "QUERY_STRING",
         "SERVER_PROTOCOL",
-        "wsgi.input",
     ] {
         env.set_item(PyString::intern(py, key), py.None())?;
     }
+    // Requests with a body replace it with their own.
+    env.set_item(intern!(py, "wsgi.input"), Bound::new(py, Input::empty())?)?;
     Ok(env.unbind())
 }
 
@@ -208,14 +209,14 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     s.clone()
 }
 
-/// The environ for one request.
+/// The environ for one request; `input` is `None` for a request without a body.
 pub fn build<'py>(
     py: Python<'py>,
     template: &Bound<'py, PyDict>,
     conn: &ConnEnv,
     header_keys: &HeaderKeys,
     parts: &Parts,
-    input: Input,
+    input: Option<Input>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = conn.base(py, template)?.copy()?;
     env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
@@ -249,7 +250,9 @@ pub fn build<'py>(
         },
     )?;
     add_headers(py, &env, header_keys, &parts.headers)?;
-    env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
+    if let Some(input) = input {
+        env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
+    }
     Ok(env)
 }
 

@@ -153,22 +153,34 @@ struct State {
 /// The `wsgi.input` object.
 #[pyclass(module = "zerg")]
 pub struct Input {
-    state: Mutex<State>,
+    /// `None`: the body is empty. Such an input has no state at all, so one object serves
+    /// every bodiless request of a worker, on any thread.
+    state: Option<Mutex<State>>,
 }
 
 impl Input {
     pub fn new(source: Source) -> Input {
         Input {
-            state: Mutex::new(State {
+            state: Some(Mutex::new(State {
                 source,
                 buf: BytesMut::new(),
-            }),
+            })),
         }
     }
 
-    fn lock(&self) -> PyResult<MutexGuard<'_, State>> {
-        self.state
+    /// The input of requests without a body.
+    pub fn empty() -> Input {
+        Input { state: None }
+    }
+
+    /// The reading state; `None` for an empty body.
+    fn lock(&self) -> PyResult<Option<MutexGuard<'_, State>>> {
+        let Some(state) = &self.state else {
+            return Ok(None);
+        };
+        state
             .try_lock()
+            .map(Some)
             .map_err(|_| PyRuntimeError::new_err("wsgi.input is being read by another thread"))
     }
 }
@@ -226,7 +238,9 @@ fn limit(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let mut st = self.lock()?;
+        let Some(mut st) = self.lock()? else {
+            return Ok(PyBytes::new(py, b""));
+        };
         match limit(size) {
             None => {
                 while st.fill(py)? {}
@@ -242,7 +256,10 @@ impl Input {
 
     #[pyo3(signature = (size = None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.lock()?.readline(py, limit(size))
+        match self.lock()? {
+            Some(mut st) => st.readline(py, limit(size)),
+            None => Ok(PyBytes::new(py, b"")),
+        }
     }
 
     #[pyo3(signature = (hint = None))]
@@ -251,9 +268,11 @@ impl Input {
         py: Python<'py>,
         hint: Option<isize>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let mut st = self.lock()?;
-        let hint = limit(hint).filter(|&h| h > 0);
         let mut lines = Vec::new();
+        let Some(mut st) = self.lock()? else {
+            return Ok(lines);
+        };
+        let hint = limit(hint).filter(|&h| h > 0);
         let mut total = 0;
         loop {
             let line = st.readline(py, None)?;
@@ -275,7 +294,10 @@ impl Input {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.lock()?.readline(py, None)?;
+        let Some(mut st) = self.lock()? else {
+            return Ok(None);
+        };
+        let line = st.readline(py, None)?;
         Ok((!line.as_bytes().is_empty()).then_some(line))
     }
 }

@@ -228,7 +228,7 @@ fn call_app<'py>(
         conn,
         &shared.header_keys,
         parts,
-        Input::new(body),
+        (!matches!(body, Source::Done)).then(|| Input::new(body)),
     )?;
     let start_response = Bound::new(py, StartResponse::new(responder.clone()))?;
     shared.app.bind(py).call1((environ, start_response))
