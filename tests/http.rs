@@ -408,3 +408,114 @@ fn keep_alive_connections_are_spread_over_the_workers() {
         "spread, not piled on one worker: {per_worker:?}"
     );
 }
+
+/// PEP 3333 on Content-Length: the app's value rules. A longer body is cut to it; after a
+/// shorter one (logged) the connection closes; a malformed or contradictory value is the app's
+/// error (500). Header names are taken in any case, and
+/// sequences other than lists too.
+#[test]
+fn the_apps_content_length_is_kept_to() {
+    let app = r#"
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    cl = {"/exact": "5", "/cut": "3", "/short": "9", "/bad": "5x", "/two": "5"}.get(path)
+    headers = [("CONTENT-type", "text/plain")]
+    if cl:
+        headers.append(("content-LENGTH", cl))
+    if path == "/two":
+        headers.append(("Content-Length", "6"))
+    if path == "/same-twice":
+        headers += [("Content-Length", "5"), ("content-length", "5")]
+    if path == "/tuple":
+        headers = (("Content-Type", "text/x-tuple"), ("Content-Length", "5"))
+    start_response("200 OK", headers)
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"hello"]
+"#;
+    for threads in [1, 2] {
+        let server = Server::start_with_app_source(app, &format!("threads: {threads}\n"));
+        let ctx = format!("threads: {threads}");
+        let mut c = Client::connect(server.http);
+        for (path, body, content_type) in [
+            ("/exact", "hello", "text/plain"),
+            ("/cut", "hel", "text/plain"),
+            ("/same-twice", "hello", "text/plain"),
+            ("/tuple", "hello", "text/x-tuple"),
+            ("/none", "hello", "text/plain"),
+        ] {
+            c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            let r = c.response();
+            let lengths: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(lengths, [body.len().to_string()], "{ctx} {path}");
+            assert_eq!(r.header("content-type"), Some(content_type), "{ctx} {path}");
+            assert_eq!(r.text(), body, "{ctx} {path}: the connection stays in sync");
+        }
+        // HEAD answered with no body keeps the length a GET would have.
+        c.head = true;
+        c.send("HEAD /exact HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.header("content-length"), Some("5"), "{ctx}");
+        assert_eq!(r.header("connection"), None, "{ctx}");
+        c.head = false;
+        for path in ["/bad", "/two"] {
+            c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            assert_eq!(c.response().status, 500, "{ctx} {path}");
+        }
+        // Promised 9 bytes, gave 5: those 5, then the connection closes.
+        c.send("GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response();
+        assert_eq!((r.status, r.text()), (200, "hello".to_owned()), "{ctx}");
+        assert_eq!(r.header("connection"), Some("close"), "{ctx}");
+        assert!(c.read_to_close().is_empty(), "{ctx}");
+        assert!(
+            server
+                .log_text()
+                .contains("shorter than its Content-Length"),
+            "{ctx}: the cut is logged"
+        );
+        assert_eq!(
+            server.get("/exact").text(),
+            "hello",
+            "{ctx}: the worker lives on"
+        );
+    }
+}
+
+/// Requests without a body share one empty `wsgi.input`; it must read as empty in every way,
+/// also from several threads at once.
+#[test]
+fn a_request_without_a_body_reads_an_empty_input() {
+    let app = r#"
+import threading
+barrier = threading.Barrier(2, timeout=5)
+
+def application(environ, start_response):
+    stream = environ["wsgi.input"]
+    if environ["QUERY_STRING"] == "together":
+        barrier.wait()
+    seen = [stream.read(), stream.read(10), stream.readline(), stream.readlines(), list(stream)]
+    body = repr(seen).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+    let empty = "[b'', b'', b'', [], []]";
+    let server = Server::start_with_app_source(app, "threads: 2\n");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| server.get("/?together"));
+        let b = s.spawn(|| server.get("/?together"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!((a.text(), b.text()), (empty.to_owned(), empty.to_owned()));
+    let mut c = Client::connect(server.http);
+    c.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(c.response().text(), empty);
+    // A request with a body, then one without, on the same connection.
+    c.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(c.response().text(), "[b'abc', b'', b'', [], []]");
+    c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().text(), empty);
+}

@@ -502,6 +502,13 @@ impl Client {
         r
     }
 
+    /// Everything the server sends until it closes the connection.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read to close");
+        rest
+    }
+
     /// True if the server closed the connection (reads EOF).
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];

@@ -18,7 +18,7 @@ pub mod streams;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -126,23 +126,30 @@ impl Pool {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
         };
-        let (reply, answer) = oneshot::channel();
-        match body {
+        let answer = match body {
             Prefetched::Whole(body) if self.inline => {
-                let responder = Responder::new(reply, true);
-                Python::attach(|py| {
-                    if let Some(iterable) = self.call_inline(py, &parts, &conn, body, &responder) {
-                        responder.leave_inline();
-                        let _ = self.jobs.send(Job::Continue {
-                            parts,
-                            iterable,
-                            responder,
-                            slot,
-                        });
-                    }
+                let responder = Responder::inline(parts.method == Method::HEAD);
+                let rest =
+                    Python::attach(|py| self.call_inline(py, &parts, &conn, body, &responder));
+                let Some(iterable) = rest else {
+                    // Answered (or failed, which answers too) while we waited.
+                    return responder.take_kept().unwrap_or_else(server_error);
+                };
+                let (reply, answer) = oneshot::channel();
+                let sent = responder.leave_inline(reply);
+                let _ = self.jobs.send(Job::Continue {
+                    parts,
+                    iterable,
+                    responder,
+                    slot,
                 });
+                if let Some(sent) = sent {
+                    return sent; // the head went out already; the thread goes on with the body
+                }
+                answer
             }
             Prefetched::Whole(body) | Prefetched::Later(body) => {
+                let (reply, answer) = oneshot::channel();
                 let _ = self.jobs.send(Job::Call {
                     parts,
                     conn,
@@ -150,11 +157,10 @@ impl Pool {
                     reply,
                     slot,
                 });
+                answer
             }
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR))
+        };
+        answer.await.unwrap_or_else(|_| server_error())
     }
 
     /// Calls the app here. A list or tuple body is answered at once; any other iterable is
@@ -191,7 +197,7 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
             reply,
             slot,
         } => {
-            let responder = Responder::new(reply, false);
+            let responder = Responder::new(reply, parts.method == Method::HEAD);
             let result = call_app(py, shared, &parts, &conn, body, &responder)
                 .and_then(|iterable| complete(py, &responder, &iterable));
             if let Err(err) = result {
@@ -211,6 +217,10 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
             drop(slot);
         }
     }
+}
+
+fn server_error() -> Reply {
+    Reply::error(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Builds the environ and calls the app; returns its response iterable.

@@ -18,7 +18,53 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::reply::{Reply, ResponseBody, STREAM_DEPTH};
 
-type Head = (StatusCode, Option<String>, Vec<(HeaderName, HeaderValue)>);
+/// What `start_response` was given, checked and converted.
+struct Head {
+    status: StatusCode,
+    reason: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The app's `Content-Length`, kept apart: for a whole body hyper writes it from the body's
+    /// size (no header value to allocate and copy); a streamed body is framed by it.
+    content_length: Option<u64>,
+}
+
+impl Head {
+    /// The reply with a whole body, whose length hyper writes. The app's Content-Length rules
+    /// (PEP 3333): a longer body is cut to it; a shorter one is an error of the app, logged, and
+    /// the connection closes after it. An empty answer to HEAD keeps the app's header: it is
+    /// the length a GET would have.
+    fn full_reply(mut self, mut body: Bytes, head_request: bool) -> Reply {
+        let len = body.len() as u64;
+        match self.content_length.take() {
+            Some(declared) if head_request && len == 0 => self.content_length = Some(declared),
+            Some(declared) if declared > len => {
+                tracing::warn!(
+                    declared,
+                    sent = len,
+                    "the app's body is shorter than its Content-Length; closing the connection"
+                );
+                self.headers
+                    .push((http::header::CONNECTION, HeaderValue::from_static("close")));
+            }
+            Some(declared) => body.truncate(declared as usize),
+            None => {}
+        }
+        self.into_reply(ResponseBody::Full(Some(body)))
+    }
+
+    fn into_reply(self, body: ResponseBody) -> Reply {
+        let mut headers = self.headers;
+        if let Some(n) = self.content_length {
+            headers.push((http::header::CONTENT_LENGTH, HeaderValue::from(n)));
+        }
+        Reply {
+            status: self.status,
+            reason: self.reason,
+            headers,
+            body,
+        }
+    }
+}
 
 /// The response of one request, shared by `start_response`, `write()` and the call driver.
 pub struct Responder {
@@ -28,12 +74,23 @@ pub struct Responder {
 struct State {
     /// Set by `start_response`, not sent yet.
     head: Option<Head>,
-    /// Where the head goes; `None` once sent.
-    reply: Option<oneshot::Sender<Reply>>,
+    /// Where the reply goes.
+    outlet: Outlet,
     /// The body stream, once the head went out as streaming.
     stream: Option<Sink>,
     /// The app runs on the event loop: nothing may wait.
     inline: bool,
+    /// The request is a HEAD.
+    head_request: bool,
+}
+
+enum Outlet {
+    /// To the connection's task, waiting on the other end.
+    Channel(oneshot::Sender<Reply>),
+    /// An inline call: the caller, on this very thread, takes the reply when the app returns.
+    Keep(Option<Reply>),
+    /// Delivered.
+    Sent,
 }
 
 #[derive(Clone)]
@@ -43,21 +100,52 @@ enum Sink {
 }
 
 impl Responder {
-    /// `inline`: the app is called on the event-loop thread.
-    pub fn new(reply: oneshot::Sender<Reply>, inline: bool) -> Arc<Responder> {
+    /// For a call on a Python thread: the reply goes through `reply`.
+    pub fn new(reply: oneshot::Sender<Reply>, head_request: bool) -> Arc<Responder> {
+        Responder::with(Outlet::Channel(reply), false, head_request)
+    }
+
+    /// For a call on the event-loop thread: the reply is kept for [`Responder::take_kept`].
+    pub fn inline(head_request: bool) -> Arc<Responder> {
+        Responder::with(Outlet::Keep(None), true, head_request)
+    }
+
+    fn with(outlet: Outlet, inline: bool, head_request: bool) -> Arc<Responder> {
         Arc::new(Responder {
             state: Mutex::new(State {
                 head: None,
-                reply: Some(reply),
+                outlet,
                 stream: None,
                 inline,
+                head_request,
             }),
         })
     }
 
-    /// The rest of the response is produced on a Python thread, which may wait for the client.
-    pub fn leave_inline(&self) {
-        self.lock().inline = false;
+    /// The reply of an inline call, once it has one.
+    pub fn take_kept(&self) -> Option<Reply> {
+        match &mut self.lock().outlet {
+            Outlet::Keep(kept) => kept.take(),
+            _ => None,
+        }
+    }
+
+    /// The rest of the response is produced on a Python thread, which may wait for the client:
+    /// the reply, unless it went out already (then it is returned), goes through `reply`.
+    pub fn leave_inline(&self, reply: oneshot::Sender<Reply>) -> Option<Reply> {
+        let mut st = self.lock();
+        st.inline = false;
+        match std::mem::replace(&mut st.outlet, Outlet::Channel(reply)) {
+            Outlet::Keep(None) => None,
+            Outlet::Keep(Some(kept)) => {
+                st.outlet = Outlet::Sent;
+                Some(kept)
+            }
+            other => {
+                st.outlet = other;
+                None
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -67,21 +155,15 @@ impl Responder {
     }
 
     pub fn headers_sent(&self) -> bool {
-        self.lock().reply.is_none()
+        self.lock().headers_sent()
     }
 
     /// Sends the head with a whole body (Content-Length known). Only while the head is unsent.
     pub fn finish_full(&self, body: Bytes) -> PyResult<()> {
         let mut st = self.lock();
-        let (status, reason, headers) = st.head.take().ok_or_else(no_start_response)?;
-        if let Some(reply) = st.reply.take() {
-            let _ = reply.send(Reply {
-                status,
-                reason,
-                headers,
-                body: ResponseBody::Full(Some(body)),
-            });
-        }
+        let head = st.head.take().ok_or_else(no_start_response)?;
+        let head_request = st.head_request;
+        st.deliver(head.full_reply(body, head_request));
         Ok(())
     }
 
@@ -99,8 +181,8 @@ impl Responder {
     /// sees a truncated response rather than a complete-looking one.
     pub fn fail(&self) {
         let mut st = self.lock();
-        if let Some(reply) = st.reply.take() {
-            let _ = reply.send(Reply::error(StatusCode::INTERNAL_SERVER_ERROR));
+        if !st.headers_sent() {
+            st.deliver(Reply::error(StatusCode::INTERNAL_SERVER_ERROR));
         } else if let Some(stream) = st.stream.take() {
             let broken = Err(io::Error::other("the app failed mid-response"));
             let _ = match stream {
@@ -134,10 +216,10 @@ impl Responder {
         if let Some(tx) = &st.stream {
             return Ok(tx.clone());
         }
-        if st.reply.is_none() {
+        if st.headers_sent() {
             return Err(PyOSError::new_err("the response is already complete"));
         }
-        let (status, reason, headers) = st.head.take().ok_or_else(no_start_response)?;
+        let head = st.head.take().ok_or_else(no_start_response)?;
         let (sink, body) = if st.inline {
             let (tx, rx) = mpsc::unbounded_channel();
             (Sink::Unbounded(tx), ResponseBody::Unbounded(rx))
@@ -145,16 +227,27 @@ impl Responder {
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
             (Sink::Bounded(tx), ResponseBody::Stream(rx))
         };
-        if let Some(reply) = st.reply.take() {
-            let _ = reply.send(Reply {
-                status,
-                reason,
-                headers,
-                body,
-            });
-        }
+        st.deliver(head.into_reply(body));
         st.stream = Some(sink.clone());
         Ok(sink)
+    }
+}
+
+impl State {
+    fn headers_sent(&self) -> bool {
+        !matches!(self.outlet, Outlet::Channel(_) | Outlet::Keep(None))
+    }
+
+    /// Hands the reply over; only the first one counts.
+    fn deliver(&mut self, reply: Reply) {
+        match std::mem::replace(&mut self.outlet, Outlet::Sent) {
+            Outlet::Channel(tx) => {
+                let _ = tx.send(reply);
+            }
+            Outlet::Keep(None) => self.outlet = Outlet::Keep(Some(reply)),
+            kept @ Outlet::Keep(Some(_)) => self.outlet = kept,
+            Outlet::Sent => {}
+        }
     }
 }
 
@@ -187,7 +280,7 @@ impl StartResponse {
         let head = parse_head(status, headers)?;
         let mut st = self.responder.lock();
         match exc_info {
-            Some(info) if st.reply.is_none() => {
+            Some(info) if st.headers_sent() => {
                 // PEP 3333: too late to change the status, re-raise the app's error.
                 drop(st);
                 let info = info.cast_into::<PyTuple>()?;
@@ -199,7 +292,7 @@ impl StartResponse {
                     "start_response called a second time without exc_info",
                 ))
             }
-            None if st.reply.is_none() => {
+            None if st.headers_sent() => {
                 return Err(PyAssertionError::new_err(
                     "start_response called after the headers were sent",
                 ))
@@ -246,48 +339,94 @@ fn parse_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let reason = reason.trim();
     let reason = (!reason.is_empty() && Some(reason) != status_code.canonical_reason())
         .then(|| reason.to_owned());
-    // PEP 3333 says a list; other sequences of pairs are taken too, as most servers do.
-    let items: Vec<Bound<'_, PyAny>> = match headers.cast::<PyList>() {
-        Ok(list) => list.iter().collect(),
-        Err(_) => headers
-            .try_iter()
-            .and_then(|it| it.collect())
-            .map_err(|_| {
-                PyTypeError::new_err(
-                    "start_response: headers must be a list of (name, value) tuples",
-                )
-            })?,
+    let mut head = Head {
+        status: status_code,
+        reason,
+        headers: Vec::new(),
+        content_length: None,
     };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let pair = item
-            .cast::<PyTuple>()
-            .ok()
-            .filter(|t| t.len() == 2)
-            .ok_or_else(|| {
-                PyTypeError::new_err(format!(
-                    "start_response: each header must be a (name, value) tuple, not {item}"
-                ))
-            })?;
-        let name_obj = pair.get_item(0)?;
-        let value_obj = pair.get_item(1)?;
-        let name = as_str(&name_obj, "header name")?;
-        let value = as_str(&value_obj, "header value")?;
-        let hn = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| PyValueError::new_err(format!("bad header name {name:?}")))?;
-        if hn == http::header::TRANSFER_ENCODING {
-            // Hop-by-hop: the server frames the body itself.
-            continue;
+    // PEP 3333 says a list; other sequences of pairs are taken too, as most servers do.
+    if let Ok(list) = headers.cast::<PyList>() {
+        head.headers.reserve(list.len());
+        for item in list.iter() {
+            add_header(&mut head, &item)?;
         }
-        let bad = || PyValueError::new_err(format!("bad value for header {name}: {value:?}"));
-        let hv = if value.is_ascii() {
-            HeaderValue::from_str(value).map_err(|_| bad())?
-        } else {
-            HeaderValue::from_bytes(&latin1(value)?).map_err(|_| bad())?
+    } else {
+        let not_pairs = |_| {
+            PyTypeError::new_err("start_response: headers must be a list of (name, value) tuples")
         };
-        out.push((hn, hv));
+        for item in headers.try_iter().map_err(not_pairs)? {
+            add_header(&mut head, &item.map_err(not_pairs)?)?;
+        }
     }
-    Ok((status_code, reason, out))
+    Ok(head)
+}
+
+/// Checks and converts one `(name, value)` pair into `head`.
+fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let pair = item
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 2)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "start_response: each header must be a (name, value) tuple, not {item}"
+            ))
+        })?;
+    let name_obj = pair.get_borrowed_item(0)?;
+    let value_obj = pair.get_borrowed_item(1)?;
+    let name = as_str(&name_obj, "header name")?;
+    let value = as_str(&value_obj, "header value")?;
+    let hn = match common_name(name) {
+        Some(hn) => hn,
+        None => HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("bad header name {name:?}")))?,
+    };
+    if hn == http::header::TRANSFER_ENCODING {
+        // Hop-by-hop: the server frames the body itself.
+        return Ok(());
+    }
+    let bad = || PyValueError::new_err(format!("bad value for header {name}: {value:?}"));
+    if hn == http::header::CONTENT_LENGTH {
+        let n = decimal(value).ok_or_else(bad)?;
+        if head.content_length.is_some_and(|first| first != n) {
+            return Err(PyValueError::new_err(format!(
+                "two different Content-Length headers: {} and {n}",
+                head.content_length.unwrap_or_default()
+            )));
+        }
+        head.content_length = Some(n);
+        return Ok(());
+    }
+    let hv = if value.is_ascii() {
+        HeaderValue::from_str(value).map_err(|_| bad())?
+    } else {
+        HeaderValue::from_bytes(&latin1(value)?).map_err(|_| bad())?
+    };
+    head.headers.push((hn, hv));
+    Ok(())
+}
+
+/// The names nearly every response carries, recognised without parsing (any case).
+fn common_name(name: &str) -> Option<HeaderName> {
+    use http::header;
+    let known = match name.len() {
+        12 => header::CONTENT_TYPE,
+        14 => header::CONTENT_LENGTH,
+        10 => header::SET_COOKIE,
+        8 => header::LOCATION,
+        13 => header::CACHE_CONTROL,
+        _ => return None,
+    };
+    known.as_str().eq_ignore_ascii_case(name).then_some(known)
+}
+
+/// A Content-Length value: plain decimal digits that fit.
+fn decimal(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
@@ -301,4 +440,33 @@ fn latin1(s: &str) -> PyResult<Vec<u8>> {
         .map(|c| u8::try_from(c as u32))
         .collect::<Result<_, _>>()
         .map_err(|_| PyValueError::new_err(format!("header value {s:?} is not latin-1")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_names_match_in_any_case_and_only_whole() {
+        assert_eq!(
+            common_name("Content-Type"),
+            Some(http::header::CONTENT_TYPE)
+        );
+        assert_eq!(
+            common_name("CONTENT-LENGTH"),
+            Some(http::header::CONTENT_LENGTH)
+        );
+        assert_eq!(common_name("set-cookie"), Some(http::header::SET_COOKIE));
+        assert_eq!(common_name("Content-Typo"), None);
+        assert_eq!(common_name("X-Frame-Options"), None);
+    }
+
+    #[test]
+    fn content_length_is_plain_decimal() {
+        assert_eq!(decimal("0"), Some(0));
+        assert_eq!(decimal("1048576"), Some(1 << 20));
+        for bad in ["", "+5", "-1", " 5", "5 ", "0x10", "99999999999999999999"] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+    }
 }
