@@ -10,6 +10,10 @@ app with 2 worker processes:
 
   hello    a WSGI hello world (benches/apps/hello.py); the ceiling is a bare hyper server
            answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling)
+  paced    the same, each connection waiting 2 ms between a response and its next request:
+           latency at one offered load that every fast server carries (~25k req/s here).
+           At saturation, with wrk on the same two cores, p99 mostly measures how often the
+           server and wrk preempt each other, which grows with the server's speed
   get      Flask httpbin's /get (benches/apps/mixed.py)
   big      a 1 MiB response
   upload   a 1 MiB POST body read whole from wsgi.input (zerg with a 1 MiB post-buffering,
@@ -43,6 +47,7 @@ PEERS = {"gunicorn": "gunicorn", "granian": "granian", "uwsgi": "uwsgi>=2.0,<2.1
 SCENARIOS = {
     # name: (app, path, wrk lua script or None)
     "hello": ("hello", "/", None),
+    "paced": ("hello", "/", "paced.lua"),
     "get": ("mixed", "/get", None),
     "big": ("mixed", "/big", None),
     "upload": ("mixed", "/upload", "upload.lua"),
@@ -50,7 +55,7 @@ SCENARIOS = {
 }
 SERVERS = ["zerg", "granian", "uwsgi", "gunicorn"]
 # Ceilings: what the scenario costs without Python at all.
-CEILING = {"hello": "hyper", "static": "nginx"}
+CEILING = {"hello": "hyper", "paced": "hyper", "static": "nginx"}
 
 
 def debian(*tools):
@@ -73,7 +78,10 @@ def command(server, app, port, tmp, static_dir):
                     f"post-buffering: {1 << 20}\n")
         return [zerg_bin("zerg-pool"), "--config", cfg], {"ZERG_LOG": "warn"}
     if server == "granian":
+        # One app thread per worker, as zerg's default `threads: 1`. Granian's default for
+        # WSGI is backpressure/2 = 256 threads per worker: the same req/s here, a worse p99.
         return [venv_bin("granian"), "--interface", "wsgi", "--workers", str(WORKERS),
+                "--blocking-threads", "1",
                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", APPS,
                 "--static-path-route", "/static", "--static-path-mount", static_dir,
                 "--log-level", "warning", f"{app}:application"], {}
@@ -238,6 +246,8 @@ def main():
     with open(os.path.join(tmp, "upload.lua"), "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = string.rep("u", 1048576)\n'
                 'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+    with open(os.path.join(tmp, "paced.lua"), "w") as f:
+        f.write("function delay()\n  return 2\nend\n")  # ms between a response and the next request
 
     results = {}  # (scenario, server) -> [wrk result]
     mem = {}  # server -> [(worker MiB, total MiB)]
