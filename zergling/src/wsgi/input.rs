@@ -5,12 +5,13 @@
 //! through a channel of depth [`DEPTH`]: memory per upload is a few chunks, whatever its size.
 //! The Python thread waits for chunks with the GIL released.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -29,8 +30,8 @@ pub enum Source {
     Idle { body: Incoming, runtime: Handle },
     /// A pump task is feeding chunks.
     Streaming(mpsc::Receiver<io::Result<Bytes>>),
-    /// Read whole before the call (see [`prefetch`]).
-    Buffered(Bytes),
+    /// Read whole before the call (see [`prefetch`]), as the chunks it came in.
+    Buffered(VecDeque<Bytes>),
     /// End of body.
     Done,
 }
@@ -53,8 +54,17 @@ pub async fn prefetch(parts: &Parts, body: Incoming, max: u64) -> hyper::Result<
     if !small || parts.headers.contains_key(http::header::EXPECT) {
         return Ok(Prefetched::Later(Source::new(body)));
     }
-    let data = body.collect().await?.to_bytes();
-    Ok(Prefetched::Whole(Source::Buffered(data)))
+    // Kept as received: `read()` copies the chunks straight into its bytes object.
+    let mut body = body;
+    let mut chunks = VecDeque::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if !data.is_empty() {
+                chunks.push_back(data);
+            }
+        }
+    }
+    Ok(Prefetched::Whole(Source::Buffered(chunks)))
 }
 
 impl Source {
@@ -75,7 +85,13 @@ impl Source {
         loop {
             match std::mem::replace(self, Source::Done) {
                 Source::Done => return Ok(None),
-                Source::Buffered(data) => return Ok(Some(data).filter(|d| !d.is_empty())),
+                Source::Buffered(mut chunks) => {
+                    let next = chunks.pop_front();
+                    if next.is_some() {
+                        *self = Source::Buffered(chunks);
+                    }
+                    return Ok(next);
+                }
                 Source::Idle { body, runtime } => {
                     let (tx, rx) = mpsc::channel(DEPTH);
                     runtime.spawn(pump(body, tx));
@@ -191,12 +207,48 @@ impl State {
         let source = &mut self.source;
         match py.detach(|| source.next_chunk()) {
             Ok(Some(chunk)) => {
-                self.buf.extend_from_slice(&chunk);
+                if self.buf.is_empty() {
+                    // Takes the chunk's buffer when it is the only owner, instead of a copy.
+                    self.buf = BytesMut::from(chunk);
+                } else {
+                    self.buf.extend_from_slice(&chunk);
+                }
                 Ok(true)
             }
             Ok(None) => Ok(false),
             Err(e) => Err(PyOSError::new_err(e.to_string())),
         }
+    }
+
+    /// `read(n)` of a body read before the call, with nothing buffered here yet: the bytes
+    /// object is filled straight from the body's chunks (one copy, not two). `None` otherwise.
+    fn read_prefetched<'py>(
+        &mut self,
+        py: Python<'py>,
+        n: Option<usize>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let Source::Buffered(chunks) = &mut self.source else {
+            return Ok(None);
+        };
+        if !self.buf.is_empty() {
+            return Ok(None);
+        }
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let want = n.map_or(total, |n| n.min(total));
+        let out = PyBytes::new_with(py, want, |dst| {
+            let mut filled = 0;
+            while let Some(front) = chunks.front_mut().filter(|_| filled < want) {
+                let k = front.len().min(want - filled);
+                dst[filled..filled + k].copy_from_slice(&front[..k]);
+                front.advance(k);
+                if front.is_empty() {
+                    chunks.pop_front();
+                }
+                filled += k;
+            }
+            Ok(())
+        })?;
+        Ok(Some(out))
     }
 
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
@@ -241,6 +293,9 @@ impl Input {
         let Some(mut st) = self.lock()? else {
             return Ok(PyBytes::new(py, b""));
         };
+        if let Some(read) = st.read_prefetched(py, limit(size))? {
+            return Ok(read);
+        }
         match limit(size) {
             None => {
                 while st.fill(py)? {}
