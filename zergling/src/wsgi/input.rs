@@ -46,7 +46,7 @@ pub enum Prefetched {
 
 /// Reads the body now if it is empty or announced by Content-Length as at most `max` bytes,
 /// unless the client waits for `100 Continue` (which only a read from the app may send).
-pub async fn prefetch(parts: &Parts, body: Incoming, max: u64) -> hyper::Result<Prefetched> {
+pub async fn prefetch(parts: &Parts, mut body: Incoming, max: u64) -> hyper::Result<Prefetched> {
     if body.is_end_stream() {
         return Ok(Prefetched::Whole(Source::Done));
     }
@@ -55,7 +55,6 @@ pub async fn prefetch(parts: &Parts, body: Incoming, max: u64) -> hyper::Result<
         return Ok(Prefetched::Later(Source::new(body)));
     }
     // Kept as received: `read()` copies the chunks straight into its bytes object.
-    let mut body = body;
     let mut chunks = VecDeque::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
