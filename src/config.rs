@@ -68,6 +68,13 @@ pub struct Config {
     #[serde(default = "default_post_buffering")]
     pub post_buffering: u64,
 
+    /// Microseconds a worker's event loop may run without waiting before it yields the CPU
+    /// between two requests, so the processes sharing its cores (the proxy in front, the
+    /// sibling workers) are not kept waiting for a whole scheduler slice; the worker keeps its
+    /// share. 0 never yields.
+    #[serde(default = "default_busy_yield_us")]
+    pub busy_yield_us: u64,
+
     /// Listen backlog of every socket the pool binds.
     #[serde(default = "default_listen")]
     pub listen: u32,
@@ -143,6 +150,9 @@ fn default_threads() -> u32 {
 }
 fn default_post_buffering() -> u64 {
     64 * 1024
+}
+fn default_busy_yield_us() -> u64 {
+    200
 }
 fn default_listen() -> u32 {
     1024
@@ -512,6 +522,7 @@ pub const OPTIONS: &[&str] = &[
     "locks",
     "static-map",
     "post-buffering",
+    "busy-yield-us",
     "env",
     "zergling",
     "reload-mercy",
@@ -535,6 +546,7 @@ mod tests {
         assert_eq!(c.processes, 1);
         assert_eq!(c.threads, 1);
         assert_eq!(c.post_buffering, 64 * 1024);
+        assert_eq!(c.busy_yield_us, 200);
         assert_eq!(c.callable, "application");
         assert_eq!(
             c.listen_addrs(),

@@ -40,6 +40,7 @@ pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub struct State {
     pub python: Pool,
     pub statics: super::static_files::StaticMap,
+    pub yielder: super::yielding::Yielder,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -142,6 +143,7 @@ async fn handle(
     conn: Arc<ConnEnv>,
     state: Arc<State>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    state.yielder.before_request();
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
         let reply = super::static_files::serve(&file, req.method(), req.headers());
         return Ok(finish(reply));

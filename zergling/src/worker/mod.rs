@@ -8,6 +8,7 @@
 
 mod http;
 mod static_files;
+mod yielding;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,11 +116,13 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         threads,
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_unpark(yielding::woke)
         .enable_all()
         .build()?;
     crate::signals::flag_worker_stop()?;
     let mercy = config.worker_reload_mercy();
     let statics = config.static_maps();
+    let busy_yield_us = config.busy_yield_us;
     let id = spec.id;
     let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
         .manifest
@@ -138,6 +141,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         let state = Arc::new(http::State {
             python,
             statics: static_files::StaticMap::new(statics),
+            yielder: yielding::Yielder::new(busy_yield_us),
         });
         for (info, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
