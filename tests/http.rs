@@ -432,6 +432,14 @@ def application(environ, start_response):
         headers += [("Content-Length", "5"), ("content-length", "5")]
     if path == "/tuple":
         headers = (("Content-Type", "text/x-tuple"), ("Content-Length", "5"))
+    if path == "/short-stream":
+        start_response("200 OK", [("Content-Length", "9")])
+        return iter([b"hel", b"lo"])
+    if path == "/short-write":
+        write = start_response("200 OK", [("Content-Length", "9")])
+        write(b"hel")
+        write(b"lo")
+        return []
     start_response("200 OK", headers)
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"hello"]
 "#;
@@ -478,9 +486,29 @@ def application(environ, start_response):
         assert!(
             server
                 .log_text()
-                .contains("shorter than its Content-Length"),
+                .contains("body is shorter than its Content-Length"),
             "{ctx}: the cut is logged"
         );
+        // Streamed (an iterator; write(), which inline queues the whole body before the head
+        // goes out), the head with its 9 went out before the body fell short: the client gets
+        // what there was, then the connection closes; that is logged too.
+        for path in ["/short-stream", "/short-write"] {
+            let mut c = Client::connect(server.http);
+            c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            let (status, headers) = c.read_head();
+            assert_eq!(status, 200, "{ctx} {path}");
+            assert!(
+                headers.contains(&("content-length".to_owned(), "9".to_owned())),
+                "{ctx} {path}: {headers:?}"
+            );
+            assert_eq!(c.read_to_close(), b"hello", "{ctx} {path}: a cut body");
+        }
+        common::wait_for("the streamed cut in the log", || {
+            server
+                .log_text()
+                .contains("streamed body ended short of its Content-Length")
+                .then_some(())
+        });
         assert_eq!(
             server.get("/exact").text(),
             "hello",

@@ -15,7 +15,7 @@ use std::io::Read;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::wsgi::reply::{Reply, ResponseBody, STREAM_DEPTH};
+use crate::wsgi::reply::{Chunks, Reply, ResponseBody, STREAM_DEPTH};
 
 /// Files up to this size are read whole; larger ones are streamed in [`CHUNK`]s.
 const WHOLE_FILE_MAX: u64 = 256 * 1024;
@@ -143,7 +143,7 @@ fn serve_file(path: &Path, method: &Method, headers: &http::HeaderMap) -> std::i
                 }
             }
         });
-        ResponseBody::Stream(rx)
+        ResponseBody::Stream(Chunks::bounded(rx, Some(len)))
     };
     Ok(Reply {
         status: StatusCode::OK,

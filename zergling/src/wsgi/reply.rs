@@ -55,12 +55,73 @@ impl Reply {
     }
 }
 
-/// A response body: whole, or streamed from the Python thread.
+/// A response body: whole, or streamed from the Python thread (or a file).
 pub enum ResponseBody {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<io::Result<Bytes>>),
+    Stream(Chunks),
+}
+
+/// A body that arrives in chunks through a channel. One that ends short of the Content-Length
+/// its head declared cannot be completed (PEP 3333 makes it the app's error): hyper sends what
+/// there was and closes the connection, so the client sees a cut body; the cut is logged here.
+pub struct Chunks {
+    rx: Receiver,
+    /// What the declared Content-Length still expects.
+    owed: Option<u64>,
+}
+
+enum Receiver {
+    Bounded(mpsc::Receiver<io::Result<Bytes>>),
     /// `write()` from an app called on the event loop, which must never wait for the client.
     Unbounded(mpsc::UnboundedReceiver<io::Result<Bytes>>),
+}
+
+impl Chunks {
+    /// Chunks from a bounded channel, for a head that declared `content_length` (if any).
+    pub fn bounded(rx: mpsc::Receiver<io::Result<Bytes>>, content_length: Option<u64>) -> Self {
+        Chunks::new(Receiver::Bounded(rx), content_length)
+    }
+
+    /// Chunks from an unbounded channel (a writer that must never wait).
+    pub fn unbounded(
+        rx: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+        content_length: Option<u64>,
+    ) -> Self {
+        Chunks::new(Receiver::Unbounded(rx), content_length)
+    }
+
+    fn new(rx: Receiver, content_length: Option<u64>) -> Self {
+        Chunks {
+            rx,
+            owed: content_length,
+        }
+    }
+
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let next = match &mut self.rx {
+            Receiver::Bounded(rx) => rx.poll_recv(cx),
+            Receiver::Unbounded(rx) => rx.poll_recv(cx),
+        };
+        match next {
+            Poll::Ready(Some(Ok(data))) => {
+                if let Some(owed) = &mut self.owed {
+                    *owed = owed.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) if self.owed.is_some_and(|owed| owed > 0) => {
+                tracing::warn!(
+                    owed = self.owed,
+                    "the streamed body ended short of its Content-Length; closing the connection"
+                );
+                Poll::Ready(None)
+            }
+            other => other.map(|chunk| chunk.map(|r| r.map(Frame::data))),
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -77,19 +138,14 @@ impl Body for ResponseBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            ResponseBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|r| r.map(Frame::data))),
-            ResponseBody::Unbounded(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|r| r.map(Frame::data))),
+            ResponseBody::Stream(chunks) => chunks.poll_chunk(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(data) => data.as_ref().is_none_or(Bytes::is_empty),
-            ResponseBody::Stream(_) | ResponseBody::Unbounded(_) => false,
+            ResponseBody::Stream(_) => false,
         }
     }
 
@@ -98,7 +154,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseBody::Stream(_) | ResponseBody::Unbounded(_) => SizeHint::default(),
+            ResponseBody::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use super::reply::{Reply, ResponseBody, STREAM_DEPTH};
+use super::reply::{Chunks, Reply, ResponseBody, STREAM_DEPTH};
 
 /// What `start_response` was given, checked and converted.
 struct Head {
@@ -220,13 +220,15 @@ impl Responder {
             return Err(PyOSError::new_err("the response is already complete"));
         }
         let head = st.head.take().ok_or_else(no_start_response)?;
-        let (sink, body) = if st.inline {
+        let declared = head.content_length;
+        let (sink, chunks) = if st.inline {
             let (tx, rx) = mpsc::unbounded_channel();
-            (Sink::Unbounded(tx), ResponseBody::Unbounded(rx))
+            (Sink::Unbounded(tx), Chunks::unbounded(rx, declared))
         } else {
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            (Sink::Bounded(tx), ResponseBody::Stream(rx))
+            (Sink::Bounded(tx), Chunks::bounded(rx, declared))
         };
+        let body = ResponseBody::Stream(chunks);
         st.deliver(head.into_reply(body));
         st.stream = Some(sink.clone());
         Ok(sink)
