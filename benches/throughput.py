@@ -251,10 +251,11 @@ def main():
 
     results = {}  # (scenario, server) -> [wrk result]
     mem = {}  # server -> [(worker MiB, total MiB)]
+    # The ceilings take their turn in the rotation like the others.
+    everyone = servers + [c for c in ("hyper", "nginx") if any(CEILING.get(s) == c for s in scenarios)]
     for r in range(args.rounds):
-        order = servers[r % len(servers):] + servers[: r % len(servers)]
-        extra = [c for c in ("hyper", "nginx") if any(CEILING.get(s) == c for s in scenarios)]
-        for server in order + extra:
+        order = everyone[r % len(everyone):] + everyone[: r % len(everyone)]
+        for server in order:
             for app in ("hello", "mixed"):
                 todo = [s for s in scenarios if SCENARIOS[s][0] == app
                         and (server in servers and not (server == "gunicorn" and s == "static")
@@ -283,7 +284,7 @@ def main():
 def report(results, mem, scenarios, servers, args):
     print(f"\nwrk -t2 -c{args.connections}, {args.duration} s per run, median of {args.rounds} "
           f"rounds, {WORKERS} workers each; {machine()}")
-    print(f"{'scenario':9} {'server':9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs zerg':>8}")
+    print(f"{'scenario':9} {'server':15} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs zerg':>8}")
     for s in scenarios:
         base = None
         rows = []
@@ -299,8 +300,17 @@ def report(results, mem, scenarios, servers, args):
         for server, med, errors in rows:
             ratio = f"{med['rps'] / base:.2f}x" if base else "-"
             label = server + (" (ceiling)" if CEILING.get(s) == server else "")
-            print(f"{s:9} {label:9} {med['rps']:>9.0f} {med['p50']:>8.2f} {med['p99']:>8.2f} "
+            print(f"{s:9} {label:15} {med['rps']:>9.0f} {med['p50']:>8.2f} {med['p99']:>8.2f} "
                   f"{errors:>7} {ratio:>8}")
+    # Each round runs a scenario's servers minutes apart at most, so the ratio within a round
+    # is the fairest view on a machine whose speed drifts between rounds.
+    for s in scenarios:
+        ceiling = CEILING.get(s)
+        ours, theirs = results.get((s, "zerg")), results.get((s, ceiling))
+        if ours and theirs:
+            ratios = [z["rps"] / c["rps"] for z, c in zip(ours, theirs)]
+            print(f"{s}: zerg / {ceiling} ceiling by round: "
+                  f"{' '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
     if mem:
         print(f"\nmemory after importing Flask + httpbin (PSS, MiB, median of {args.rounds} rounds)")
         print(f"{'server':9} {'per worker':>11} {'all processes':>14}")
