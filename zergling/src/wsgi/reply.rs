@@ -62,12 +62,16 @@ pub enum ResponseBody {
 }
 
 /// A body that arrives in chunks through a channel. One that ends short of the Content-Length
-/// its head declared cannot be completed (PEP 3333 makes it the app's error): hyper sends what
-/// there was and closes the connection, so the client sees a cut body; the cut is logged here.
+/// its head declared cannot be completed (PEP 3333 makes it the app's error): hyper closes the
+/// connection, so the client sees a cut body. hyper drops what it still holds unwritten when
+/// a body ends short, so the end is held back for one turn in which it flushes; and the cut
+/// is logged.
 pub struct Chunks {
     rx: Receiver,
     /// What the declared Content-Length still expects.
     owed: Option<u64>,
+    /// Ended short, and hyper was given its turn to flush: the next poll ends the body.
+    cut: bool,
 }
 
 enum Receiver {
@@ -94,6 +98,7 @@ impl Chunks {
         Chunks {
             rx,
             owed: content_length,
+            cut: false,
         }
     }
 
@@ -101,6 +106,9 @@ impl Chunks {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.cut {
+            return Poll::Ready(None);
+        }
         let next = match &mut self.rx {
             Receiver::Bounded(rx) => rx.poll_recv(cx),
             Receiver::Unbounded(rx) => rx.poll_recv(cx),
@@ -117,7 +125,10 @@ impl Chunks {
                     owed = self.owed,
                     "the streamed body ended short of its Content-Length; closing the connection"
                 );
-                Poll::Ready(None)
+                // hyper flushes its buffer when the body is not ready, then polls again.
+                self.cut = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             other => other.map(|chunk| chunk.map(|r| r.map(Frame::data))),
         }
