@@ -70,8 +70,7 @@ pub struct Config {
 
     /// Microseconds a worker's event loop may run without waiting before it yields the CPU
     /// between two requests, so the processes sharing its cores (the proxy in front, the
-    /// sibling workers) are not kept waiting for a whole scheduler slice; the worker keeps its
-    /// share. 0 never yields.
+    /// sibling workers) are not kept waiting for a whole scheduler slice. 0 never yields.
     #[serde(default = "default_busy_yield_us")]
     pub busy_yield_us: u64,
 

@@ -503,11 +503,12 @@ def application(environ, start_response):
             );
             assert_eq!(c.read_to_close(), b"hello", "{ctx} {path}: a cut body");
         }
-        common::wait_for("the streamed cut in the log", || {
-            server
+        common::wait_for("both streamed cuts in the log", || {
+            let cuts = server
                 .log_text()
-                .contains("streamed body ended short of its Content-Length")
-                .then_some(())
+                .matches("streamed body ended short of its Content-Length")
+                .count();
+            (cuts == 2).then_some(())
         });
         assert_eq!(
             server.get("/exact").text(),

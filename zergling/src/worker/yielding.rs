@@ -1,18 +1,18 @@
 //! A busy worker hands the CPU back to the scheduler between requests (`busy-yield-us`).
 //!
 //! A saturated worker never waits for an event, so it keeps its core for the scheduler's whole
-//! slice (1.4 ms on 2 cores, more on bigger machines) while the processes it trades bytes with
-//! sit runnable behind it: the proxy in front, a client on the same host, the sibling worker.
-//! Every connection those carry waits with them, and that wait is the tail of the latency: at
-//! saturation a plain event loop (zerg before this, or bare hyper) answers the median request in
-//! under a millisecond and the slowest hundredth in 7. So a worker whose event loop has run for
-//! `budget` without waiting yields (`sched_yield`) before it starts the next request.
+//! slice (1.4 ms with 2 cores, longer with more) while the processes it trades bytes with sit
+//! runnable behind it: the proxy in front, a client on the same host, the sibling worker. Every
+//! connection those carry waits with them, and that wait is the tail of the latency: at
+//! saturation a plain event loop (bare hyper, say) answers the median request in under a
+//! millisecond and the slowest hundredth in 6 or 7 (`perf sched` shows the load generator's
+//! threads waiting 2-7 ms for a core behind workers running 1-4 ms bursts). So a worker whose
+//! event loop has run for `budget` without waiting yields (`sched_yield`) before it starts the
+//! next request.
 //!
-//! The yield costs a worker none of its share: under EEVDF (Linux 6.6 and later) it moves only
-//! the worker's deadline, and the CPU time it is owed is kept, so the others simply get their
-//! turn sooner. With nothing else runnable on the core the call returns at once. The spell
-//! restarts whenever the event loop waits (tokio's after-unpark hook), so a worker that is not
-//! saturated never yields.
+//! With nothing else runnable on the core the call returns at once; otherwise the others get
+//! their turn now rather than at the end of the slice. The spell restarts whenever the event
+//! loop waits (tokio's after-unpark hook), so a worker that is not saturated never yields.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
