@@ -158,6 +158,11 @@ impl Responder {
         self.lock().headers_sent()
     }
 
+    /// The Content-Length of the head `start_response` gave, while that head is unsent.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.lock().head.as_ref()?.content_length
+    }
+
     /// Sends the head with a whole body (Content-Length known). Only while the head is unsent.
     pub fn finish_full(&self, body: Bytes) -> PyResult<()> {
         let mut st = self.lock();
@@ -388,7 +393,11 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         // Hop-by-hop: the server frames the body itself.
         return Ok(());
     }
-    let bad = || PyValueError::new_err(format!("bad value for header {name}: {value:?}"));
+    let bad = || {
+        PyValueError::new_err(format!(
+            "bad value for header {name}: {value:?} (latin-1 text without control characters)"
+        ))
+    };
     if hn == http::header::CONTENT_LENGTH {
         let n = decimal(value).ok_or_else(bad)?;
         if head.content_length.is_some_and(|first| first != n) {
@@ -400,27 +409,26 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         head.content_length = Some(n);
         return Ok(());
     }
-    let hv = if value.is_ascii() {
-        HeaderValue::from_str(value).map_err(|_| bad())?
-    } else {
-        HeaderValue::from_bytes(&latin1(value)?).map_err(|_| bad())?
-    };
-    head.headers.push((hn, hv));
+    head.headers
+        .push((hn, header_value(value).ok_or_else(bad)?));
     Ok(())
 }
 
-/// The names nearly every response carries, recognised without parsing (any case).
+/// The names nearly every response carries, recognised without parsing (any case). Apps
+/// nearly always spell them as written here or in lower case, which compare as plain bytes.
 fn common_name(name: &str) -> Option<HeaderName> {
     use http::header;
-    let known = match name.len() {
-        12 => header::CONTENT_TYPE,
-        14 => header::CONTENT_LENGTH,
-        10 => header::SET_COOKIE,
-        8 => header::LOCATION,
-        13 => header::CACHE_CONTROL,
+    let (known, spelling) = match name.len() {
+        12 => (header::CONTENT_TYPE, "Content-Type"),
+        14 => (header::CONTENT_LENGTH, "Content-Length"),
+        10 => (header::SET_COOKIE, "Set-Cookie"),
+        8 => (header::LOCATION, "Location"),
+        13 => (header::CACHE_CONTROL, "Cache-Control"),
         _ => return None,
     };
-    known.as_str().eq_ignore_ascii_case(name).then_some(known)
+    let same =
+        name == spelling || name == known.as_str() || known.as_str().eq_ignore_ascii_case(name);
+    same.then_some(known)
 }
 
 /// A Content-Length value: plain decimal digits that fit.
@@ -437,11 +445,18 @@ fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
         .to_str()
 }
 
-fn latin1(s: &str) -> PyResult<Vec<u8>> {
-    s.chars()
-        .map(|c| u8::try_from(c as u32))
-        .collect::<Result<_, _>>()
-        .map_err(|_| PyValueError::new_err(format!("header value {s:?} is not latin-1")))
+/// A header value from the app's str: latin-1 text (PEP 3333), in which control characters
+/// such as CR and LF stay refused. (`HeaderValue::from_str` alone would take the UTF-8 bytes of
+/// a non-ASCII str.)
+fn header_value(value: &str) -> Option<HeaderValue> {
+    if value.is_ascii() {
+        return HeaderValue::from_str(value).ok();
+    }
+    let latin1: Vec<u8> = value
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<_>>()?;
+    HeaderValue::from_bytes(&latin1).ok()
 }
 
 #[cfg(test)]
@@ -459,8 +474,22 @@ mod tests {
             Some(http::header::CONTENT_LENGTH)
         );
         assert_eq!(common_name("set-cookie"), Some(http::header::SET_COOKIE));
+        assert_eq!(
+            common_name("content-TYPE"),
+            Some(http::header::CONTENT_TYPE)
+        );
         assert_eq!(common_name("Content-Typo"), None);
         assert_eq!(common_name("X-Frame-Options"), None);
+    }
+
+    #[test]
+    fn header_values_are_latin1_text_without_controls() {
+        assert_eq!(header_value("text/plain").unwrap(), "text/plain");
+        assert_eq!(header_value("").unwrap(), "");
+        assert_eq!(header_value("caf\u{e9}").unwrap().as_bytes(), b"caf\xe9");
+        for bad in ["a\r\nSet-Cookie: x=1", "a\nb", "nul\0", "snowman \u{2603}"] {
+            assert!(header_value(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
