@@ -552,3 +552,132 @@ def application(environ, start_response):
     c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().text(), empty);
 }
+
+/// Frameworks answer with an iterable that has a `close()` and the whole body in its first
+/// chunk, under a Content-Length: that goes out whole, answered inline with `threads: 1`. Any
+/// other iterable still streams (a chunk reaches the client while the app works on the next),
+/// and `close()` runs exactly once whatever happens, in both modes.
+#[test]
+fn response_iterables_are_answered_whole_or_streamed_and_always_closed() {
+    let app = r#"
+import os, time
+
+closed = []
+
+class Body:
+    """An iterable with close(), as Flask and Django answer."""
+    def __init__(self, name, chunks, fail):
+        self.name, self.chunks, self.fail = name, chunks, fail
+    def __iter__(self):
+        for i, chunk in enumerate(self.chunks):
+            if i == self.fail:
+                raise RuntimeError(f"boom before chunk {i}")
+            yield chunk
+        if self.fail == len(self.chunks):
+            raise RuntimeError("boom at the end")
+    def close(self):
+        closed.append(self.name)
+
+CASES = {
+    "/whole": ([b"hello"], None, "5"),
+    "/empty": ([], None, "0"),
+    "/two": ([b"hel", b"lo"], None, "5"),
+    "/longer": ([b"hello", b" and more"], None, "5"),
+    "/no-length": ([b"hello"], None, None),
+    "/fail-first": ([b"hello"], 0, "5"),
+    "/fail-end": ([b"hello"], 1, "5"),
+}
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/closed":
+        body = " ".join(sorted(closed)).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/generator":
+        def gen():
+            start_response("200 OK", [("Content-Length", "5")])
+            yield b"hello"
+        return gen()
+    if path == "/trickle":
+        marker = environ["QUERY_STRING"]
+        def gen():
+            yield b"first"
+            deadline = time.monotonic() + 120
+            while not os.path.exists(marker) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield b"second"
+        start_response("200 OK", [("Content-Length", "11")])
+        return gen()
+    chunks, fail, length = CASES[path]
+    headers = [("Content-Type", "text/plain")]
+    if length:
+        headers.append(("Content-Length", length))
+    start_response("200 OK", headers)
+    return Body(path, chunks, fail)
+"#;
+    for threads in [1, 2] {
+        let server =
+            Server::start_with_app_source(app, &format!("processes: 1\nthreads: {threads}\n"));
+        let ctx = format!("threads: {threads}");
+        let mut c = Client::connect(server.http);
+        for (path, status, body) in [
+            ("/whole", 200, "hello"),
+            ("/empty", 200, ""),
+            ("/two", 200, "hello"),
+            // PEP 3333: iterating stops once the declared length is sent.
+            ("/longer", 200, "hello"),
+            ("/no-length", 200, "hello"),
+            ("/generator", 200, "hello"),
+            ("/fail-first", 500, "500 Internal Server Error\n"),
+            // The app failed before its iterator ended: no answer had gone out yet.
+            ("/fail-end", 500, "500 Internal Server Error\n"),
+            ("/whole", 200, "hello"),
+        ] {
+            c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            let r = c.response();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (status, body),
+                "{ctx} {path}"
+            );
+        }
+        c.head = true;
+        c.send("HEAD /whole HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.response().header("content-length"), Some("5"), "{ctx}");
+        c.head = false;
+
+        // A chunk short of the declared length streams: the client has it while the app is
+        // still working on the next.
+        let marker = server.dir.path().join(format!("go-{threads}"));
+        let mut t = Client::connect(server.http);
+        t.send(&format!(
+            "GET /trickle?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            marker.display()
+        ));
+        let (status, headers) = t.read_head();
+        assert_eq!(status, 200, "{ctx}");
+        assert!(
+            headers.contains(&("content-length".to_owned(), "11".to_owned())),
+            "{ctx}"
+        );
+        assert_eq!(t.read_bytes(5), b"first", "{ctx}");
+        std::fs::write(&marker, "").unwrap();
+        assert_eq!(t.read_bytes(6), b"second", "{ctx}");
+
+        let expected = "/empty /fail-end /fail-first /longer /no-length /two /whole /whole /whole";
+        common::wait_for("every iterable closed", || {
+            let closed = server.get("/closed").text();
+            (closed == expected).then_some(())
+        });
+        let log = server.log_text();
+        assert!(
+            log.contains("boom at the end"),
+            "{ctx}: the failure is logged"
+        );
+        assert!(
+            log.contains("goes on past its Content-Length"),
+            "{ctx}: so is the body too long"
+        );
+    }
+}

@@ -502,6 +502,13 @@ impl Client {
         r
     }
 
+    /// Exactly `n` bytes of what the server sends next.
+    pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf).expect("read bytes");
+        buf
+    }
+
     /// Everything the server sends until it closes the connection.
     pub fn read_to_close(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();

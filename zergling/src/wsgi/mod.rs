@@ -6,8 +6,10 @@
 //! and a request whose body is already complete (none, or a small announced one read first)
 //! needs nothing from the event loop while the app runs. Running it right there saves two
 //! thread hand-offs per request. Whatever could block the loop goes to the thread instead: a
-//! body to stream into `wsgi.input`, and a response iterable that is not a list or tuple (its
-//! iteration continues on the thread, with backpressure from the client).
+//! body to stream into `wsgi.input`, and the rest of a response iterable that may be a stream
+//! (its iteration continues on the thread, with backpressure from the client). An iterable
+//! whose first chunk already completes the declared Content-Length (how Flask, Django and most
+//! frameworks answer) is finished inline: its end and `close()` are taken right there.
 
 pub mod environ;
 pub mod input;
@@ -17,11 +19,12 @@ pub mod streams;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::python::{describe, App};
@@ -49,10 +52,11 @@ enum Job {
         reply: oneshot::Sender<Reply>,
         slot: OwnedSemaphorePermit,
     },
-    /// Go on with the response of an app called inline: iterate its body and close it.
+    /// Go on with the response of an app called inline: iterate the rest of its body and
+    /// close it.
     Continue {
         parts: Parts,
-        iterable: Py<PyAny>,
+        rest: Rest,
         responder: Arc<Responder>,
         slot: OwnedSemaphorePermit,
     },
@@ -131,7 +135,7 @@ impl Pool {
                 let responder = Responder::inline(parts.method == Method::HEAD);
                 let rest =
                     Python::attach(|py| self.call_inline(py, &parts, &conn, body, &responder));
-                let Some(iterable) = rest else {
+                let Some(rest) = rest else {
                     // Answered (or failed, which answers too) while we waited.
                     return responder.take_kept().unwrap_or_else(server_error);
                 };
@@ -139,7 +143,7 @@ impl Pool {
                 let sent = responder.leave_inline(reply);
                 let _ = self.jobs.send(Job::Continue {
                     parts,
-                    iterable,
+                    rest,
                     responder,
                     slot,
                 });
@@ -163,8 +167,8 @@ impl Pool {
         answer.await.unwrap_or_else(|_| server_error())
     }
 
-    /// Calls the app here. A list or tuple body is answered at once; any other iterable is
-    /// returned, for a thread to drive.
+    /// Calls the app here. A list or tuple body is answered at once, and so is an iterable
+    /// that [`answer_inline`] can finish; the rest of any other is returned, for a thread.
     fn call_inline(
         &self,
         py: Python<'_>,
@@ -172,13 +176,13 @@ impl Pool {
         conn: &ConnEnv,
         body: Source,
         responder: &Arc<Responder>,
-    ) -> Option<Py<PyAny>> {
+    ) -> Option<Rest> {
         let shared = &self.shared;
         let result = call_app(py, shared, parts, conn, body, responder).and_then(|iterable| {
             if is_sequence(&iterable) {
                 drive(py, responder, &iterable).map(|()| None)
             } else {
-                Ok(Some(iterable.unbind()))
+                answer_inline(responder, iterable)
             }
         });
         result.unwrap_or_else(|err| {
@@ -207,11 +211,14 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
         }
         Job::Continue {
             parts,
-            iterable,
+            rest,
             responder,
             slot,
         } => {
-            if let Err(err) = complete(py, &responder, iterable.bind(py)) {
+            let iterable = rest.iterable.bind(py);
+            let first = rest.first.map(|c| c.into_bound(py));
+            let streamed = stream(py, &responder, first, rest.iterator.bind(py));
+            if let Err(err) = streamed.and(close(iterable)) {
                 app_failed(py, shared, &parts, &responder, &err);
             }
             drop(slot);
@@ -250,11 +257,90 @@ fn complete(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) 
     if is_sequence(iterable) {
         return driven; // no close(); asking would build an AttributeError each request
     }
-    let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
+    driven.and(close(iterable))
+}
+
+/// Calls the iterable's `close()`, if it has one.
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
         Ok(close) => close.call0().map(drop),
         Err(_) => Ok(()),
+    }
+}
+
+/// What is left of a response iterable for a thread to send: the chunk taken from it already,
+/// then whatever its iterator still yields; then its `close()`.
+pub struct Rest {
+    iterable: Py<PyAny>,
+    iterator: Py<PyIterator>,
+    first: Option<Py<PyBytes>>,
+}
+
+/// On the event loop: answers with what [`pull`] takes whole, and calls `close()`. Otherwise the
+/// response may be a stream whose next chunk takes its time (or the app wrote the head
+/// already): the rest is returned, for a thread to send.
+fn answer_inline(responder: &Responder, iterable: Bound<'_, PyAny>) -> PyResult<Option<Rest>> {
+    match pull(responder, &iterable) {
+        Ok(Pulled::Whole(body)) => {
+            // An answer given stands even if close() fails (that is logged).
+            let answered = responder.finish_full(body);
+            answered.and(close(&iterable)).map(|()| None)
+        }
+        Ok(Pulled::Partly(iterator, first)) => Ok(Some(Rest {
+            iterator: iterator.unbind(),
+            first: first.map(Bound::unbind),
+            iterable: iterable.unbind(),
+        })),
+        Err(err) => {
+            let _ = close(&iterable);
+            Err(err)
+        }
+    }
+}
+
+enum Pulled<'py> {
+    /// The iterator ended: this is the whole body.
+    Whole(Bytes),
+    /// The first chunk, if it was taken; the iterator may yield more.
+    Partly(Bound<'py, PyIterator>, Option<Bound<'py, PyBytes>>),
+}
+
+/// The first chunk of a response iterable, and the iterator's end too if that chunk completes
+/// the declared Content-Length: then the body goes out whole, without a stream (and inline,
+/// without a thread).
+///
+/// PEP 3333 wants each block sent before the app is asked for the next. A block that completes
+/// the declared length is held until the iterator ends instead: nothing may follow it, and the
+/// app's iterator normally ends at once (Flask's and Django's do). It is still asked to end, as
+/// gunicorn and uWSGI do, so that a generator's code after its last `yield` runs. An app that
+/// yields all it declared and then works on before its iterator ends delays its own response
+/// by that work, and with `threads: 1` keeps the event loop waiting meanwhile. One that yields
+/// more than it declared is not iterated further (PEP 3333's rule): `close()` ends it.
+fn pull<'py>(responder: &Responder, iterable: &Bound<'py, PyAny>) -> PyResult<Pulled<'py>> {
+    let mut iterator = iterable.try_iter()?;
+    if responder.headers_sent() {
+        return Ok(Pulled::Partly(iterator, None));
+    }
+    let Some(first) = iterator.next().transpose()? else {
+        return Ok(Pulled::Whole(Bytes::new()));
     };
-    driven.and(closed)
+    let first = as_bytes(&first)?.clone();
+    let completes = responder
+        .declared_length()
+        .is_some_and(|declared| first.as_bytes().len() as u64 >= declared);
+    if !completes {
+        return Ok(Pulled::Partly(iterator, Some(first)));
+    }
+    while let Some(more) = iterator.next().transpose()? {
+        if !as_bytes(&more)?.as_bytes().is_empty() {
+            // PEP 3333: stop iterating once the declared length has been sent.
+            tracing::warn!(
+                "the app's iterable goes on past its Content-Length; the rest is not sent"
+            );
+            break;
+        }
+    }
+    Ok(Pulled::Whole(body_bytes(&first)))
 }
 
 fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Responder, err: &PyErr) {
@@ -302,14 +388,27 @@ fn drive(py: Python<'_>, responder: &Responder, iterable: &Bound<'_, PyAny>) -> 
             };
             responder.finish_full(body)
         }
-        _ => {
-            for item in iterable.try_iter()? {
-                let item = item?;
-                responder.write(py, as_bytes(&item)?.as_bytes())?;
-            }
-            responder.finish()
-        }
+        _ => match pull(responder, iterable)? {
+            Pulled::Whole(body) => responder.finish_full(body),
+            Pulled::Partly(iterator, first) => stream(py, responder, first, &iterator),
+        },
     }
+}
+
+/// Streams a body: the `first` chunk taken from `iterator` already, then the rest of it.
+fn stream(
+    py: Python<'_>,
+    responder: &Responder,
+    first: Option<Bound<'_, PyBytes>>,
+    iterator: &Bound<'_, PyIterator>,
+) -> PyResult<()> {
+    if let Some(chunk) = first {
+        responder.write(py, chunk.as_bytes())?;
+    }
+    for item in iterator {
+        responder.write(py, as_bytes(&item?)?.as_bytes())?;
+    }
+    responder.finish()
 }
 
 /// Bodies at least this big are sent from the Python bytes object itself, not from a copy.
