@@ -68,9 +68,9 @@ pub struct Config {
     #[serde(default = "default_post_buffering")]
     pub post_buffering: u64,
 
-    /// Microseconds a worker's event loop may run without waiting before it yields the CPU
-    /// between two requests, so the processes sharing its cores (the proxy in front, the
-    /// sibling workers) are not kept waiting for a whole scheduler slice. 0 never yields.
+    /// Microseconds of CPU time a worker's event loop may run without waiting before it yields
+    /// the CPU between two requests, so the processes sharing its cores (the proxy in front,
+    /// the sibling workers) are not kept waiting for a whole scheduler slice. 0 never yields.
     #[serde(default = "default_busy_yield_us")]
     pub busy_yield_us: u64,
 
