@@ -74,6 +74,13 @@ pub struct Config {
     #[serde(default = "default_busy_yield_us")]
     pub busy_yield_us: u64,
 
+    /// Seconds a connection may take to send its next request head: from when it opens, or
+    /// its last response is done, until the head is complete. Idle keep-alive connections and
+    /// clients that send their headers slowly (slowloris) are closed past it; a request being
+    /// answered never is, however long the app or the transfer takes. 0 never closes them.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: u64,
+
     /// Listen backlog of every socket the pool binds.
     #[serde(default = "default_listen")]
     pub listen: u32,
@@ -152,6 +159,9 @@ fn default_post_buffering() -> u64 {
 }
 fn default_busy_yield_us() -> u64 {
     200
+}
+fn default_header_timeout() -> u64 {
+    30
 }
 fn default_listen() -> u32 {
     1024
@@ -427,6 +437,11 @@ impl Config {
         Duration::from_secs(self.worker_reload_mercy)
     }
 
+    /// `header-timeout`, or `None` when connections may wait for ever.
+    pub fn header_timeout(&self) -> Option<Duration> {
+        (self.header_timeout > 0).then(|| Duration::from_secs(self.header_timeout))
+    }
+
     /// The farms, parsed from `NAME:1,2` entries.
     pub fn farms(&self) -> Result<Vec<Farm>, String> {
         self.farm
@@ -522,6 +537,7 @@ pub const OPTIONS: &[&str] = &[
     "static-map",
     "post-buffering",
     "busy-yield-us",
+    "header-timeout",
     "env",
     "zergling",
     "reload-mercy",
@@ -546,6 +562,7 @@ mod tests {
         assert_eq!(c.threads, 1);
         assert_eq!(c.post_buffering, 64 * 1024);
         assert_eq!(c.busy_yield_us, 200);
+        assert_eq!(c.header_timeout(), Some(Duration::from_secs(30)));
         assert_eq!(c.callable, "application");
         assert_eq!(
             c.listen_addrs(),

@@ -354,6 +354,36 @@ fn environ_of_one_request_never_leaks_into_the_next() {
     assert!(second.contains(r#""REMOTE_ADDR": "127.0.0.1""#), "{second}");
 }
 
+#[test]
+fn connections_silent_past_the_header_timeout_are_closed_busy_ones_never() {
+    // Calls on threads, so a slow app leaves the event loop (and its watchdogs) free.
+    let server = Server::start("conformance.py", "threads: 4\nheader-timeout: 1\n");
+    // A head that never ends (slowloris), and a kept-alive connection left idle.
+    let mut slowloris = Client::connect(server.http);
+    slowloris.send("GET /hello HTTP/1.1\r\nHost: x\r\n");
+    let mut idle = Client::connect(server.http);
+    assert_eq!(c_get(&mut idle, "/hello"), "Hello, World!");
+    // Busy past the timeout: an app that takes 2.5 s, a stream that takes 2.4 s.
+    let mut slow_app = Client::connect(server.http);
+    slow_app.send("GET /slow?s=2.5 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut slow_stream = Client::connect(server.http);
+    slow_stream.send("GET /drip?n=4&s=0.8 HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    assert!(slowloris.is_closed(), "an unfinished head is cut off");
+    assert!(idle.is_closed(), "an idle keep-alive connection is closed");
+    let answered = slow_app.response();
+    assert_eq!(answered.text(), "slow done", "a slow app is answered whole");
+    let streamed = slow_stream.response();
+    assert_eq!(streamed.text(), "....", "a slow stream is sent whole");
+    // Once answered they wait for a head like any other, and are closed in turn.
+    assert!(slow_app.is_closed() && slow_stream.is_closed());
+    assert_eq!(
+        server.get("/hello").text(),
+        "Hello, World!",
+        "the worker lives on"
+    );
+}
+
 fn c_get(c: &mut Client, path: &str) -> String {
     c.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
     let r = c.response();

@@ -63,6 +63,19 @@ def application(environ, start_response):
             open(qs["started"], "w").close()
         time.sleep(float(qs.get("s", "2")))
         return _text(start_response, "slow done")
+    if path == "/drip":
+        # A stream that takes its time: n chunks, s seconds apart.
+        qs = _qs(environ)
+        n, pause = int(qs.get("n", "3")), float(qs.get("s", "0.5"))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(n))])
+
+        def drip():
+            for i in range(n):
+                if i:
+                    time.sleep(pause)
+                yield b"."
+
+        return drip()
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written ")

@@ -516,9 +516,14 @@ impl Client {
         rest
     }
 
-    /// True if the server closed the connection (reads EOF).
+    /// True if the server closes the connection (EOF or a reset) within the read timeout;
+    /// false if it sends more, or nothing until then.
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }

@@ -5,20 +5,31 @@
 //! race that makes gunicorn and HAProxy reset requests after a reload): each connection's next
 //! response carries `Connection: close`, and only a connection still idle after
 //! [`IDLE_DRAIN_GRACE`] is closed.
+//!
+//! A connection that takes longer than `header-timeout` to send its next request head (idle
+//! keep-alive, or a slowloris) is closed by a watchdog of its own: one timer per connection,
+//! looked at only when it fires, and a note per request of when its response was done.
+//! (hyper's `header_read_timeout` does the same with a timer made and cancelled per request,
+//! 7% of a hello request's instructions.)
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Tracker;
 use crate::wsgi::environ::{ConnEnv, Peer};
@@ -36,11 +47,16 @@ pub enum Acceptor {
 /// request (answered, with `Connection: close`) before closing it.
 pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// A timer's deadline while its `select!` branch is off.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// What every connection of the worker shares.
 pub struct State {
     pub python: Pool,
     pub statics: super::static_files::StaticMap,
     pub yielder: super::yielding::Yielder,
+    /// `header-timeout`.
+    pub header_timeout: Option<Duration>,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -111,24 +127,49 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn_env = Arc::new(ConnEnv::new(peer));
-    let service = service_fn(move |req| handle(req, conn_env.clone(), state.clone()));
+    let activity = Arc::new(Activity::new());
+    let header_timeout = state.header_timeout;
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| handle(req, conn_env.clone(), state.clone(), activity.begin()))
+    };
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
         .pipeline_flush(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let stopping = *stop.borrow_and_update();
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = async { if !stopping { let _ = stop.changed().await; } } => {
-            // Draining: the next response says `Connection: close`; a connection on which no
-            // request comes within the grace is closed (a busy one after its response).
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = tokio::time::sleep(IDLE_DRAIN_GRACE) => {
-                    tracing::debug!("drain grace over: closing the connection once idle");
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
+    // Looked at when it fires: most connections send their next request long before.
+    let watchdog = tokio::time::sleep(header_timeout.unwrap_or(NEVER));
+    tokio::pin!(watchdog);
+    let mut stopping = *stop.borrow_and_update();
+    let drain = tokio::time::sleep(NEVER);
+    tokio::pin!(drain);
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.changed(), if !stopping => {
+                // Draining: the next response says `Connection: close`; a connection on which
+                // no request comes within the grace is closed (a busy one after its response).
+                stopping = true;
+                drain.as_mut().reset(Instant::now() + IDLE_DRAIN_GRACE);
+            }
+            _ = drain.as_mut(), if stopping => {
+                tracing::debug!("drain grace over: closing the connection once idle");
+                conn.as_mut().graceful_shutdown();
+                drain.as_mut().reset(Instant::now() + NEVER);
+            }
+            _ = watchdog.as_mut(), if header_timeout.is_some() => {
+                let timeout = header_timeout.unwrap_or_default();
+                match activity.waiting_since() {
+                    Some(since) if since + timeout <= Instant::now() => {
+                        tracing::debug!(
+                            seconds = timeout.as_secs(),
+                            "no request head within header-timeout: closing the connection"
+                        );
+                        return;
+                    }
+                    Some(since) => watchdog.as_mut().reset(since + timeout),
+                    // A request is being answered: look again a timeout from now.
+                    None => watchdog.as_mut().reset(Instant::now() + timeout),
                 }
             }
         }
@@ -138,19 +179,99 @@ where
     }
 }
 
+/// Whether a connection is answering a request, and since when it has waited for the next one:
+/// what its watchdog needs, kept with two counters' worth of work per request.
+struct Activity {
+    opened: Instant,
+    /// Requests begun whose response hyper has not let go of yet.
+    in_flight: AtomicU32,
+    /// When the last of them was let go of, in nanoseconds after `opened`.
+    idle_since_ns: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A request head has arrived; the guard goes with its response.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Since when the connection has waited for a request head; `None` while it answers one.
+    fn waiting_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ns = self.idle_since_ns.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_nanos(ns))
+    }
+}
+
+/// One request being answered, until hyper drops its response body (sent, or the connection
+/// gone).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ns = activity.opened.elapsed().as_nanos();
+        activity
+            .idle_since_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that carries its request's [`InFlight`].
+pub struct Answer {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnEnv>,
     state: Arc<State>,
-) -> Result<Response<ResponseBody>, Infallible> {
+    in_flight: InFlight,
+) -> Result<Response<Answer>, Infallible> {
     state.yielder.before_request();
-    if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
-        let reply = super::static_files::serve(&file, req.method(), req.headers());
-        return Ok(finish(reply));
-    }
-    let (parts, body) = req.into_parts();
-    let reply = state.python.call(parts, conn, body).await;
-    Ok(finish(reply))
+    let reply = if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
+        super::static_files::serve(&file, req.method(), req.headers())
+    } else {
+        let (parts, body) = req.into_parts();
+        state.python.call(parts, conn, body).await
+    };
+    Ok(finish(reply).map(|body| Answer {
+        body,
+        _in_flight: in_flight,
+    }))
 }
 
 /// The response for a reply; once the worker is stopping it closes the connection. The flag

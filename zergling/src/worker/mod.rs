@@ -123,6 +123,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let mercy = config.worker_reload_mercy();
     let statics = config.static_maps();
     let busy_yield_us = config.busy_yield_us;
+    let header_timeout = config.header_timeout();
     let id = spec.id;
     let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
         .manifest
@@ -142,6 +143,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             python,
             statics: static_files::StaticMap::new(statics),
             yielder: yielding::Yielder::new(busy_yield_us),
+            header_timeout,
         });
         for (info, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
