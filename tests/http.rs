@@ -178,7 +178,8 @@ fn environ_follows_pep_3333() {
     let mut c = Client::connect(server.http);
     c.send(
         "POST /environ/caf%C3%A9?a=1&b=%20 HTTP/1.1\r\nHost: example.org\r\nContent-Type: text/plain\r\n\
-         Content-Length: 0\r\nX-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: evil\r\nAccept: a\r\nAccept: b\r\n\r\n",
+         Content-Length: 0\r\nX-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: evil\r\nAccept: a\r\nAccept: b\r\n\
+         Cookie: a=1\r\nX-Custom: c\r\nCookie: b=2\r\nUser-Agent: t\r\n\r\n",
     );
     let r = c.response();
     let body = r.text();
@@ -195,6 +196,9 @@ fn environ_follows_pep_3333() {
         r#""HTTP_HOST": "example.org""#,
         r#""HTTP_X_FORWARDED_FOR": "1.2.3.4""#,
         r#""HTTP_ACCEPT": "a, b""#,
+        r#""HTTP_COOKIE": "a=1; b=2""#,
+        r#""HTTP_X_CUSTOM": "c""#,
+        r#""HTTP_USER_AGENT": "t""#,
         r#""wsgi.url_scheme": "http""#,
         r#""wsgi.multithread": true"#,
         r#""wsgi.multiprocess": true"#,

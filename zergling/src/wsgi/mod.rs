@@ -118,7 +118,7 @@ impl Pool {
     }
 
     /// Answers one request through the app. Called on the worker's event-loop thread.
-    pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
+    pub async fn call(&self, mut parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
         // The body is read before taking a slot: a slow client must not hold the app idle.
         let body = match input::prefetch(&parts, body, self.post_buffering).await {
             Ok(b) => b,
@@ -134,7 +134,7 @@ impl Pool {
             Prefetched::Whole(body) if self.inline => {
                 let responder = Responder::inline(parts.method == Method::HEAD);
                 let rest =
-                    Python::attach(|py| self.call_inline(py, &parts, &conn, body, &responder));
+                    Python::attach(|py| self.call_inline(py, &mut parts, &conn, body, &responder));
                 let Some(rest) = rest else {
                     // Answered (or failed, which answers too) while we waited.
                     return responder.take_kept().unwrap_or_else(server_error);
@@ -172,7 +172,7 @@ impl Pool {
     fn call_inline(
         &self,
         py: Python<'_>,
-        parts: &Parts,
+        parts: &mut Parts,
         conn: &ConnEnv,
         body: Source,
         responder: &Arc<Responder>,
@@ -195,14 +195,14 @@ impl Pool {
 fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
     match job {
         Job::Call {
-            parts,
+            mut parts,
             conn,
             body,
             reply,
             slot,
         } => {
             let responder = Responder::new(reply, parts.method == Method::HEAD);
-            let result = call_app(py, shared, &parts, &conn, body, &responder)
+            let result = call_app(py, shared, &mut parts, &conn, body, &responder)
                 .and_then(|iterable| complete(py, &responder, &iterable));
             if let Err(err) = result {
                 app_failed(py, shared, &parts, &responder, &err);
@@ -230,11 +230,12 @@ fn server_error() -> Reply {
     Reply::error(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Builds the environ and calls the app; returns its response iterable.
+/// Builds the environ (which takes the request's headers) and calls the app; returns its
+/// response iterable.
 fn call_app<'py>(
     py: Python<'py>,
     shared: &Shared,
-    parts: &Parts,
+    parts: &mut Parts,
     conn: &ConnEnv,
     body: Source,
     responder: &Arc<Responder>,
