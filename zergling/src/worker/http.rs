@@ -8,7 +8,8 @@
 //!
 //! A connection that takes longer than `header-timeout` to send its next request head (idle
 //! keep-alive, or a slowloris) is closed by a watchdog of its own: one timer per connection,
-//! looked at only when it fires, and a note per request of when its response was done.
+//! looked at only when it fires, and a note of when its last response was done and its last
+//! write went out.
 //! (hyper's `header_read_timeout` does the same with a timer made and cancelled per request,
 //! 7% of a hello request's instructions.)
 
@@ -47,7 +48,7 @@ pub enum Acceptor {
 /// request (answered, with `Connection: close`) before closing it.
 pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// A timer's deadline while its `select!` branch is off.
+/// The watchdog's deadline without a `header-timeout` (its branch is off then).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What every connection of the worker shares.
@@ -133,29 +134,40 @@ where
         let activity = activity.clone();
         service_fn(move |req| handle(req, conn_env.clone(), state.clone(), activity.begin()))
     };
+    let io = Noted {
+        io: TokioIo::new(io),
+        activity: activity.clone(),
+    };
     let conn = http1::Builder::new()
         .pipeline_flush(true)
-        .serve_connection(TokioIo::new(io), service);
+        // The watchdog below does this, once per connection instead of once per request.
+        .header_read_timeout(None)
+        .serve_connection(io, service);
     tokio::pin!(conn);
     // Looked at when it fires: most connections send their next request long before.
     let watchdog = tokio::time::sleep(header_timeout.unwrap_or(NEVER));
     tokio::pin!(watchdog);
-    let mut stopping = *stop.borrow_and_update();
-    let drain = tokio::time::sleep(NEVER);
+    // A connection accepted as the stop came drains at once.
+    let mut phase = if *stop.borrow_and_update() {
+        Phase::Draining
+    } else {
+        Phase::Serving
+    };
+    let drain = tokio::time::sleep(IDLE_DRAIN_GRACE);
     tokio::pin!(drain);
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
-            _ = stop.changed(), if !stopping => {
-                // Draining: the next response says `Connection: close`; a connection on which
-                // no request comes within the grace is closed (a busy one after its response).
-                stopping = true;
+            _ = stop.changed(), if phase == Phase::Serving => {
+                // The next response says `Connection: close`; a connection on which no request
+                // comes within the grace is closed (a busy one after its response).
+                phase = Phase::Draining;
                 drain.as_mut().reset(Instant::now() + IDLE_DRAIN_GRACE);
             }
-            _ = drain.as_mut(), if stopping => {
+            _ = drain.as_mut(), if phase == Phase::Draining => {
                 tracing::debug!("drain grace over: closing the connection once idle");
                 conn.as_mut().graceful_shutdown();
-                drain.as_mut().reset(Instant::now() + NEVER);
+                phase = Phase::Closing;
             }
             _ = watchdog.as_mut(), if header_timeout.is_some() => {
                 let timeout = header_timeout.unwrap_or_default();
@@ -179,14 +191,25 @@ where
     }
 }
 
-/// Whether a connection is answering a request, and since when it has waited for the next one:
-/// what its watchdog needs, kept with two counters' worth of work per request.
+/// How far a connection is through its worker's stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Answering with `Connection: close` until the drain grace is over.
+    Draining,
+    /// Told to close once idle.
+    Closing,
+}
+
+/// Whether a connection is answering a request, and since when it has been quiet: what its
+/// watchdog needs, noted with a few stores per request.
 struct Activity {
     opened: Instant,
     /// Requests begun whose response hyper has not let go of yet.
     in_flight: AtomicU32,
-    /// When the last of them was let go of, in nanoseconds after `opened`.
-    idle_since_ns: AtomicU64,
+    /// When the connection last let go of a response or wrote to the socket, in nanoseconds
+    /// after `opened`.
+    quiet_since_ns: AtomicU64,
 }
 
 impl Activity {
@@ -194,7 +217,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             in_flight: AtomicU32::new(0),
-            idle_since_ns: AtomicU64::new(0),
+            quiet_since_ns: AtomicU64::new(0),
         }
     }
 
@@ -204,33 +227,93 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Since when the connection has waited for a request head; `None` while it answers one.
+    /// Something happened: the quiet starts again.
+    fn touch(&self) {
+        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.quiet_since_ns.store(ns, Ordering::Release);
+    }
+
+    /// Since when the connection has waited for a request head, with nothing left to send;
+    /// `None` while it answers one.
     fn waiting_since(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let ns = self.idle_since_ns.load(Ordering::Acquire);
+        let ns = self.quiet_since_ns.load(Ordering::Acquire);
         Some(self.opened + Duration::from_nanos(ns))
     }
 }
 
-/// One request being answered, until hyper drops its response body (sent, or the connection
-/// gone).
+/// One request being answered, until hyper drops its response body (taken whole, or the
+/// connection gone).
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let ns = activity.opened.elapsed().as_nanos();
-        activity
-            .idle_since_ns
-            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Release);
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connection's socket, noting each write in its [`Activity`]: hyper lets go of a body
+/// once it has taken the last chunk, which may still be on its way to a slow reader.
+struct Noted<S> {
+    io: TokioIo<S>,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> hyper::rt::Read for Noted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
 /// A response body that carries its request's [`InFlight`].
-pub struct Answer {
+struct Answer {
     body: ResponseBody,
     _in_flight: InFlight,
 }

@@ -15,7 +15,9 @@
 //! it is back would only hand them the core a second time (with wall time, a saturated worker
 //! yielded about every 6 requests; each yield is a switch, and the client then finds fewer
 //! answers ready per wake-up). The clock is read on every request (vDSO, cheap); the thread's
-//! CPU time, a system call, only once the clock says the budget may be spent.
+//! CPU time is a system call, read at a spell's second request (a worker that is not
+//! saturated mostly wakes for one request, and never pays it) and then only once the clock
+//! says the budget may be spent. The first request of a spell goes uncounted.
 //!
 //! With nothing else runnable on the core the call returns at once; otherwise the others get
 //! their turn now rather than at the end of the slice. The spell restarts whenever the event
@@ -32,7 +34,8 @@ struct Spell {
     /// When the CPU time is next worth reading: the spell's start, moved on by whatever part
     /// of the clock's time the thread spent off the CPU.
     wall: Instant,
-    cpu: Duration,
+    /// The thread's CPU time at the spell's second request; `None` before it.
+    cpu: Option<Duration>,
 }
 
 thread_local! {
@@ -54,13 +57,6 @@ fn thread_cpu() -> Duration {
         .unwrap_or_default()
 }
 
-fn spell_from_now() -> Spell {
-    Spell {
-        wall: Instant::now(),
-        cpu: thread_cpu(),
-    }
-}
-
 /// How long the event loop may run without waiting before it yields; `None` never yields.
 #[derive(Debug, Clone, Copy)]
 pub struct Yielder {
@@ -78,25 +74,34 @@ impl Yielder {
     /// Called as each request starts: yields if the event loop has run for the budget.
     pub fn before_request(&self) {
         let Some(budget) = self.budget else { return };
-        match SPELL.get() {
-            None => SPELL.set(Some(spell_from_now())),
-            Some(spell) => {
-                let now = Instant::now();
-                if now.duration_since(spell.wall) < budget {
-                    return; // cannot have run for the budget yet
-                }
-                let ran = thread_cpu().saturating_sub(spell.cpu);
-                if ran >= budget {
-                    std::thread::yield_now();
-                    SPELL.set(Some(spell_from_now()));
-                } else {
-                    // Preempted for part of it: look again once the rest may be spent.
-                    SPELL.set(Some(Spell {
-                        wall: now - ran,
-                        cpu: spell.cpu,
-                    }));
-                }
-            }
+        let Some(spell) = SPELL.get() else {
+            SPELL.set(Some(Spell {
+                wall: Instant::now(),
+                cpu: None,
+            }));
+            return;
+        };
+        let Some(cpu) = spell.cpu else {
+            SPELL.set(Some(Spell {
+                cpu: Some(thread_cpu()),
+                ..spell
+            }));
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(spell.wall) < budget {
+            return; // cannot have run for the budget yet
+        }
+        let ran = thread_cpu().saturating_sub(cpu);
+        if ran >= budget {
+            std::thread::yield_now();
+            SPELL.set(None); // the next request starts a new spell
+        } else {
+            // Preempted for part of it: look again once the rest may be spent.
+            SPELL.set(Some(Spell {
+                wall: now - ran,
+                cpu: Some(cpu),
+            }));
         }
     }
 }
@@ -117,30 +122,39 @@ mod tests {
     fn a_spell_yields_once_its_budget_is_spent() {
         let yielder = Yielder::new(1_000);
         yielder.before_request();
-        let start = SPELL.get().expect("the first request starts a spell");
+        assert_eq!(
+            SPELL.get().and_then(|s| s.cpu),
+            None,
+            "the first request starts a spell"
+        );
+        yielder.before_request();
+        let counted = SPELL
+            .get()
+            .and_then(|s| s.cpu)
+            .expect("the second request counts");
         yielder.before_request();
         assert_eq!(
-            SPELL.get(),
-            Some(start),
+            SPELL.get().and_then(|s| s.cpu),
+            Some(counted),
             "within the budget: the same spell"
         );
         // Busy past the budget without waiting (no event loop here to wake).
         spin(Duration::from_millis(2));
         yielder.before_request();
-        let next = SPELL.get().expect("a spell");
-        assert!(next.cpu > start.cpu, "the yield began a new spell");
+        assert_eq!(SPELL.get(), None, "the yield ended the spell");
     }
 
     #[test]
     fn time_off_the_cpu_does_not_count() {
         let yielder = Yielder::new(1_000);
         yielder.before_request();
+        yielder.before_request();
         let start = SPELL.get().expect("a spell");
         // Off the CPU past the budget by the clock, as a preempted worker is.
         std::thread::sleep(Duration::from_millis(3));
         yielder.before_request();
-        let after = SPELL.get().expect("a spell");
-        assert_eq!(after.cpu, start.cpu, "no yield: the thread hardly ran");
+        let after = SPELL.get().expect("no yield: the thread hardly ran");
+        assert_eq!(after.cpu, start.cpu, "the same spell");
         assert!(after.wall > start.wall, "the next look is put off");
     }
 

@@ -48,9 +48,13 @@ pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
         "SERVER_SOFTWARE",
         concat!("zerg/", env!("CARGO_PKG_VERSION")),
     )?;
-    // Keys every request sets: present already, so setting one per request replaces a value
+    // Keys every connection or request sets: present already, so setting one replaces a value
     // in the copied table instead of inserting a new entry.
     for key in [
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "SERVER_NAME",
+        "SERVER_PORT",
         "REQUEST_METHOD",
         "PATH_INFO",
         "REQUEST_URI",
@@ -61,6 +65,7 @@ pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
     }
     // Requests with a body replace it with their own.
     env.set_item(intern!(py, "wsgi.input"), Bound::new(py, Input::empty())?)?;
+    make_room(py, &env)?;
     Ok(env.unbind())
 }
 
@@ -115,25 +120,26 @@ impl ConnEnv {
             }
             Peer::Unix { path } => {
                 env.set_item(intern!(py, "REMOTE_ADDR"), "")?;
+                env.del_item(intern!(py, "REMOTE_PORT"))?;
                 env.set_item(intern!(py, "SERVER_NAME"), path.as_str())?;
                 env.set_item(intern!(py, "SERVER_PORT"), "0")?;
             }
         }
-        make_room(py, &env)?;
         let _ = self.base.set(env.clone().unbind());
         Ok(env)
     }
 }
 
-/// How many keys a connection's environ is grown to hold before it is copied per request.
+/// How many keys the template's table is grown to hold.
 const ROOM: usize = 22;
 
 /// Grows the table of `env` past [`ROOM`] keys. CPython sizes a dict's table by the most keys
-/// it has held, and a copy keeps that size: a base of 20 or 21 keys sits in a table of 32
-/// slots with 21 usable, which a request's second header overflows, so nearly every request
-/// (curl sends three headers, a browser ten) resized its environ. Grown once past 21, the base
-/// has a table of 64 slots (42 usable) that each copy shares with room for 20 headers; the
-/// placeholders are deleted again (13-header request: 620 fewer instructions).
+/// it has held, and a copy keeps that size: the template's 20 keys sit in a table of 32 slots
+/// with 21 usable, which a request's second header overflows, so nearly every request (curl
+/// sends three headers, a browser ten) resized its environ. Grown once past 21, the template
+/// has a table of 64 slots (42 usable) that every connection's and request's copy shares, with
+/// room for 20 headers; the placeholders are deleted again (13-header request: 620 fewer
+/// instructions).
 fn make_room(py: Python<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
     let placeholders: Vec<String> = (env.len()..ROOM)
         .map(|i| format!("zerg.room.{i}"))
