@@ -165,6 +165,15 @@ fn write_callable_file_wrapper_exc_info_and_close() {
     let e = server.get("/exc-info");
     assert_eq!((e.status, e.text().as_str()), (503, "recovered"));
     assert_eq!(server.get("/close").text(), "closing");
+    // start_response and write kept by the app stay bound to their own, finished request.
+    assert_eq!(server.get("/keep").text(), "kept");
+    for _ in 0..3 {
+        let r = server.get("/use-kept");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "OSError AssertionError")
+        );
+    }
     common::wait_for("close() to run", || {
         std::fs::read_to_string(marker.path())
             .ok()

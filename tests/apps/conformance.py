@@ -24,6 +24,10 @@ def _text(start_response, body, status="200 OK", extra=()):
     return [body]
 
 
+# start_response and write kept past their request by /keep, used by /use-kept.
+_kept = {}
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/hello":
@@ -63,6 +67,20 @@ def application(environ, start_response):
             open(qs["started"], "w").close()
         time.sleep(float(qs.get("s", "2")))
         return _text(start_response, "slow done")
+    if path == "/keep":
+        _kept["start_response"] = start_response
+        _kept["write"] = start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"kept"]
+    if path == "/use-kept":
+        # The callables of a finished request must not reach this one.
+        outcomes = []
+        for call in (lambda: _kept["write"](b"leaked"), lambda: _kept["start_response"]("500 Oops", [])):
+            try:
+                call()
+                outcomes.append("accepted")
+            except Exception as e:
+                outcomes.append(type(e).__name__)
+        return _text(start_response, " ".join(outcomes))
     if path == "/drip":
         # A stream that takes its time: n chunks, s seconds apart.
         qs = _qs(environ)

@@ -31,7 +31,7 @@ use crate::python::{describe, App};
 use environ::{ConnEnv, HeaderKeys};
 use input::{Input, Prefetched, Source};
 use reply::Reply;
-use response::{Responder, StartResponse};
+use response::{CallKit, Caller, Responder};
 
 /// Facts about the worker that the environ reports, and how it calls the app.
 pub struct Static {
@@ -132,12 +132,26 @@ impl Pool {
         };
         let answer = match body {
             Prefetched::Whole(body) if self.inline => {
-                let responder = Responder::inline(parts.method == Method::HEAD);
-                let rest =
-                    Python::attach(|py| self.call_inline(py, &mut parts, &conn, body, &responder));
-                let Some(rest) = rest else {
-                    // Answered (or failed, which answers too) while we waited.
-                    return responder.take_kept().unwrap_or_else(server_error);
+                let head_request = parts.method == Method::HEAD;
+                let called = Python::attach(|py| -> PyResult<Inline> {
+                    let kit = CallKit::take(py, Caller::Inline, head_request)?;
+                    Ok(match self.call_inline(py, &mut parts, &conn, body, &kit) {
+                        None => {
+                            // Answered (or failed, which answers too) while we waited.
+                            let reply = kit.responder().take_kept();
+                            kit.put_back(py);
+                            Inline::Answered(reply)
+                        }
+                        Some(rest) => Inline::Continues(rest, kit.responder().clone()),
+                    })
+                });
+                let (rest, responder) = match called {
+                    Ok(Inline::Answered(reply)) => return reply.unwrap_or_else(server_error),
+                    Ok(Inline::Continues(rest, responder)) => (rest, responder),
+                    Err(err) => {
+                        tracing::error!("cannot prepare the call: {err}");
+                        return server_error();
+                    }
                 };
                 let (reply, answer) = oneshot::channel();
                 let sent = responder.leave_inline(reply);
@@ -175,10 +189,11 @@ impl Pool {
         parts: &mut Parts,
         conn: &ConnEnv,
         body: Source,
-        responder: &Arc<Responder>,
+        kit: &CallKit,
     ) -> Option<Rest> {
         let shared = &self.shared;
-        let result = call_app(py, shared, parts, conn, body, responder).and_then(|iterable| {
+        let responder = kit.responder();
+        let result = call_app(py, shared, parts, conn, body, kit).and_then(|iterable| {
             if is_sequence(&iterable) {
                 drive(py, responder, &iterable).map(|()| None)
             } else {
@@ -201,12 +216,21 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
             reply,
             slot,
         } => {
-            let responder = Responder::new(reply, parts.method == Method::HEAD);
-            let result = call_app(py, shared, &mut parts, &conn, body, &responder)
-                .and_then(|iterable| complete(py, &responder, &iterable));
+            let kit = match CallKit::take(py, Caller::Thread(reply), parts.method == Method::HEAD) {
+                Ok(kit) => kit,
+                Err(err) => {
+                    // The dropped reply channel answers 500.
+                    tracing::error!("cannot prepare the call: {err}");
+                    return;
+                }
+            };
+            let responder = kit.responder();
+            let result = call_app(py, shared, &mut parts, &conn, body, &kit)
+                .and_then(|iterable| complete(py, responder, &iterable));
             if let Err(err) = result {
-                app_failed(py, shared, &parts, &responder, &err);
+                app_failed(py, shared, &parts, responder, &err);
             }
+            kit.put_back(py);
             drop(slot);
         }
         Job::Continue {
@@ -238,7 +262,7 @@ fn call_app<'py>(
     parts: &mut Parts,
     conn: &ConnEnv,
     body: Source,
-    responder: &Arc<Responder>,
+    kit: &CallKit,
 ) -> PyResult<Bound<'py, PyAny>> {
     let environ = environ::build(
         py,
@@ -248,8 +272,10 @@ fn call_app<'py>(
         parts,
         (!matches!(body, Source::Done)).then(|| Input::new(body)),
     )?;
-    let start_response = Bound::new(py, StartResponse::new(responder.clone()))?;
-    shared.app.bind(py).call1((environ, start_response))
+    shared
+        .app
+        .bind(py)
+        .call1((environ, kit.start_response(py).clone()))
 }
 
 /// Sends the whole body of `iterable`, then calls its `close()` whatever happened (PEP 3333).
@@ -267,6 +293,12 @@ fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
         Ok(close) => close.call0().map(drop),
         Err(_) => Ok(()),
     }
+}
+
+/// How an inline call ended: answered, or with the rest of its body for a thread to send.
+enum Inline {
+    Answered(Option<Reply>),
+    Continues(Rest, Arc<Responder>),
 }
 
 /// What is left of a response iterable for a thread to send: the chunk taken from it already,

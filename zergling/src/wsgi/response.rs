@@ -99,34 +99,40 @@ enum Sink {
     Unbounded(mpsc::UnboundedSender<io::Result<Bytes>>),
 }
 
+/// Where a call runs, which decides where its reply goes.
+pub enum Caller {
+    /// On a Python thread: the reply goes through the channel.
+    Thread(oneshot::Sender<Reply>),
+    /// On the event-loop thread: the reply is kept for [`Responder::take_kept`].
+    Inline,
+}
+
+impl State {
+    fn new(caller: Caller, head_request: bool) -> State {
+        let (outlet, inline) = match caller {
+            Caller::Thread(reply) => (Outlet::Channel(reply), false),
+            Caller::Inline => (Outlet::Keep(None), true),
+        };
+        State {
+            head: None,
+            outlet,
+            stream: None,
+            inline,
+            head_request,
+        }
+    }
+}
+
 impl Responder {
-    /// For a call on a Python thread: the reply goes through `reply`.
-    pub fn new(reply: oneshot::Sender<Reply>, head_request: bool) -> Arc<Responder> {
-        Responder::with(Outlet::Channel(reply), false, head_request)
-    }
-
-    /// For a call on the event-loop thread: the reply is kept for [`Responder::take_kept`].
-    pub fn inline(head_request: bool) -> Arc<Responder> {
-        Responder::with(Outlet::Keep(None), true, head_request)
-    }
-
-    fn with(outlet: Outlet, inline: bool, head_request: bool) -> Arc<Responder> {
-        Arc::new(Responder {
-            state: Mutex::new(State {
-                head: None,
-                outlet,
-                stream: None,
-                inline,
-                head_request,
-            }),
-        })
-    }
-
-    /// The reply of an inline call, once it has one.
+    /// The reply of an inline call, once it has one. Taken, it counts as sent.
     pub fn take_kept(&self) -> Option<Reply> {
-        match &mut self.lock().outlet {
-            Outlet::Keep(kept) => kept.take(),
-            _ => None,
+        let mut st = self.lock();
+        match std::mem::replace(&mut st.outlet, Outlet::Sent) {
+            Outlet::Keep(kept) => kept,
+            other => {
+                st.outlet = other;
+                None
+            }
         }
     }
 
@@ -262,16 +268,83 @@ fn no_start_response() -> PyErr {
     PyAssertionError::new_err("the app produced a body without calling start_response")
 }
 
-/// The `start_response` callable passed to the app.
-#[pyclass(module = "zerg")]
-pub struct StartResponse {
+/// The objects of one call: the [`Responder`], and the `start_response` and `write()`
+/// callables the app gets, which hold it. Made anew only when the app kept one of them: a
+/// kit the app let go of is reset and serves the next call on the same thread (two Python
+/// objects and an `Arc` less to make and free per request).
+pub struct CallKit {
     responder: Arc<Responder>,
+    start_response: Py<StartResponse>,
 }
 
-impl StartResponse {
-    pub fn new(responder: Arc<Responder>) -> StartResponse {
-        StartResponse { responder }
+thread_local! {
+    /// This thread's kit between two calls.
+    static SPARE: std::cell::Cell<Option<CallKit>> = const { std::cell::Cell::new(None) };
+}
+
+impl CallKit {
+    /// A kit for one call: this thread's spare one, reset, or a new one.
+    pub fn take(py: Python<'_>, caller: Caller, head_request: bool) -> PyResult<CallKit> {
+        if let Some(kit) = SPARE.take() {
+            *kit.responder.lock() = State::new(caller, head_request);
+            return Ok(kit);
+        }
+        let responder = Arc::new(Responder {
+            state: Mutex::new(State::new(caller, head_request)),
+        });
+        let write = Py::new(
+            py,
+            Write {
+                responder: responder.clone(),
+            },
+        )?;
+        let start_response = Py::new(
+            py,
+            StartResponse {
+                responder: responder.clone(),
+                write,
+            },
+        )?;
+        Ok(CallKit {
+            responder,
+            start_response,
+        })
     }
+
+    pub fn responder(&self) -> &Arc<Responder> {
+        &self.responder
+    }
+
+    pub fn start_response<'py>(&self, py: Python<'py>) -> &Bound<'py, StartResponse> {
+        self.start_response.bind(py)
+    }
+
+    /// Done with the call: keeps the kit for the next one on this thread if nothing else holds
+    /// a part of it (the app, a stream still being sent); otherwise it is left to whoever does.
+    pub fn put_back(self, py: Python<'_>) {
+        let sole = sole_reference(py, self.start_response.as_ptr())
+            && sole_reference(py, self.start_response.get().write.as_ptr())
+            // Ours, start_response's and write's.
+            && Arc::strong_count(&self.responder) == 3;
+        if sole {
+            SPARE.set(Some(self));
+        }
+    }
+}
+
+/// Whether the one reference to `obj` is the caller's.
+fn sole_reference(_gil: Python<'_>, obj: *mut pyo3::ffi::PyObject) -> bool {
+    // SAFETY: `obj` is alive (the caller holds a reference to it) and the GIL is held, so its
+    // reference count is a plain field that no other thread changes while it is read.
+    unsafe { pyo3::ffi::Py_REFCNT(obj) == 1 }
+}
+
+/// The `start_response` callable passed to the app.
+#[pyclass(module = "zerg", frozen)]
+pub struct StartResponse {
+    responder: Arc<Responder>,
+    /// What every call returns (PEP 3333's `write`).
+    write: Py<Write>,
 }
 
 #[pymethods]
@@ -279,10 +352,11 @@ impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info = None))]
     fn __call__(
         &self,
+        py: Python<'_>,
         status: &str,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Write> {
+    ) -> PyResult<Py<Write>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         let head = parse_head(status, headers)?;
         let mut st = self.responder.lock();
@@ -307,14 +381,12 @@ impl StartResponse {
             None => {}
         }
         st.head = Some(head);
-        Ok(Write {
-            responder: self.responder.clone(),
-        })
+        Ok(self.write.clone_ref(py))
     }
 }
 
 /// The `write(data)` callable `start_response` returns (for legacy apps).
-#[pyclass(module = "zerg")]
+#[pyclass(module = "zerg", frozen)]
 pub struct Write {
     responder: Arc<Responder>,
 }
