@@ -3,6 +3,8 @@
 //! time without LD_LIBRARY_PATH.
 
 fn main() {
+    // pyo3's cfgs (`Py_GIL_DISABLED`, ...) for the code that depends on the interpreter's kind.
+    pyo3_build_config::use_pyo3_cfgs();
     let config = pyo3_build_config::get();
     if let Some(dir) = config.lib_dir() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");

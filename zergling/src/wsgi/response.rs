@@ -322,21 +322,36 @@ impl CallKit {
     /// Done with the call: keeps the kit for the next one on this thread if nothing else holds
     /// a part of it (the app, a stream still being sent); otherwise it is left to whoever does.
     pub fn put_back(self, py: Python<'_>) {
-        let sole = sole_reference(py, self.start_response.as_ptr())
-            && sole_reference(py, self.start_response.get().write.as_ptr())
+        let sole = sole_reference(py, &self.start_response)
+            && sole_reference(py, &self.start_response.get().write)
             // Ours, start_response's and write's.
             && Arc::strong_count(&self.responder) == 3;
-        if sole {
+        // A call that somehow left its reply undelivered keeps no client waiting in a spare
+        // kit: dropped, its reply channel closes (a 500).
+        let delivered = || {
+            let st = self.responder.lock();
+            matches!(st.outlet, Outlet::Sent) && st.stream.is_none()
+        };
+        if sole && delivered() {
             SPARE.set(Some(self));
         }
     }
 }
 
-/// Whether the one reference to `obj` is the caller's.
-fn sole_reference(_gil: Python<'_>, obj: *mut pyo3::ffi::PyObject) -> bool {
+/// Whether the one reference to `obj` is the caller's. A free-threaded interpreter keeps no
+/// such count that one thread can trust, so there nothing is sole (and no kit is reused).
+fn sole_reference<T>(_gil: Python<'_>, obj: &Py<T>) -> bool {
+    #[cfg(Py_GIL_DISABLED)]
+    {
+        let _ = obj;
+        false
+    }
     // SAFETY: `obj` is alive (the caller holds a reference to it) and the GIL is held, so its
     // reference count is a plain field that no other thread changes while it is read.
-    unsafe { pyo3::ffi::Py_REFCNT(obj) == 1 }
+    #[cfg(not(Py_GIL_DISABLED))]
+    unsafe {
+        pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1
+    }
 }
 
 /// The `start_response` callable passed to the app.
