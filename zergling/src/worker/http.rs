@@ -262,6 +262,16 @@ struct Noted<S> {
     activity: Arc<Activity>,
 }
 
+impl<S> Noted<S> {
+    /// Notes a write that took bytes, and passes its outcome on.
+    fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
+    }
+}
+
 impl<S: AsyncRead + Unpin> hyper::rt::Read for Noted<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -280,10 +290,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        written
+        this.note(written)
     }
 
     fn poll_write_vectored(
@@ -293,10 +300,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        written
+        this.note(written)
     }
 
     fn is_write_vectored(&self) -> bool {
