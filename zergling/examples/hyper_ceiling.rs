@@ -1,6 +1,6 @@
 //! The benchmark's ceiling: the same hello world answered by hyper from Rust, no Python, in
 //! the same shape as a zerg worker (N forked processes sharing one listener, each a
-//! current-thread tokio runtime). `benches/http.py` runs it next to the WSGI servers.
+//! current-thread tokio runtime). `benches/throughput.py` runs it next to the WSGI servers.
 //!
 //!     hyper_ceiling 127.0.0.1:8000 [PROCESSES]
 
