@@ -181,6 +181,26 @@ fn write_callable_file_wrapper_exc_info_and_close() {
     });
 }
 
+/// start_response refuses what a Python function of its signature would refuse, and takes
+/// its parameters by name too.
+#[test]
+fn start_response_takes_arguments_as_a_python_function_would() {
+    let server = Server::start("conformance.py", "");
+    let r = server.get("/signatures");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text().lines().collect::<Vec<_>>(),
+        [
+            "start_response() missing required argument 'status'",
+            "start_response() missing required argument 'headers'",
+            "start_response() takes from 2 to 3 positional arguments but 4 were given",
+            "start_response() got an unexpected keyword argument 'colour'",
+            "start_response() got multiple values for argument 'status'",
+            "start_response: status must be a str such as \"200 OK\", not int",
+        ]
+    );
+}
+
 #[test]
 fn environ_follows_pep_3333() {
     let server = Server::start("conformance.py", "processes: 2\nthreads: 2\n");

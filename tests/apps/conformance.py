@@ -81,6 +81,26 @@ def application(environ, start_response):
             except Exception as e:
                 outcomes.append(type(e).__name__)
         return _text(start_response, " ".join(outcomes))
+    if path == "/signatures":
+        # start_response refuses what a Python function with its signature would refuse, and
+        # takes its parameters by name too.
+        outcomes = []
+        for args, kwargs in [
+            ((), {}),
+            (("200 OK",), {}),
+            (("200 OK", [], None, 4), {}),
+            (("200 OK", []), {"colour": "red"}),
+            (("200 OK", []), {"status": "201 Created"}),
+            ((200, []), {}),
+        ]:
+            try:
+                start_response(*args, **kwargs)
+                outcomes.append("accepted")
+            except TypeError as e:
+                outcomes.append(str(e))
+        body = "\n".join(outcomes).encode()
+        start_response(headers=[("Content-Length", str(len(body)))], status="200 OK", exc_info=None)
+        return [body]
     if path == "/drip":
         # A stream that takes its time: n chunks, s seconds apart.
         qs = _qs(environ)

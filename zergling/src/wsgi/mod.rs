@@ -12,6 +12,7 @@
 //! frameworks answer) is finished inline: its end and `close()` are taken right there.
 
 pub mod environ;
+mod fastcall;
 pub mod input;
 pub mod reply;
 pub mod response;

@@ -270,11 +270,13 @@ fn no_start_response() -> PyErr {
 
 /// The objects of one call: the [`Responder`], and the `start_response` and `write()`
 /// callables the app gets, which hold it. Made anew only when the app kept one of them: a
-/// kit the app let go of is reset and serves the next call on the same thread (two Python
+/// kit the app let go of is reset and serves the next call on the same thread (three Python
 /// objects and an `Arc` less to make and free per request).
 pub struct CallKit {
     responder: Arc<Responder>,
-    start_response: Py<StartResponse>,
+    /// The function the app is given (see [`fastcall`](super::fastcall)), holding `target`.
+    start_response: Py<PyAny>,
+    target: Py<StartResponse>,
 }
 
 thread_local! {
@@ -298,7 +300,7 @@ impl CallKit {
                 responder: responder.clone(),
             },
         )?;
-        let start_response = Py::new(
+        let target = Bound::new(
             py,
             StartResponse {
                 responder: responder.clone(),
@@ -307,7 +309,8 @@ impl CallKit {
         )?;
         Ok(CallKit {
             responder,
-            start_response,
+            start_response: super::fastcall::new(&target)?.unbind(),
+            target: target.unbind(),
         })
     }
 
@@ -315,15 +318,17 @@ impl CallKit {
         &self.responder
     }
 
-    pub fn start_response<'py>(&self, py: Python<'py>) -> &Bound<'py, StartResponse> {
+    pub fn start_response<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
         self.start_response.bind(py)
     }
 
     /// Done with the call: keeps the kit for the next one on this thread if nothing else holds
     /// a part of it (the app, a stream still being sent); otherwise it is left to whoever does.
     pub fn put_back(self, py: Python<'_>) {
-        let sole = sole_reference(py, &self.start_response)
-            && sole_reference(py, &self.start_response.get().write)
+        let sole = references(py, &self.start_response) == 1
+            // Ours and the function's (its `__self__`).
+            && references(py, &self.target) == 2
+            && references(py, &self.target.get().write) == 1
             // Ours, start_response's and write's.
             && Arc::strong_count(&self.responder) == 3;
         // A call that somehow left its reply undelivered keeps no client waiting in a spare
@@ -338,23 +343,24 @@ impl CallKit {
     }
 }
 
-/// Whether the one reference to `obj` is the caller's. A free-threaded interpreter keeps no
-/// such count that one thread can trust, so there nothing is sole (and no kit is reused).
-fn sole_reference<T>(_gil: Python<'_>, obj: &Py<T>) -> bool {
+/// How many references to `obj` there are. A free-threaded interpreter keeps no such count
+/// that one thread can trust, so there it says "many" (and no kit is reused).
+fn references<T>(_gil: Python<'_>, obj: &Py<T>) -> isize {
     #[cfg(Py_GIL_DISABLED)]
     {
         let _ = obj;
-        false
+        isize::MAX
     }
     // SAFETY: `obj` is alive (the caller holds a reference to it) and the GIL is held, so its
     // reference count is a plain field that no other thread changes while it is read.
     #[cfg(not(Py_GIL_DISABLED))]
     unsafe {
-        pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1
+        pyo3::ffi::Py_REFCNT(obj.as_ptr())
     }
 }
 
-/// The `start_response` callable passed to the app.
+/// What the app's `start_response` holds: the [`Responder`], and the `write()` it returns.
+/// The callable itself is a function made by [`fastcall`](super::fastcall).
 #[pyclass(module = "zerg", frozen)]
 pub struct StartResponse {
     responder: Arc<Responder>,
@@ -362,15 +368,14 @@ pub struct StartResponse {
     write: Py<Write>,
 }
 
-#[pymethods]
 impl StartResponse {
-    #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__(
+    /// `start_response(status, headers, exc_info=None)`.
+    pub(super) fn start(
         &self,
         py: Python<'_>,
         status: &str,
         headers: &Bound<'_, PyAny>,
-        exc_info: Option<Bound<'_, PyAny>>,
+        exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Write>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         let head = parse_head(status, headers)?;
@@ -379,7 +384,7 @@ impl StartResponse {
             Some(info) if st.headers_sent() => {
                 // PEP 3333: too late to change the status, re-raise the app's error.
                 drop(st);
-                let info = info.cast_into::<PyTuple>()?;
+                let info = info.cast::<PyTuple>()?;
                 return Err(PyErr::from_value(info.get_item(1)?));
             }
             Some(_) => {}

@@ -1,0 +1,162 @@
+//! `start_response` as a built-in function (`METH_FASTCALL | METH_KEYWORDS`), so that the
+//! app's call reaches it by CPython's vectorcall: the arguments arrive as the caller's own
+//! array. A `#[pyclass]` with `__call__` is called through `tp_call` instead, which packs
+//! them into a tuple for PyO3 to unpack again (PyO3 #4252); that was ~400 of the ~18k
+//! instructions of a hello-world request. The function holds its [`StartResponse`] as
+//! `__self__`, as a bound method would.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use super::response::StartResponse;
+
+/// The names of `start_response`'s parameters, in order (PEP 3333).
+const PARAMS: [&str; 3] = ["status", "headers", "exc_info"];
+
+struct MethodDef(ffi::PyMethodDef);
+
+// SAFETY: the definition is never written (CPython only reads it) and points only at
+// 'static C strings and a function.
+unsafe impl Sync for MethodDef {}
+
+static START_RESPONSE: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"start_response".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: start_response,
+    },
+    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ml_doc: c"start_response(status, headers, exc_info=None)\n--\n\nPEP 3333's start_response."
+        .as_ptr(),
+});
+
+/// The `start_response` function of `target`.
+pub fn new<'py>(target: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the definition is 'static and CPython never writes through the pointer (the
+    // C API merely lacks `const`); `target` is alive, and the new function takes a reference
+    // of its own to it. The result is a new reference or NULL with an exception set.
+    unsafe {
+        let function = ffi::PyCFunction_NewEx(
+            ptr::addr_of!(START_RESPONSE.0).cast_mut(),
+            target.as_ptr(),
+            ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(target.py(), function)
+    }
+}
+
+/// The function's C entry point: `slf` is the [`StartResponse`], `args` holds `nargs`
+/// positional arguments followed by one value per name in the `kwnames` tuple (or NULL).
+unsafe extern "C" fn start_response(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a function only from a thread attached to the interpreter, and
+    // the token does not outlive this call.
+    let py = unsafe { Python::assume_attached() };
+    let called = catch_unwind(AssertUnwindSafe(|| -> PyResult<*mut ffi::PyObject> {
+        // SAFETY: `slf` is the `__self__` that `new` gave the function, a live
+        // `StartResponse` (the function holds a reference to it).
+        let target = unsafe { Bound::ref_from_ptr(py, &slf).cast_unchecked::<StartResponse>() };
+        // SAFETY: the vectorcall convention: `kwnames` is NULL or a tuple of str, and `args`
+        // points at `nargs` + len(kwnames) live references, borrowed for the call.
+        let (given, kwnames) = unsafe {
+            let kwnames = (!kwnames.is_null())
+                .then(|| Bound::ref_from_ptr(py, &kwnames).cast_unchecked::<PyTuple>());
+            let total = nargs as usize + kwnames.map_or(0, |k| k.len());
+            let given = if total == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(args, total)
+            };
+            (given, kwnames)
+        };
+        let [status, headers, exc_info] = arguments(py, given, nargs as usize, kwnames)?;
+        let status = status.ok_or_else(|| missing("status"))?;
+        let headers = headers.ok_or_else(|| missing("headers"))?;
+        let status = status.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "start_response: status must be a str such as \"200 OK\", not {}",
+                type_name(status)
+            ))
+        })?;
+        let write = target
+            .get()
+            .start(py, status.to_str()?, headers, exc_info)?;
+        Ok(write.into_ptr())
+    }));
+    let err = match called {
+        Ok(Ok(write)) => return write,
+        Ok(Err(err)) => err,
+        Err(panic) => PanicException::new_err(panic_message(&*panic)),
+    };
+    err.restore(py);
+    ptr::null_mut()
+}
+
+/// Sorts the call's arguments into [`PARAMS`]' slots, refusing what Python would refuse.
+fn arguments<'a, 'py>(
+    py: Python<'py>,
+    given: &'a [*mut ffi::PyObject],
+    nargs: usize,
+    kwnames: Option<&Bound<'py, PyTuple>>,
+) -> PyResult<[Option<&'a Bound<'py, PyAny>>; 3]> {
+    if nargs > PARAMS.len() {
+        return Err(PyTypeError::new_err(format!(
+            "start_response() takes from 2 to 3 positional arguments but {nargs} were given"
+        )));
+    }
+    // SAFETY (for both borrows below): each pointer is a live reference the caller lends
+    // for the whole call, which outlives 'a.
+    let mut slots: [Option<&'a Bound<'py, PyAny>>; 3] = [None; 3];
+    for (slot, value) in slots.iter_mut().zip(&given[..nargs]) {
+        *slot = Some(unsafe { Bound::ref_from_ptr(py, value) });
+    }
+    let Some(kwnames) = kwnames else {
+        return Ok(slots);
+    };
+    for (name, value) in kwnames.iter().zip(&given[nargs..]) {
+        let name = name.cast::<PyString>()?;
+        let name = name.to_str()?;
+        let index = PARAMS.iter().position(|p| *p == name).ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "start_response() got an unexpected keyword argument '{name}'"
+            ))
+        })?;
+        if slots[index].is_some() {
+            return Err(PyTypeError::new_err(format!(
+                "start_response() got multiple values for argument '{name}'"
+            )));
+        }
+        slots[index] = Some(unsafe { Bound::ref_from_ptr(py, value) });
+    }
+    Ok(slots)
+}
+
+fn missing(name: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "start_response() missing required argument '{name}'"
+    ))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "start_response panicked".to_owned())
+}
