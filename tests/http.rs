@@ -4,6 +4,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use common::{proc_kib, Client, Server};
 
@@ -414,6 +415,87 @@ fn connections_silent_past_the_header_timeout_are_closed_busy_ones_never() {
         server.get("/hello").text(),
         "Hello, World!",
         "the worker lives on"
+    );
+}
+
+/// A stream goes out as fast as its client takes it. One that stops reading holds the app's
+/// iterator back a few chunks ahead (the worker never buffers the whole body), and is closed
+/// once it has taken nothing for a header-timeout, which ends the iterator and frees its
+/// thread; one that reads slowly gets all of it, however long that takes.
+#[test]
+fn streams_wait_for_slow_readers_and_let_go_of_stalled_ones() {
+    const MIB: usize = 1 << 20;
+    let server = Server::start(
+        "conformance.py",
+        "processes: 1\nthreads: 2\nheader-timeout: 1\n",
+    );
+    let streams = || -> (usize, usize) {
+        let v: serde_json::Value = serde_json::from_str(&server.get("/streams").text()).unwrap();
+        (
+            v["chunks"].as_u64().unwrap() as usize,
+            v["closed"].as_u64().unwrap() as usize,
+        )
+    };
+    let mut stalled = Client::connect(server.http);
+    stalled.send("GET /stream?mib=64 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(stalled.read_head().0, 200);
+    // The iterator gets as far as the socket buffers and the body channel let it (about a
+    // dozen MiB on loopback), not through all 64.
+    let mut last = None;
+    let ahead = common::wait_for("the stalled stream to stop producing", || {
+        let now = streams().0;
+        std::thread::sleep(Duration::from_millis(200));
+        let same = last == Some(now);
+        last = Some(now);
+        same.then_some(now)
+    });
+    assert!(
+        ahead < 40,
+        "{ahead} of 64 chunks produced for a client that reads nothing"
+    );
+    // Let go of at the timeout: the iterator is closed (its thread free again), and the
+    // client gets what was already on its way, then the end.
+    common::wait_for("the stalled stream's iterator to be closed", || {
+        (streams().1 >= 1).then_some(())
+    });
+    let got = stalled.read_until_closed();
+    assert!(
+        got < 64 * MIB,
+        "the stalled client got {got} bytes: not cut off"
+    );
+    assert!(
+        streams().0 < 64,
+        "the iterator stopped when its client went"
+    );
+    common::wait_for("the client's leaving in the log", || {
+        let log = server.log_text();
+        log.contains("the client went away before the end of its response")
+            .then_some(log)
+    });
+    assert!(
+        !server.log_text().contains("app raised"),
+        "a client that leaves is no error of the app's"
+    );
+
+    // A reader slower than the app, but never a whole timeout without taking something.
+    let mut slow = Client::connect(server.http);
+    slow.send("GET /stream?mib=16 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(slow.read_head().0, 200);
+    let mut body = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        body.extend(slow.read_bytes(256 * 1024));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The rest at full speed: every chunk "100000\r\n" + 1 MiB + "\r\n", then "0\r\n\r\n".
+    let total = 16 * (8 + MIB + 2) + 5;
+    body.extend(slow.read_bytes(total - body.len()));
+    assert!(body.ends_with(b"\r\n0\r\n\r\n"));
+    assert_eq!(&body[..8], b"100000\r\n");
+    assert_eq!(
+        c_get(&mut slow, "/hello"),
+        "Hello, World!",
+        "and the connection lives on"
     );
 }
 

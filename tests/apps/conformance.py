@@ -26,6 +26,8 @@ def _text(start_response, body, status="200 OK", extra=()):
 
 # start_response and write kept past their request by /keep, used by /use-kept.
 _kept = {}
+# What /stream's iterators have done in this worker: chunks yielded, iterators ended or closed.
+_streams = {"chunks": 0, "closed": 0}
 
 
 def application(environ, start_response):
@@ -54,10 +56,16 @@ def application(environ, start_response):
         block = bytes(range(256)) * 4096  # 1 MiB
 
         def gen():
-            for _ in range(mib):
-                yield block
+            try:
+                for _ in range(mib):
+                    _streams["chunks"] += 1
+                    yield block
+            finally:
+                _streams["closed"] += 1
 
         return gen()
+    if path == "/streams":
+        return _text(start_response, json.dumps(_streams))
     if path == "/error":
         raise RuntimeError("boom from the test app")
     if path == "/slow":

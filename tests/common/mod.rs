@@ -516,6 +516,20 @@ impl Client {
         rest
     }
 
+    /// How many bytes the server sends until it closes the connection (EOF or a reset).
+    pub fn read_until_closed(&mut self) -> usize {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return total,
+                Err(e) => panic!("reading until the server closes: {e}"),
+            }
+        }
+    }
+
     /// True if the server closes the connection (EOF or a reset) within the read timeout;
     /// false if it sends more, or nothing until then.
     pub fn is_closed(&mut self) -> bool {

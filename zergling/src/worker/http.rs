@@ -7,15 +7,22 @@
 //! [`IDLE_DRAIN_GRACE`] is closed.
 //!
 //! A connection that takes longer than `header-timeout` to send its next request head (idle
-//! keep-alive, or a slowloris) is closed by a watchdog of its own: one timer per connection,
-//! looked at only when it fires, and a note of when its last response was done and its last
-//! write went out.
+//! keep-alive, or a slowloris), or whose client takes nothing of its response for that long,
+//! is closed by a watchdog of its own: one timer per connection, looked at only when it fires,
+//! and a note of when its last response was done or write went out, and of whether a write
+//! waits for the client (and since when).
+//!
+//! Responses are written with backpressure: hyper takes the next body chunk only once the
+//! last one is on its way (its `pipeline_flush` would buffer a whole body in memory for a
+//! client slower than the app), so a stream to a slow client holds its app thread back, a few
+//! chunks ahead, as it would in any WSGI server; and a client that stops reading frees it at
+//! the timeout.
 //! (hyper's `header_read_timeout` does the same with a timer made and cancelled per request,
 //! 7% of a hello request's instructions.)
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -139,7 +146,10 @@ where
         activity: activity.clone(),
     };
     let conn = http1::Builder::new()
-        .pipeline_flush(true)
+        // One buffer, one send(): for the small responses most requests get, cheaper than
+        // writev's list of buffers (~500 instructions a request). Still with backpressure,
+        // unlike `pipeline_flush`, which implies this.
+        .writev(false)
         // The watchdog below does this, once per connection instead of once per request.
         .header_read_timeout(None)
         .serve_connection(io, service);
@@ -171,15 +181,12 @@ where
             }
             _ = watchdog.as_mut(), if header_timeout.is_some() => {
                 let timeout = header_timeout.unwrap_or_default();
-                match activity.waiting_since() {
-                    Some(since) if since + timeout <= Instant::now() => {
-                        tracing::debug!(
-                            seconds = timeout.as_secs(),
-                            "no request head within header-timeout: closing the connection"
-                        );
+                match activity.stalled_since() {
+                    Some((since, stall)) if since + timeout <= Instant::now() => {
+                        tracing::debug!(seconds = timeout.as_secs(), "{stall}: closing the connection");
                         return;
                     }
-                    Some(since) => watchdog.as_mut().reset(since + timeout),
+                    Some((since, _)) => watchdog.as_mut().reset(since + timeout),
                     // A request is being answered: look again a timeout from now.
                     None => watchdog.as_mut().reset(Instant::now() + timeout),
                 }
@@ -201,15 +208,35 @@ enum Phase {
     Closing,
 }
 
-/// Whether a connection is answering a request, and since when it has been quiet: what its
-/// watchdog needs, noted with a few stores per request.
+/// Whether a connection is answering a request or waiting for its client to read, and since
+/// when it has been quiet: what its watchdog needs, noted with a few stores per request.
 struct Activity {
     opened: Instant,
     /// Requests begun whose response hyper has not let go of yet.
     in_flight: AtomicU32,
-    /// When the connection last let go of a response or wrote to the socket, in nanoseconds
-    /// after `opened`.
+    /// When a response was last let go of, a write went out, or one began to wait, in
+    /// nanoseconds after `opened`.
     quiet_since_ns: AtomicU64,
+    /// The last write found the client's socket full, and none has gone out since.
+    write_waits: AtomicBool,
+}
+
+/// Why a connection's watchdog may close it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// It has no request to answer and no complete head of the next one.
+    NoHead,
+    /// Its client takes nothing of the response.
+    NotReading,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stall::NoHead => "no request head within header-timeout",
+            Stall::NotReading => "the client took nothing of its response within header-timeout",
+        })
+    }
 }
 
 impl Activity {
@@ -218,6 +245,7 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicU32::new(0),
             quiet_since_ns: AtomicU64::new(0),
+            write_waits: AtomicBool::new(false),
         }
     }
 
@@ -233,14 +261,30 @@ impl Activity {
         self.quiet_since_ns.store(ns, Ordering::Release);
     }
 
-    /// Since when the connection has waited for a request head, with nothing left to send;
-    /// `None` while it answers one.
-    fn waiting_since(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+    /// A write went out (`true`) or found the socket full (`false`). The client's quiet
+    /// starts at the first write that waits (the last that went out may be a keep-alive's
+    /// idle time ago).
+    fn wrote(&self, progressed: bool) {
+        if progressed {
+            self.touch();
+            self.write_waits.store(false, Ordering::Release);
+        } else if !self.write_waits.swap(true, Ordering::AcqRel) {
+            self.touch();
         }
+    }
+
+    /// Since when the connection has waited for a request head, or for its client to take a
+    /// response, and which; `None` while it answers a request (the app may take its time).
+    fn stalled_since(&self) -> Option<(Instant, Stall)> {
+        let stall = if self.write_waits.load(Ordering::Acquire) {
+            Stall::NotReading
+        } else if self.in_flight.load(Ordering::Acquire) == 0 {
+            Stall::NoHead
+        } else {
+            return None;
+        };
         let ns = self.quiet_since_ns.load(Ordering::Acquire);
-        Some(self.opened + Duration::from_nanos(ns))
+        Some((self.opened + Duration::from_nanos(ns), stall))
     }
 }
 
@@ -255,18 +299,21 @@ impl Drop for InFlight {
     }
 }
 
-/// The connection's socket, noting each write in its [`Activity`]: hyper lets go of a body
-/// once it has taken the last chunk, which may still be on its way to a slow reader.
+/// The connection's socket, noting each write in its [`Activity`], and each that waits for
+/// the client: hyper lets go of a body once it has taken the last chunk, which may still be on
+/// its way to a slow reader.
 struct Noted<S> {
     io: TokioIo<S>,
     activity: Arc<Activity>,
 }
 
 impl<S> Noted<S> {
-    /// Notes a write that took bytes, and passes its outcome on.
+    /// Notes a write that took bytes or waits for room, and passes its outcome on.
     fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        match written {
+            Poll::Ready(Ok(n)) if n > 0 => self.activity.wrote(true),
+            Poll::Pending => self.activity.wrote(false),
+            _ => {}
         }
         written
     }

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -384,6 +385,17 @@ fn pull<'py>(responder: &Responder, iterable: &Bound<'py, PyAny>) -> PyResult<Pu
 }
 
 fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Responder, err: &PyErr) {
+    if responder.client_gone() && err.is_instance_of::<PyOSError>(py) {
+        // The OSError of a write to a connection that is gone: no fault of the app's.
+        tracing::info!(
+            worker = shared.worker_id,
+            method = %parts.method,
+            path = parts.uri.path(),
+            "the client went away before the end of its response"
+        );
+        responder.fail();
+        return;
+    }
     tracing::error!(
         worker = shared.worker_id,
         method = %parts.method,

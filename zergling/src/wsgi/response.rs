@@ -82,6 +82,8 @@ struct State {
     inline: bool,
     /// The request is a HEAD.
     head_request: bool,
+    /// A body chunk found the connection gone.
+    client_gone: bool,
 }
 
 enum Outlet {
@@ -119,6 +121,7 @@ impl State {
             stream: None,
             inline,
             head_request,
+            client_gone: false,
         }
     }
 }
@@ -217,8 +220,15 @@ impl Responder {
         if sent {
             Ok(())
         } else {
+            self.lock().client_gone = true;
             Err(PyOSError::new_err("client disconnected"))
         }
+    }
+
+    /// Whether a body chunk found the connection gone: the client left, or was closed for
+    /// taking nothing of the response.
+    pub fn client_gone(&self) -> bool {
+        self.lock().client_gone
     }
 
     /// The body channel, sending the head as a streaming response first if it has not gone.
