@@ -5,6 +5,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 import zlib
 
 
@@ -79,6 +80,13 @@ def application(environ, start_response):
         _kept["start_response"] = start_response
         _kept["write"] = start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"kept"]
+    if path == "/keep-weakly":
+        # Only a weak reference, which start_response's reference count does not show.
+        _kept["weak"] = weakref.ref(start_response)
+        return _text(start_response, "kept weakly")
+    if path == "/use-weak":
+        # The weakly kept start_response of a finished request is not this request's.
+        return _text(start_response, "same" if _kept["weak"]() is start_response else "other")
     if path == "/use-kept":
         # The callables of a finished request must not reach this one.
         outcomes = []

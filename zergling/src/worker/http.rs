@@ -7,7 +7,7 @@
 //! [`IDLE_DRAIN_GRACE`] is closed.
 //!
 //! A connection that takes longer than `header-timeout` to send its next request head (idle
-//! keep-alive, or a slowloris), or whose client takes nothing of its response for that long,
+//! keep-alive, or a slowloris), or whose socket accepts nothing of its response for that long,
 //! is closed by a watchdog of its own: one timer per connection, looked at only when it fires,
 //! and a note of when its last response was done or write went out, and of whether a write
 //! waits for the client (and since when).
@@ -16,7 +16,8 @@
 //! last one is on its way (its `pipeline_flush` would buffer a whole body in memory for a
 //! client slower than the app), so a stream to a slow client holds its app thread back, a few
 //! chunks ahead, as it would in any WSGI server; and a client that stops reading frees it at
-//! the timeout.
+//! the timeout. (A full socket is reported writable again once about a third of its send
+//! buffer has drained, so a client that reads only a trickle counts as not reading.)
 //! (hyper's `header_read_timeout` does the same with a timer made and cancelled per request,
 //! 7% of a hello request's instructions.)
 
@@ -147,7 +148,8 @@ where
     };
     let conn = http1::Builder::new()
         // One buffer, one send(): for the small responses most requests get, cheaper than
-        // writev's list of buffers (~500 instructions a request). Still with backpressure,
+        // writev's list of buffers (~500 instructions a request), at the price of copying
+        // every body into that buffer (what a 1 MiB response pays). Still with backpressure,
         // unlike `pipeline_flush`, which implies this.
         .writev(false)
         // The watchdog below does this, once per connection instead of once per request.

@@ -51,6 +51,17 @@ pub fn new<'py>(target: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, PyAny
     }
 }
 
+/// Whether something holds a weak reference to `function` (made by [`new`]): a reference the
+/// reference count does not show.
+pub fn weakly_referenced(function: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `function` is a live built-in function object made by `new` (its layout is
+    // `PyCFunctionObject`), read with the GIL held.
+    unsafe {
+        let f = function.as_ptr().cast::<ffi::PyCFunctionObject>();
+        !(*f).m_weakreflist.is_null()
+    }
+}
+
 /// The function's C entry point: `slf` is the [`StartResponse`], `args` holds `nargs`
 /// positional arguments followed by one value per name in the `kwnames` tuple (or NULL).
 unsafe extern "C" fn start_response(
@@ -59,47 +70,64 @@ unsafe extern "C" fn start_response(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls a function only from a thread attached to the interpreter, and
-    // the token does not outlive this call.
-    let py = unsafe { Python::assume_attached() };
-    let called = catch_unwind(AssertUnwindSafe(|| -> PyResult<*mut ffi::PyObject> {
-        // SAFETY: `slf` is the `__self__` that `new` gave the function, a live
-        // `StartResponse` (the function holds a reference to it).
-        let target = unsafe { Bound::ref_from_ptr(py, &slf).cast_unchecked::<StartResponse>() };
-        // SAFETY: the vectorcall convention: `kwnames` is NULL or a tuple of str, and `args`
-        // points at `nargs` + len(kwnames) live references, borrowed for the call.
-        let (given, kwnames) = unsafe {
-            let kwnames = (!kwnames.is_null())
-                .then(|| Bound::ref_from_ptr(py, &kwnames).cast_unchecked::<PyTuple>());
-            let total = nargs as usize + kwnames.map_or(0, |k| k.len());
-            let given = if total == 0 {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(args, total)
-            };
-            (given, kwnames)
+    // CPython calls a function only from a thread attached to the interpreter; `attach`
+    // tells PyO3 so (a thread-local count), even on a thread the app started itself.
+    Python::attach(|py| {
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the arguments are the vectorcall's, passed on unchanged.
+            unsafe { call(py, slf, args, nargs, kwnames) }
+        }));
+        let err = match called {
+            Ok(Ok(write)) => return write,
+            Ok(Err(err)) => err,
+            Err(panic) => PanicException::new_err(panic_message(&*panic)),
         };
-        let [status, headers, exc_info] = arguments(py, given, nargs as usize, kwnames)?;
-        let status = status.ok_or_else(|| missing("status"))?;
-        let headers = headers.ok_or_else(|| missing("headers"))?;
-        let status = status.cast::<PyString>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "start_response: status must be a str such as \"200 OK\", not {}",
-                type_name(status)
-            ))
-        })?;
-        let write = target
-            .get()
-            .start(py, status.to_str()?, headers, exc_info)?;
-        Ok(write.into_ptr())
-    }));
-    let err = match called {
-        Ok(Ok(write)) => return write,
-        Ok(Err(err)) => err,
-        Err(panic) => PanicException::new_err(panic_message(&*panic)),
+        err.restore(py);
+        ptr::null_mut()
+    })
+}
+
+/// The call itself; returns the new reference to `write()`.
+///
+/// # Safety
+/// The arguments are those CPython passed to [`start_response`].
+unsafe fn call(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: `slf` is the `__self__` that `new` gave the function, a live `StartResponse`
+    // (the function holds a reference to it).
+    let target = unsafe { Bound::ref_from_ptr(py, &slf).cast_unchecked::<StartResponse>() };
+    // SAFETY: the vectorcall convention: `kwnames` is NULL or a tuple of str, and `args`
+    // points at `nargs` + len(kwnames) live references, borrowed for the call.
+    let (given, kwnames) = unsafe {
+        let kwnames = (!kwnames.is_null())
+            .then(|| Bound::ref_from_ptr(py, &kwnames).cast_unchecked::<PyTuple>());
+        let total = nargs as usize + kwnames.map_or(0, |k| k.len());
+        let given = if total == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(args, total)
+        };
+        (given, kwnames)
     };
-    err.restore(py);
-    ptr::null_mut()
+    let [status, headers, exc_info] = arguments(py, given, nargs as usize, kwnames)?;
+    let (Some(status), Some(headers)) = (status, headers) else {
+        return Err(missing(status.is_none(), headers.is_none()));
+    };
+    let status = status.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "start_response: status must be a str such as \"200 OK\", not {}",
+            type_name(status)
+        ))
+    })?;
+    let write = target
+        .get()
+        .start(py, status.to_str()?, headers, exc_info)?;
+    Ok(write.into_ptr())
 }
 
 /// Sorts the call's arguments into [`PARAMS`]' slots, refusing what Python would refuse.
@@ -141,10 +169,15 @@ fn arguments<'a, 'py>(
     Ok(slots)
 }
 
-fn missing(name: &str) -> PyErr {
-    PyTypeError::new_err(format!(
-        "start_response() missing required argument '{name}'"
-    ))
+/// Python's complaint about missing required arguments.
+fn missing(status: bool, headers: bool) -> PyErr {
+    PyTypeError::new_err(match (status, headers) {
+        (true, true) => {
+            "start_response() missing 2 required positional arguments: 'status' and 'headers'"
+        }
+        (true, false) => "start_response() missing 1 required positional argument: 'status'",
+        _ => "start_response() missing 1 required positional argument: 'headers'",
+    })
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {

@@ -336,6 +336,8 @@ impl CallKit {
     /// a part of it (the app, a stream still being sent); otherwise it is left to whoever does.
     pub fn put_back(self, py: Python<'_>) {
         let sole = references(py, &self.start_response) == 1
+            // A weak reference (a WeakKeyDictionary's, say) does not show in the count.
+            && !super::fastcall::weakly_referenced(self.start_response.bind(py))
             // Ours and the function's (its `__self__`).
             && references(py, &self.target) == 2
             && references(py, &self.target.get().write) == 1
