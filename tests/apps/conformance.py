@@ -27,6 +27,8 @@ def _text(start_response, body, status="200 OK", extra=()):
 
 # start_response and write kept past their request by /keep, used by /use-kept.
 _kept = {}
+# How often /ticker's background thread has run.
+_ticker = []
 # What /stream's iterators have done in this worker: chunks yielded, iterators ended or closed.
 _streams = {"chunks": 0, "closed": 0}
 
@@ -97,6 +99,20 @@ def application(environ, start_response):
             except Exception as e:
                 outcomes.append(type(e).__name__)
         return _text(start_response, " ".join(outcomes))
+    if path == "/ticker":
+        # A background thread of the app's, as big apps have (heartbeats, monitors): it
+        # needs the GIL every millisecond or so. Returns how often it has run.
+        if not _ticker:
+            import threading
+
+            def tick():
+                while True:
+                    _ticker[0] += 1
+                    time.sleep(0.001)
+
+            _ticker.append(0)
+            threading.Thread(target=tick, daemon=True).start()
+        return _text(start_response, str(_ticker[0]))
     if path == "/signatures":
         # start_response refuses what a Python function with its signature would refuse, and
         # takes its parameters by name too.

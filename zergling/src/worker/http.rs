@@ -327,6 +327,7 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Noted<S> {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
+        crate::wsgi::gil::tick();
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
@@ -337,6 +338,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        crate::wsgi::gil::tick();
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         this.note(written)
@@ -347,6 +349,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        crate::wsgi::gil::tick();
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         this.note(written)

@@ -116,6 +116,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         threads,
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(wsgi::gil::release)
         .on_thread_unpark(yielding::woke)
         .enable_all()
         .build()?;
@@ -175,6 +176,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         tracing::info!(worker = id, "worker exits");
         Ok::<_, anyhow::Error>(())
     })?;
+    wsgi::gil::release();
     // Python threads may be blocked waiting for work; the process exit ends them.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())

@@ -94,6 +94,8 @@ impl Yielder {
         }
         let ran = thread_cpu().saturating_sub(cpu);
         if ran >= budget {
+            // The GIL too, if the loop kept it: the others may be Python threads.
+            crate::wsgi::gil::release();
             std::thread::yield_now();
             SPELL.set(None); // the next request starts a new spell
         } else {

@@ -13,6 +13,7 @@
 
 pub mod environ;
 mod fastcall;
+pub mod gil;
 pub mod input;
 pub mod reply;
 pub mod response;
@@ -141,6 +142,7 @@ impl Pool {
         let answer = match body {
             Prefetched::Whole(body) if self.inline => {
                 let head_request = parts.method == Method::HEAD;
+                gil::keep();
                 let called = Python::attach(|py| -> PyResult<Inline> {
                     let kit = CallKit::take(py, Caller::Inline, head_request)?;
                     Ok(match self.call_inline(py, &mut parts, &conn, body, &kit) {
