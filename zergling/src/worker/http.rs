@@ -402,6 +402,8 @@ async fn handle(
 ) -> Result<Response<Answer>, Infallible> {
     state.yielder.before_request();
     let reply = if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
+        // No Python here, and file system calls that may block: no kept GIL across them.
+        crate::wsgi::gil::release();
         super::static_files::serve(&file, req.method(), req.headers())
     } else {
         let (parts, body) = req.into_parts();

@@ -137,7 +137,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?,
         )
         .collect();
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = Arc::new(Tracker::new(spec.scoreboard, id));
         let state = Arc::new(http::State {
@@ -175,8 +175,10 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         }
         tracing::info!(worker = id, "worker exits");
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // Whatever the loop ended with, the GIL it may keep goes before anything else runs.
     wsgi::gil::release();
+    served?;
     // Python threads may be blocked waiting for work; the process exit ends them.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())

@@ -6,13 +6,15 @@
 //! - before the loop waits for events (tokio's before-park hook), so an idle worker never
 //!   holds it;
 //! - before the worker yields the CPU (`busy-yield-us`);
+//! - before a static file is served (file system calls, which may block);
 //! - after [`TICKS`] reads and writes on the worker's connections, so a loop that is busy
-//!   without Python for a while (static files, slow clients) holds it for a bounded time,
-//!   as it would if it ran Python code for that long.
+//!   without Python for a while (streams, slow clients) holds it for a bounded time, as it
+//!   would if it ran Python code for that long.
 //!
 //! A Python thread (the worker's own, for streams and request bodies; the app's, for its
-//! background work) thus waits at most about as long as CPython's own switch interval
-//! makes it wait for a thread running bytecode. The calls themselves still go through
+//! background work) thus waits about as long as CPython's own switch interval (5 ms) makes
+//! it wait for a thread running bytecode: a release hands the GIL over at once only to a
+//! thread that has asked for it that long (before, the loop took it back just as fast). The calls themselves still go through
 //! `Python::attach`, which inside a kept GIL only counts a nesting level.
 
 use std::cell::Cell;
@@ -82,31 +84,38 @@ mod tests {
         unsafe { ffi::PyGILState_Check() == 1 }
     }
 
+    /// What the event loop does with the GIL between and during its calls.
+    fn keep_tick_release() {
+        assert!(!holds_gil());
+        keep();
+        assert!(holds_gil());
+        // Calls inside only count a nesting level, and leave it kept.
+        Python::attach(|py| py.eval(c"1 + 1", None, None).map(drop)).unwrap();
+        assert!(holds_gil());
+        for _ in 1..TICKS {
+            tick();
+        }
+        assert!(holds_gil(), "kept for TICKS - 1 ticks");
+        tick();
+        assert!(!holds_gil(), "let go at the TICKS-th");
+        tick(); // nothing kept: nothing happens
+        keep();
+        keep(); // already kept
+        release();
+        assert!(!holds_gil());
+        release(); // nothing kept
+    }
+
     #[test]
     fn a_kept_gil_is_let_go_after_its_ticks_or_on_release() {
         // Initialized, the interpreter is left with no thread attached.
         Python::initialize();
-        std::thread::spawn(|| {
-            assert!(!holds_gil());
-            keep();
-            assert!(holds_gil());
-            // Calls inside only count a nesting level, and leave it kept.
-            Python::attach(|py| py.eval(c"1 + 1", None, None).map(drop)).unwrap();
-            assert!(holds_gil());
-            for _ in 1..TICKS {
-                tick();
-            }
-            assert!(holds_gil(), "kept for TICKS - 1 ticks");
-            tick();
-            assert!(!holds_gil(), "let go at the TICKS-th");
-            tick(); // nothing kept: nothing happens
-            keep();
-            keep(); // already kept
-            release();
-            assert!(!holds_gil());
-            release(); // nothing kept
-        })
-        .join()
-        .unwrap();
+        // A thread with a thread state of its own, detached, as the worker's event loop is
+        // between calls (its Release then detaches; it deletes no thread state).
+        std::thread::spawn(|| Python::attach(|py| py.detach(keep_tick_release)))
+            .join()
+            .unwrap();
+        // A thread that has none: the first Ensure makes one, the last Release deletes it.
+        std::thread::spawn(keep_tick_release).join().unwrap();
     }
 }
