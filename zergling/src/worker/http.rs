@@ -13,7 +13,7 @@
 //! waits for the client (and since when).
 //!
 //! Responses are written with backpressure: hyper takes the next body chunk only once the
-//! last one is on its way (its `pipeline_flush` would buffer a whole body in memory for a
+//! last ones are on their way (its `pipeline_flush` would buffer a whole body in memory for a
 //! client slower than the app), so a stream to a slow client holds its app thread back, a few
 //! chunks ahead, as it would in any WSGI server; and a client that stops reading frees it at
 //! the timeout. (A full socket is reported writable again once about a third of its send
@@ -146,12 +146,11 @@ where
         io: TokioIo::new(io),
         activity: activity.clone(),
     };
+    // hyper's default writes a response's head and body chunks with one writev, without
+    // copying the body: a 1 MiB response went from ~2.1k to ~2.6k req/s against a single
+    // flat buffer (`writev(false)`, which `pipeline_flush` implies), which saves a tiny body
+    // only ~500 instructions.
     let conn = http1::Builder::new()
-        // One buffer, one send(): for the small responses most requests get, cheaper than
-        // writev's list of buffers (~500 instructions a request), at the price of copying
-        // every body into that buffer (what a 1 MiB response pays). Still with backpressure,
-        // unlike `pipeline_flush`, which implies this.
-        .writev(false)
         // The watchdog below does this, once per connection instead of once per request.
         .header_read_timeout(None)
         .serve_connection(io, service);
