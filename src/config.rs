@@ -76,9 +76,9 @@ pub struct Config {
 
     /// Seconds a connection may take to send its next request head: from when it opens, or
     /// its last response is done, until the head is complete. Idle keep-alive connections and
-    /// clients that send their headers slowly (slowloris) are closed past it. A request being
-    /// answered never is, however long the app takes, nor a response still on its way while
-    /// the client takes some of it within each such span. 0 never closes them.
+    /// clients that send their headers slowly (slowloris) are closed past it, and so is one
+    /// whose socket accepts nothing of its response for that long. A request being answered
+    /// never is, however long the app takes. 0 never closes them.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: u64,
 

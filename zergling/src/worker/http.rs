@@ -10,7 +10,8 @@
 //! keep-alive, or a slowloris), or whose socket accepts nothing of its response for that long,
 //! is closed by a watchdog of its own: one timer per connection, looked at only when it fires,
 //! and a note of when its last response was done or write went out, and of whether a write
-//! waits for the client (and since when).
+//! waits for the client (and since when). (hyper's `header_read_timeout` does the first part
+//! with a timer made and cancelled per request, 7% of a hello request's instructions.)
 //!
 //! Responses are written with backpressure: hyper takes the next body chunk only once the
 //! last ones are on their way (its `pipeline_flush` would buffer a whole body in memory for a
@@ -18,8 +19,6 @@
 //! chunks ahead, as it would in any WSGI server; and a client that stops reading frees it at
 //! the timeout. (A full socket is reported writable again once about a third of its send
 //! buffer has drained, so a client that reads only a trickle counts as not reading.)
-//! (hyper's `header_read_timeout` does the same with a timer made and cancelled per request,
-//! 7% of a hello request's instructions.)
 
 use std::convert::Infallible;
 use std::pin::Pin;

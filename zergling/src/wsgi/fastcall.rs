@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use super::response::StartResponse;
+use super::type_name;
 
 /// The names of `start_response`'s parameters, in order (PEP 3333).
 const PARAMS: [&str; 3] = ["status", "headers", "exc_info"];
@@ -178,12 +179,6 @@ fn missing(status: bool, headers: bool) -> PyErr {
         (true, false) => "start_response() missing 1 required positional argument: 'status'",
         _ => "start_response() missing 1 required positional argument: 'headers'",
     })
-}
-
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
