@@ -9,8 +9,8 @@
 //! A connection that takes longer than `header-timeout` to send its next request head (idle
 //! keep-alive, or a slowloris), or whose socket accepts nothing of its response for that long,
 //! is closed by a watchdog of its own: one timer per connection, looked at only when it fires,
-//! and a note of when its last response was done or write went out, and of whether a write
-//! waits for the client (and since when). (hyper's `header_read_timeout` does the first part
+//! and a note of when its last response was done, and of whether a write waits for the client
+//! (and since when). (hyper's `header_read_timeout` does the first part
 //! with a timer made and cancelled per request, 7% of a hello request's instructions.)
 //!
 //! Responses are written with backpressure: hyper takes the next body chunk only once the
@@ -39,6 +39,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::woken::WhenWoken;
 use super::Tracker;
 use crate::wsgi::environ::{ConnEnv, Peer};
 use crate::wsgi::reply::{Reply, ResponseBody};
@@ -166,27 +167,45 @@ where
     let drain = tokio::time::sleep(IDLE_DRAIN_GRACE);
     tokio::pin!(drain);
     let result = loop {
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            _ = stop.changed(), if phase == Phase::Serving => {
+        // Polled when it was woken, not on each of the connection's reads and writes.
+        let aside = {
+            let aside = std::pin::pin!(async {
+                tokio::select! {
+                    _ = stop.changed(), if phase == Phase::Serving => Aside::Stop,
+                    _ = drain.as_mut(), if phase == Phase::Draining => Aside::DrainOver,
+                    _ = watchdog.as_mut(), if header_timeout.is_some() => Aside::Watchdog,
+                    else => std::future::pending().await,
+                }
+            });
+            tokio::select! {
+                biased;
+                r = conn.as_mut() => break r,
+                aside = WhenWoken::new(aside) => aside,
+            }
+        };
+        match aside {
+            Aside::Stop => {
                 // The next response says `Connection: close`; a connection on which no request
                 // comes within the grace is closed (a busy one after its response).
                 phase = Phase::Draining;
                 drain.as_mut().reset(Instant::now() + IDLE_DRAIN_GRACE);
             }
-            _ = drain.as_mut(), if phase == Phase::Draining => {
+            Aside::DrainOver => {
                 tracing::debug!("drain grace over: closing the connection once idle");
                 conn.as_mut().graceful_shutdown();
                 phase = Phase::Closing;
             }
-            _ = watchdog.as_mut(), if header_timeout.is_some() => {
+            Aside::Watchdog => {
                 let timeout = header_timeout.unwrap_or_default();
-                match activity.stalled_since() {
-                    Some((since, stall)) if since + timeout <= Instant::now() => {
-                        tracing::debug!(seconds = timeout.as_secs(), "{stall}: closing the connection");
+                match activity.stalled_for() {
+                    Some((quiet, stall)) if quiet >= timeout => {
+                        tracing::debug!(
+                            seconds = timeout.as_secs(),
+                            "{stall}: closing the connection"
+                        );
                         return;
                     }
-                    Some((since, _)) => watchdog.as_mut().reset(since + timeout),
+                    Some((quiet, _)) => watchdog.as_mut().reset(Instant::now() + (timeout - quiet)),
                     // A request is being answered: look again a timeout from now.
                     None => watchdog.as_mut().reset(Instant::now() + timeout),
                 }
@@ -196,6 +215,16 @@ where
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// What the connection's loop was woken for, besides hyper's connection.
+enum Aside {
+    /// The worker stops.
+    Stop,
+    /// The drain grace is over.
+    DrainOver,
+    /// The watchdog's timer fired.
+    Watchdog,
 }
 
 /// How far a connection is through its worker's stop.
@@ -211,12 +240,11 @@ enum Phase {
 /// Whether a connection is answering a request or waiting for its client to read, and since
 /// when it has been quiet: what its watchdog needs, noted with a few stores per request.
 struct Activity {
-    opened: Instant,
     /// Requests begun whose response hyper has not let go of yet.
     in_flight: AtomicU32,
-    /// When a response was last let go of, a write went out, or one began to wait, in
-    /// nanoseconds after `opened`.
-    quiet_since_ns: AtomicU64,
+    /// When a response was last let go of, or a write began to wait or went out after waiting
+    /// ([`coarse_now`]).
+    quiet_since: AtomicU64,
     /// The last write found the client's socket full, and none has gone out since.
     write_waits: AtomicBool,
 }
@@ -242,9 +270,8 @@ impl std::fmt::Display for Stall {
 impl Activity {
     fn new() -> Activity {
         Activity {
-            opened: Instant::now(),
             in_flight: AtomicU32::new(0),
-            quiet_since_ns: AtomicU64::new(0),
+            quiet_since: AtomicU64::new(coarse_now()),
             write_waits: AtomicBool::new(false),
         }
     }
@@ -257,25 +284,29 @@ impl Activity {
 
     /// Something happened: the quiet starts again.
     fn touch(&self) {
-        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.quiet_since_ns.store(ns, Ordering::Release);
+        self.quiet_since.store(coarse_now(), Ordering::Release);
     }
 
     /// A write went out (`true`) or found the socket full (`false`). The client's quiet
     /// starts at the first write that waits (the last that went out may be a keep-alive's
-    /// idle time ago).
+    /// idle time ago), and again when a write goes out after waiting. A write that goes out
+    /// at once changes nothing the watchdog looks at: while a request is answered only a
+    /// waiting write counts, and after it the quiet began when its response was let go of,
+    /// microseconds before hyper flushed the last of it.
     fn wrote(&self, progressed: bool) {
         if progressed {
-            self.touch();
-            self.write_waits.store(false, Ordering::Release);
+            if self.write_waits.load(Ordering::Acquire) {
+                self.write_waits.store(false, Ordering::Release);
+                self.touch();
+            }
         } else if !self.write_waits.swap(true, Ordering::AcqRel) {
             self.touch();
         }
     }
 
-    /// Since when the connection has waited for a request head, or for its client to take a
+    /// How long the connection has waited for a request head, or for its client to take a
     /// response, and which; `None` while it answers a request (the app may take its time).
-    fn stalled_since(&self) -> Option<(Instant, Stall)> {
+    fn stalled_for(&self) -> Option<(Duration, Stall)> {
         let stall = if self.write_waits.load(Ordering::Acquire) {
             Stall::NotReading
         } else if self.in_flight.load(Ordering::Acquire) == 0 {
@@ -283,9 +314,22 @@ impl Activity {
         } else {
             return None;
         };
-        let ns = self.quiet_since_ns.load(Ordering::Acquire);
-        Some((self.opened + Duration::from_nanos(ns), stall))
+        let since = self.quiet_since.load(Ordering::Acquire);
+        Some((
+            Duration::from_nanos(coarse_now().saturating_sub(since)),
+            stall,
+        ))
     }
+}
+
+/// The monotonic clock as of the kernel's last tick, in nanoseconds (`CLOCK_MONOTONIC_COARSE`:
+/// read from the vDSO without reading the TSC, a few instructions where `Instant::now` takes
+/// ~100). A tick (1-10 ms) is nothing against a timeout of seconds. It cannot fail for a
+/// clock the kernel has; zero if it somehow did, which only makes a quiet look longer.
+fn coarse_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// One request being answered, until hyper drops its response body (taken whole, or the

@@ -8,6 +8,7 @@
 
 mod http;
 mod static_files;
+mod woken;
 mod yielding;
 
 use std::os::fd::OwnedFd;
