@@ -435,16 +435,12 @@ impl Write {
 
 /// Validates `"200 OK"` and the header list (of `(name, value)` tuples of latin-1 strings).
 fn parse_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
-    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
-    let code: u16 = code
-        .parse()
-        .ok()
-        .filter(|c| (100..1000).contains(c))
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "bad status line {status:?}: expected e.g. \"200 OK\""
-            ))
-        })?;
+    let (code, reason) = split_status(status);
+    let code = three_digits(code).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "bad status line {status:?}: expected e.g. \"200 OK\""
+        ))
+    })?;
     let status_code = StatusCode::from_u16(code)
         .map_err(|_| PyValueError::new_err(format!("bad status code {code}")))?;
     let reason = reason.trim();
@@ -537,10 +533,30 @@ fn common_name(name: &str) -> Option<HeaderName> {
 
 /// A Content-Length value: plain decimal digits that fit.
 fn decimal(value: &str) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if value.is_empty() || value.len() > 19 {
+        return None; // 19 digits always fit in a u64
     }
-    value.parse().ok()
+    value.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// `"200 OK"` as `("200", "OK")`: the code is what comes before the first space.
+fn split_status(status: &str) -> (&str, &str) {
+    match status.as_bytes().iter().position(|&b| b == b' ') {
+        Some(at) => (&status[..at], &status[at + 1..]),
+        None => (status, ""),
+    }
+}
+
+/// A status code: exactly three decimal digits, the first not 0.
+fn three_digits(code: &str) -> Option<u16> {
+    match *code.as_bytes() {
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
 }
 
 fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
@@ -600,8 +616,26 @@ mod tests {
     fn content_length_is_plain_decimal() {
         assert_eq!(decimal("0"), Some(0));
         assert_eq!(decimal("1048576"), Some(1 << 20));
+        assert_eq!(
+            decimal("9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         for bad in ["", "+5", "-1", " 5", "5 ", "0x10", "99999999999999999999"] {
             assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_line_is_three_digits_then_a_reason() {
+        assert_eq!(split_status("200 OK"), ("200", "OK"));
+        assert_eq!(split_status("404 Not Found"), ("404", "Not Found"));
+        assert_eq!(split_status("204"), ("204", ""));
+        assert_eq!(split_status("599 "), ("599", ""));
+        assert_eq!(three_digits("200"), Some(200));
+        assert_eq!(three_digits("100"), Some(100));
+        assert_eq!(three_digits("999"), Some(999));
+        for bad in ["", "20", "2000", "099", "+20", "2x0", "OK", "20 "] {
+            assert_eq!(three_digits(bad), None, "{bad:?}");
         }
     }
 }
