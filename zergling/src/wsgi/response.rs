@@ -489,6 +489,7 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         None => HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("bad header name {name:?}")))?,
     };
+    let repeats = hn == http::header::CONTENT_TYPE || hn == http::header::CACHE_CONTROL;
     if hn == http::header::TRANSFER_ENCODING {
         // Hop-by-hop: the server frames the body itself.
         return Ok(());
@@ -509,8 +510,12 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         head.content_length = Some(n);
         return Ok(());
     }
-    head.headers
-        .push((hn, header_value(value).ok_or_else(bad)?));
+    let value = if repeats {
+        repeated_value(value)
+    } else {
+        header_value(value)
+    };
+    head.headers.push((hn, value.ok_or_else(bad)?));
     Ok(())
 }
 
@@ -565,6 +570,37 @@ fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
         .to_str()
 }
 
+/// How many values of the headers that repeat from one response to the next each thread
+/// keeps, and up to what length.
+const KEPT_VALUES: usize = 32;
+const KEPT_VALUE_LEN: usize = 96;
+
+thread_local! {
+    /// Values of Content-Type and Cache-Control, which most apps send alike in response after
+    /// response, each checked and copied once and then shared (a clone is a reference count;
+    /// a fresh value is a check, an allocation and a copy, and a free after it went out:
+    /// ~200 of a hello request's instructions). The first distinct values are kept, no others:
+    /// an app whose values vary only misses.
+    static KEPT: std::cell::RefCell<Vec<HeaderValue>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`header_value`] for a header whose values repeat: the kept value if there is one.
+fn repeated_value(value: &str) -> Option<HeaderValue> {
+    if value.len() > KEPT_VALUE_LEN || !value.is_ascii() {
+        return header_value(value);
+    }
+    KEPT.with_borrow_mut(|kept| {
+        if let Some(known) = kept.iter().find(|v| v.as_bytes() == value.as_bytes()) {
+            return Some(known.clone());
+        }
+        let fresh = header_value(value)?;
+        if kept.len() < KEPT_VALUES {
+            kept.push(fresh.clone());
+        }
+        Some(fresh)
+    })
+}
+
 /// A header value from the app's str: latin-1 text (PEP 3333), in which control characters
 /// such as CR and LF stay refused. (`HeaderValue::from_str` alone would take the UTF-8 bytes of
 /// a non-ASCII str.)
@@ -610,6 +646,43 @@ mod tests {
         for bad in ["a\r\nSet-Cookie: x=1", "a\nb", "nul\0", "snowman \u{2603}"] {
             assert!(header_value(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn repeated_values_are_kept_checked_and_bounded() {
+        let first = repeated_value("text/plain; charset=utf-8").unwrap();
+        let again = repeated_value("text/plain; charset=utf-8").unwrap();
+        assert_eq!(first, again);
+        assert_eq!(
+            first.as_bytes().as_ptr(),
+            again.as_bytes().as_ptr(),
+            "the same bytes, shared"
+        );
+        assert_eq!(
+            KEPT.with_borrow(|k| k.len()),
+            1,
+            "kept once, however often sent"
+        );
+        for bad in ["a\r\nSet-Cookie: x=1", "nul\0"] {
+            assert!(repeated_value(bad).is_none(), "{bad:?}");
+            assert!(repeated_value(bad).is_none(), "{bad:?} twice");
+        }
+        assert_eq!(
+            repeated_value("caf\u{e9}").unwrap().as_bytes(),
+            b"caf\xe9",
+            "latin-1, not kept"
+        );
+        for n in 0..2 * KEPT_VALUES {
+            let v = format!("text/x-{n}");
+            assert_eq!(repeated_value(&v).unwrap(), v.as_str());
+        }
+        assert_eq!(
+            KEPT.with_borrow(|k| k.len()),
+            KEPT_VALUES,
+            "no more than that"
+        );
+        let long = "x".repeat(KEPT_VALUE_LEN + 1);
+        assert_eq!(repeated_value(&long).unwrap(), long.as_str());
     }
 
     #[test]
