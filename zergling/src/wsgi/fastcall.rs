@@ -3,7 +3,8 @@
 //! array. A `#[pyclass]` with `__call__` is called through `tp_call` instead, which packs
 //! them into a tuple for PyO3 to unpack again (PyO3 #4252); that was ~400 of the ~18k
 //! instructions of a hello-world request. The function holds its [`StartResponse`] as
-//! `__self__`, as a bound method would.
+//! `__self__`, as a bound method would. Its strings (the status, the header names and values)
+//! are read in place when they are compact ASCII, as nearly all are ([`text`]).
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -125,9 +126,7 @@ unsafe fn call(
             type_name(status)
         ))
     })?;
-    let write = target
-        .get()
-        .start(py, status.to_str()?, headers, exc_info)?;
+    let write = target.get().start(py, text(status)?, headers, exc_info)?;
     Ok(write.into_ptr())
 }
 
@@ -187,4 +186,92 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "start_response panicked".to_owned())
+}
+
+/// The text of a str. A compact ASCII str (what nearly every status and header is) is read
+/// in place; any other goes through `PyUnicode_AsUTF8AndSize`, a call and its checks, ~60
+/// instructions more a string.
+pub(super) fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
+    match ascii_in_place(s) {
+        Some(text) => Ok(text),
+        None => s.to_str(),
+    }
+}
+
+/// `compact` and `ascii` in a str's `state` bit field (CPython 3.11 to 3.13: `interned:2`,
+/// `kind:3`, `compact:1`, `ascii:1`, ..., as pyo3-ffi's accessors read it). Tested as one
+/// mask: pyo3-ffi's accessors take a bindgen bit loop each, ~60 instructions a string.
+#[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
+const COMPACT_ASCII: u32 = 0b11 << 5;
+
+#[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
+fn ascii_in_place<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
+    let op = s.as_ptr().cast::<ffi::PyASCIIObject>();
+    // SAFETY: `op` is a live str object (the Bound says so) that outlives 'a (borrowed from
+    // `s`). Its state says whether it is compact ASCII: then, as CPython's own macros read
+    // it, its `length` bytes of ASCII follow its header and never change while it lives. A
+    // str subclass or a legacy string is not compact and takes the call.
+    unsafe {
+        if (*op).state & COMPACT_ASCII != COMPACT_ASCII {
+            return None;
+        }
+        let len = usize::try_from((*op).length).ok()?;
+        let data = op.add(1).cast::<u8>();
+        Some(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+            data, len,
+        )))
+    }
+}
+
+/// CPython 3.14 no longer exposes the flags' layout; the call it is.
+#[cfg(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14))]
+fn ascii_in_place<'a>(_: &'a Bound<'_, PyString>) -> Option<&'a str> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_reads_every_kind_of_str() {
+        Python::initialize();
+        Python::attach(|py| {
+            let locals = pyo3::types::PyDict::new(py);
+            py.run(
+                c"class S(str): pass\nsub = S('text/plain')\nbuilt = ''.join(['20', '0 OK'])",
+                None,
+                Some(&locals),
+            )
+            .unwrap();
+            let get = |name: &str| locals.get_item(name).unwrap().unwrap();
+            let sub = get("sub");
+            let built = get("built");
+            let cases = [
+                (PyString::new(py, "200 OK"), "200 OK"),
+                (PyString::new(py, ""), ""),
+                (PyString::new(py, "caf\u{e9}"), "caf\u{e9}"),
+                (PyString::new(py, "\u{2603}"), "\u{2603}"),
+                (sub.cast::<PyString>().unwrap().clone(), "text/plain"),
+                (built.cast::<PyString>().unwrap().clone(), "200 OK"),
+            ];
+            for (s, want) in &cases {
+                assert_eq!(text(s).unwrap(), *want);
+            }
+            #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
+            {
+                for (s, _) in &cases {
+                    // SAFETY: `s` is a live str; pyo3-ffi's accessors read its flags.
+                    let compact_ascii = unsafe { ffi::PyUnicode_IS_COMPACT_ASCII(s.as_ptr()) };
+                    assert_eq!(ascii_in_place(s).is_some(), compact_ascii != 0, "{s}");
+                }
+                assert!(ascii_in_place(&cases[0].0).is_some(), "in place");
+                assert!(ascii_in_place(&cases[2].0).is_none(), "latin-1: the call");
+                assert!(
+                    ascii_in_place(&cases[4].0).is_none(),
+                    "a subclass: the call"
+                );
+            }
+        });
+    }
 }

@@ -565,9 +565,11 @@ fn three_digits(code: &str) -> Option<u16> {
 }
 
 fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
-    obj.cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("start_response: {what} {obj} is not a str")))?
-        .to_str()
+    super::fastcall::text(
+        obj.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("start_response: {what} {obj} is not a str"))
+        })?,
+    )
 }
 
 /// How many values of the headers that repeat from one response to the next each thread
