@@ -56,6 +56,9 @@ pub enum Acceptor {
 /// request (answered, with `Connection: close`) before closing it.
 pub const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// The longest tick of the kernel's coarse clock (`HZ=100`).
+const COARSE_TICK: Duration = Duration::from_millis(10);
+
 /// The watchdog's deadline without a `header-timeout` (its branch is off then).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -205,7 +208,10 @@ where
                         );
                         return;
                     }
-                    Some((quiet, _)) => watchdog.as_mut().reset(Instant::now() + (timeout - quiet)),
+                    // At least a tick of the coarse clock ahead: sooner, it may not have moved.
+                    Some((quiet, _)) => watchdog
+                        .as_mut()
+                        .reset(Instant::now() + (timeout - quiet).max(COARSE_TICK)),
                     // A request is being answered: look again a timeout from now.
                     None => watchdog.as_mut().reset(Instant::now() + timeout),
                 }
@@ -324,12 +330,15 @@ impl Activity {
 
 /// The monotonic clock as of the kernel's last tick, in nanoseconds (`CLOCK_MONOTONIC_COARSE`:
 /// read from the vDSO without reading the TSC, a few instructions where `Instant::now` takes
-/// ~100). A tick (1-10 ms) is nothing against a timeout of seconds. It cannot fail for a
-/// clock the kernel has; zero if it somehow did, which only makes a quiet look longer.
+/// ~100). A tick ([`COARSE_TICK`] at most) is nothing against a timeout of seconds. Linux has
+/// had the clock since 2.6.32; were it missing, `CLOCK_MONOTONIC` (the same clock, to the
+/// nanosecond) is read instead.
 fn coarse_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
         .map(|t| u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// One request being answered, until hyper drops its response body (taken whole, or the
@@ -469,4 +478,70 @@ fn finish(reply: Reply) -> Response<ResponseBody> {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `act` notes a change of its quiet (its mark, zeroed first, moves).
+    fn touches(activity: &Activity, act: impl FnOnce()) -> bool {
+        activity.quiet_since.store(0, Ordering::Release);
+        act();
+        activity.quiet_since.load(Ordering::Acquire) != 0
+    }
+
+    #[test]
+    fn the_quiet_starts_when_a_response_is_let_go_of_or_a_write_waits() {
+        let activity = Arc::new(Activity::new());
+        assert!(matches!(activity.stalled_for(), Some((_, Stall::NoHead))));
+        let in_flight = activity.begin();
+        assert_eq!(
+            activity.stalled_for(),
+            None,
+            "answering: the app may take its time"
+        );
+        assert!(
+            !touches(&activity, || activity.wrote(true)),
+            "a write that went out at once"
+        );
+        assert!(
+            touches(&activity, || activity.wrote(false)),
+            "the first write that waits"
+        );
+        assert!(matches!(
+            activity.stalled_for(),
+            Some((_, Stall::NotReading))
+        ));
+        assert!(
+            !touches(&activity, || activity.wrote(false)),
+            "still waiting: since the first"
+        );
+        assert!(
+            touches(&activity, || activity.wrote(true)),
+            "out after waiting"
+        );
+        assert_eq!(activity.stalled_for(), None);
+        assert!(
+            touches(&activity, || drop(in_flight)),
+            "the response let go of"
+        );
+        assert!(matches!(activity.stalled_for(), Some((_, Stall::NoHead))));
+        assert!(
+            !touches(&activity, || activity.wrote(true)),
+            "its last bytes flushed"
+        );
+    }
+
+    #[test]
+    fn a_quiet_is_measured_from_its_mark() {
+        let activity = Activity::new();
+        let hour = 3_600 * 1_000_000_000;
+        activity
+            .quiet_since
+            .store(coarse_now() - hour, Ordering::Release);
+        let (quiet, _) = activity.stalled_for().expect("idle");
+        assert!(quiet >= Duration::from_secs(3_600), "{quiet:?}");
+        assert!(quiet < Duration::from_secs(3_601), "{quiet:?}");
+    }
 }

@@ -133,6 +133,33 @@ mod tests {
         assert_eq!(probe.polls.load(Ordering::SeqCst), 2);
     }
 
+    /// Pending once after waking itself (as a tokio future out of its task budget does).
+    struct WakesItself(bool);
+    impl Future for WakesItself {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_wake_from_inside_its_own_poll_is_kept() {
+        let task = Arc::new(Task::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut fut = WhenWoken::new(WakesItself(false));
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert!(
+            Pin::new(&mut fut).poll(&mut cx).is_ready(),
+            "and polls it again"
+        );
+    }
+
     #[test]
     fn a_wake_reaches_the_task_that_polled_last() {
         let probe = Probe::default();

@@ -192,41 +192,66 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// in place; any other goes through `PyUnicode_AsUTF8AndSize`, a call and its checks, ~60
 /// instructions more a string.
 pub(super) fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
-    match ascii_in_place(s) {
+    match in_place::ascii(s) {
         Some(text) => Ok(text),
         None => s.to_str(),
     }
 }
 
-/// `compact` and `ascii` in a str's `state` bit field (CPython 3.11 to 3.13: `interned:2`,
-/// `kind:3`, `compact:1`, `ascii:1`, ..., as pyo3-ffi's accessors read it). Tested as one
-/// mask: pyo3-ffi's accessors take a bindgen bit loop each, ~60 instructions a string.
-#[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
-const COMPACT_ASCII: u32 = 0b11 << 5;
+/// Where a str's layout is known: CPython up to 3.13 (3.14 no longer exposes it), not the
+/// limited API, on a little-endian machine (the bit field's place in its word).
+#[cfg(all(
+    target_endian = "little",
+    not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14))
+))]
+mod in_place {
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use pyo3::types::PyString;
 
-#[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
-fn ascii_in_place<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
-    let op = s.as_ptr().cast::<ffi::PyASCIIObject>();
-    // SAFETY: `op` is a live str object (the Bound says so) that outlives 'a (borrowed from
-    // `s`). Its state says whether it is compact ASCII: then, as CPython's own macros read
-    // it, its `length` bytes of ASCII follow its header and never change while it lives. A
-    // str subclass or a legacy string is not compact and takes the call.
-    unsafe {
-        if (*op).state & COMPACT_ASCII != COMPACT_ASCII {
-            return None;
+    /// Whether strs are read in place here (for the test).
+    #[cfg(test)]
+    pub const AVAILABLE: bool = true;
+
+    /// `compact` and `ascii` in a str's `state` bit field (`interned:2`, `kind:3`,
+    /// `compact:1`, `ascii:1`, ..., as pyo3-ffi's accessors read it). Tested as one mask:
+    /// pyo3-ffi's accessors take a bindgen bit loop each, ~60 instructions a string.
+    const COMPACT_ASCII: u32 = 0b11 << 5;
+
+    pub fn ascii<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
+        let op = s.as_ptr().cast::<ffi::PyASCIIObject>();
+        // SAFETY: `op` is a live str object (the Bound says so) that outlives 'a (borrowed
+        // from `s`). Its state says whether it is compact ASCII: then, as CPython's own
+        // macros read it, its `length` bytes of ASCII follow its header and never change
+        // while it lives. A str subclass or a legacy string is not compact and takes the call.
+        unsafe {
+            if (*op).state & COMPACT_ASCII != COMPACT_ASCII {
+                return None;
+            }
+            let len = usize::try_from((*op).length).ok()?;
+            let data = op.add(1).cast::<u8>();
+            Some(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                data, len,
+            )))
         }
-        let len = usize::try_from((*op).length).ok()?;
-        let data = op.add(1).cast::<u8>();
-        Some(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-            data, len,
-        )))
     }
 }
 
-/// CPython 3.14 no longer exposes the flags' layout; the call it is.
-#[cfg(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14))]
-fn ascii_in_place<'a>(_: &'a Bound<'_, PyString>) -> Option<&'a str> {
-    None
+/// Elsewhere every str takes the call.
+#[cfg(not(all(
+    target_endian = "little",
+    not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14))
+)))]
+mod in_place {
+    use pyo3::prelude::*;
+    use pyo3::types::PyString;
+
+    #[cfg(test)]
+    pub const AVAILABLE: bool = false;
+
+    pub fn ascii<'a>(_: &'a Bound<'_, PyString>) -> Option<&'a str> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -247,30 +272,19 @@ mod tests {
             let get = |name: &str| locals.get_item(name).unwrap().unwrap();
             let sub = get("sub");
             let built = get("built");
+            // Each with its text, and whether it is compact ASCII.
             let cases = [
-                (PyString::new(py, "200 OK"), "200 OK"),
-                (PyString::new(py, ""), ""),
-                (PyString::new(py, "caf\u{e9}"), "caf\u{e9}"),
-                (PyString::new(py, "\u{2603}"), "\u{2603}"),
-                (sub.cast::<PyString>().unwrap().clone(), "text/plain"),
-                (built.cast::<PyString>().unwrap().clone(), "200 OK"),
+                (PyString::new(py, "200 OK"), "200 OK", true),
+                (PyString::new(py, ""), "", true),
+                (PyString::new(py, "caf\u{e9}"), "caf\u{e9}", false),
+                (PyString::new(py, "\u{2603}"), "\u{2603}", false),
+                (sub.cast::<PyString>().unwrap().clone(), "text/plain", false),
+                (built.cast::<PyString>().unwrap().clone(), "200 OK", true),
             ];
-            for (s, want) in &cases {
+            for (s, want, compact_ascii) in &cases {
                 assert_eq!(text(s).unwrap(), *want);
-            }
-            #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
-            {
-                for (s, _) in &cases {
-                    // SAFETY: `s` is a live str; pyo3-ffi's accessors read its flags.
-                    let compact_ascii = unsafe { ffi::PyUnicode_IS_COMPACT_ASCII(s.as_ptr()) };
-                    assert_eq!(ascii_in_place(s).is_some(), compact_ascii != 0, "{s}");
-                }
-                assert!(ascii_in_place(&cases[0].0).is_some(), "in place");
-                assert!(ascii_in_place(&cases[2].0).is_none(), "latin-1: the call");
-                assert!(
-                    ascii_in_place(&cases[4].0).is_none(),
-                    "a subclass: the call"
-                );
+                let read_in_place = in_place::ascii(s).is_some();
+                assert_eq!(read_in_place, in_place::AVAILABLE && *compact_ascii, "{s}");
             }
         });
     }

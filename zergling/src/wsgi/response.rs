@@ -672,7 +672,14 @@ mod tests {
         assert_eq!(
             repeated_value("caf\u{e9}").unwrap().as_bytes(),
             b"caf\xe9",
-            "latin-1, not kept"
+            "latin-1"
+        );
+        let long = "x".repeat(KEPT_VALUE_LEN + 1);
+        assert_eq!(repeated_value(&long).unwrap(), long.as_str());
+        assert_eq!(
+            KEPT.with_borrow(|k| k.len()),
+            1,
+            "none of the bad, latin-1 or long ones kept"
         );
         for n in 0..2 * KEPT_VALUES {
             let v = format!("text/x-{n}");
@@ -683,8 +690,11 @@ mod tests {
             KEPT_VALUES,
             "no more than that"
         );
-        let long = "x".repeat(KEPT_VALUE_LEN + 1);
-        assert_eq!(repeated_value(&long).unwrap(), long.as_str());
+        assert_eq!(
+            repeated_value("text/x-40").unwrap(),
+            "text/x-40",
+            "one not kept is still right"
+        );
     }
 
     #[test]
