@@ -38,14 +38,15 @@ impl Reply {
         }
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub fn into_response(mut self) -> Response<ResponseBody> {
         let mut response = Response::new(self.body);
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.reserve(self.headers.len());
-        for (name, value) in self.headers {
+        for (name, value) in self.headers.drain(..) {
             headers.append(name, value);
         }
+        recycle_header_list(self.headers);
         if let Some(reason) = self.reason {
             if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
                 response.extensions_mut().insert(phrase);
@@ -53,6 +54,26 @@ impl Reply {
         }
         response
     }
+}
+
+/// The list a reply's headers came in, kept empty for the next reply made on this thread (most
+/// are made and handed to hyper on the event loop's): one allocation and free less a request.
+/// A list grown past [`SPARE_HEADERS_MAX`] is let go of.
+pub fn spare_header_list() -> Vec<(HeaderName, HeaderValue)> {
+    SPARE_HEADERS.take()
+}
+
+fn recycle_header_list(list: Vec<(HeaderName, HeaderValue)>) {
+    if list.is_empty() && list.capacity() <= SPARE_HEADERS_MAX {
+        SPARE_HEADERS.set(list);
+    }
+}
+
+const SPARE_HEADERS_MAX: usize = 32;
+
+thread_local! {
+    static SPARE_HEADERS: std::cell::Cell<Vec<(HeaderName, HeaderValue)>> =
+        const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// A response body: whole, or streamed from the Python thread (or a file).
@@ -167,5 +188,45 @@ impl Body for ResponseBody {
             }
             ResponseBody::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply_with(headers: Vec<(HeaderName, HeaderValue)>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            reason: None,
+            headers,
+            body: ResponseBody::Full(None),
+        }
+    }
+
+    #[test]
+    fn a_replys_header_list_serves_the_next_one() {
+        let mut list = spare_header_list();
+        assert_eq!(list.capacity(), 0, "none spare yet on this thread");
+        list.reserve(4);
+        list.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        ));
+        let response = reply_with(list).into_response();
+        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "text/plain");
+        let spare = spare_header_list();
+        assert!(
+            spare.is_empty() && spare.capacity() >= 4,
+            "emptied and kept"
+        );
+        assert_eq!(spare_header_list().capacity(), 0, "taken once");
+
+        let _ = reply_with(Vec::with_capacity(SPARE_HEADERS_MAX + 1)).into_response();
+        assert_eq!(
+            spare_header_list().capacity(),
+            0,
+            "a grown list is let go of"
+        );
     }
 }

@@ -449,7 +449,7 @@ fn parse_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let mut head = Head {
         status: status_code,
         reason,
-        headers: Vec::new(),
+        headers: super::reply::spare_header_list(),
         content_length: None,
     };
     // PEP 3333 says a list; other sequences of pairs are taken too, as most servers do.
