@@ -10,8 +10,8 @@
 //! keep-alive, or a slowloris), or whose socket accepts nothing of its response for that long,
 //! is closed by a watchdog of its own: one timer per connection, looked at only when it fires,
 //! and a note of when its last response was done, and of whether a write waits for the client
-//! (and since when). (hyper's `header_read_timeout` does the first part
-//! with a timer made and cancelled per request, 7% of a hello request's instructions.)
+//! (and since when). (hyper's `header_read_timeout` does the first part with a timer made and
+//! cancelled per request, 7% of a hello request's instructions.)
 //!
 //! Responses are written with backpressure: hyper takes the next body chunk only once the
 //! last ones are on their way (its `pipeline_flush` would buffer a whole body in memory for a
