@@ -489,7 +489,6 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         None => HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("bad header name {name:?}")))?,
     };
-    let repeats = hn == http::header::CONTENT_TYPE || hn == http::header::CACHE_CONTROL;
     if hn == http::header::TRANSFER_ENCODING {
         // Hop-by-hop: the server frames the body itself.
         return Ok(());
@@ -510,7 +509,7 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         head.content_length = Some(n);
         return Ok(());
     }
-    let value = if repeats {
+    let value = if hn == http::header::CONTENT_TYPE || hn == http::header::CACHE_CONTROL {
         repeated_value(value)
     } else {
         header_value(value)
