@@ -9,7 +9,9 @@ missing, then loads every server with `wrk -t2 -cN` on 127.0.0.1. Each server ru
 app with 2 worker processes:
 
   hello    a WSGI hello world (benches/apps/hello.py); the ceiling is a bare hyper server
-           answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling)
+           answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling),
+           also run with 1 and 2 us of busy work per request (hyper+1us, hyper+2us): what
+           a microsecond of work costs a server here, so what a ratio to the ceiling means
   paced    the same, each connection waiting 2 ms between a response and its next request:
            latency at one offered load that every fast server carries (~25k req/s here).
            At saturation, with wrk on the same two cores, p99 mostly measures how often the
@@ -25,7 +27,8 @@ app with 2 worker processes:
   memory   PSS of each worker process after the app (Flask + httpbin) is imported
 
 Servers run in a rotated order each round, so drift on a busy machine touches them alike;
-the table shows the median over rounds and each server's ratio to zerg.
+the hello servers are all started at once and take turns, so that one round measures them
+seconds apart. The table shows the median over rounds and each server's ratio to zerg.
 """
 
 import argparse
@@ -56,6 +59,10 @@ SCENARIOS = {
 SERVERS = ["zerg", "granian", "uwsgi", "gunicorn"]
 # Ceilings: what the scenario costs without Python at all.
 CEILING = {"hello": "hyper", "paced": "hyper", "static": "nginx"}
+# The hello ceiling again, each request spinning this many ns before its answer: how steeply
+# the ceiling falls with work per request on this machine (with wrk sharing its cores, a
+# microsecond costs a bare server far more than a microsecond's share of its req/s).
+CALIBRATION = {"hyper+1us": 1000, "hyper+2us": 2000}
 
 
 def debian(*tools):
@@ -96,8 +103,9 @@ def command(server, app, port, tmp, static_dir):
         return [venv_bin("gunicorn"), "-w", str(WORKERS), "--threads", "4",
                 "-b", f"127.0.0.1:{port}", "--chdir", APPS, "--backlog", "1024",
                 "--log-level", "warning", f"{app}:application"], {}
-    if server == "hyper":
-        return [zerg_bin("examples/hyper_ceiling"), f"127.0.0.1:{port}", str(WORKERS)], {}
+    if server == "hyper" or server in CALIBRATION:
+        return [zerg_bin("examples/hyper_ceiling"), f"127.0.0.1:{port}", str(WORKERS),
+                str(CALIBRATION.get(server, 0))], {}
     if server == "nginx":
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as f:
@@ -251,34 +259,68 @@ def main():
 
     results = {}  # (scenario, server) -> [wrk result]
     mem = {}  # server -> [(worker MiB, total MiB)]
-    # The ceilings take their turn in the rotation like the others.
+    # The ceilings (and the hello ceiling's calibrations) take their turn in the rotation like
+    # the others.
     everyone = servers + [c for c in ("hyper", "nginx") if any(CEILING.get(s) == c for s in scenarios)]
+    if "hello" in scenarios and "hyper" in everyone:
+        everyone += list(CALIBRATION)
     for r in range(args.rounds):
         order = everyone[r % len(everyone):] + everyone[: r % len(everyone)]
-        for server in order:
-            for app in ("hello", "mixed"):
-                todo = [s for s in scenarios if SCENARIOS[s][0] == app
-                        and (server in servers and not (server == "gunicorn" and s == "static")
-                             or CEILING.get(s) == server)]
-                if not todo:
-                    continue
-                probe = SCENARIOS[todo[0]][1] if todo[0] != "upload" else "/get"
+        for app in ("hello", "mixed"):
+            todo = {server: [s for s in scenarios if SCENARIOS[s][0] == app and runs(server, s, servers)]
+                    for server in order}
+            todo = {server: t for server, t in todo.items() if t}
+            if not todo:
+                continue
+            if app == "hello":
+                # Every hello server is started at once and they take turns, scenario by
+                # scenario: zerg and its ceiling are then measured seconds apart, not minutes
+                # (an idle server only waits). The app is tiny, and no memory is taken here.
+                procs = {}
+                try:
+                    for server in todo:
+                        procs[server] = start(server, app, tmp, static_dir, "/")
+                    for s in dict.fromkeys(s for t in todo.values() for s in t):
+                        for server in todo:
+                            if s in todo[server]:
+                                measure(results, r, s, server, procs[server][1], args, tmp)
+                finally:
+                    for proc, _ in procs.values():
+                        stop(proc)
+                continue
+            # One at a time: PSS splits the pages shared between processes (libpython's), so
+            # a server's memory is read with no other server running.
+            for server, t in todo.items():
+                probe = SCENARIOS[t[0]][1] if t[0] != "upload" else "/get"
                 proc, port = start(server, app, tmp, static_dir, probe)
                 try:
-                    if app == "mixed" and server in servers:
+                    if server in servers:
                         mem.setdefault(server, []).append(memory(proc))
-                    for s in todo:
-                        _, path, script = SCENARIOS[s]
-                        wrk(port, path, script, 1, args.connections, tmp)  # warm-up
-                        res = wrk(port, path, script, args.duration, args.connections, tmp)
-                        results.setdefault((s, server), []).append(res)
-                        print(f"round {r + 1} {s:7} {server:9} {res['rps']:>10.0f} req/s "
-                              f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms errors {res['errors']}",
-                              file=sys.stderr)
+                    for s in t:
+                        measure(results, r, s, server, port, args, tmp)
                 finally:
                     stop(proc)
     shutil.rmtree(tmp, ignore_errors=True)
     report(results, mem, scenarios, servers, args)
+
+
+def runs(server, scenario, servers):
+    """Whether `server` is measured in `scenario`."""
+    if server in CALIBRATION:
+        return scenario == "hello"
+    if server in servers:
+        return not (server == "gunicorn" and scenario == "static")
+    return CEILING.get(scenario) == server
+
+
+def measure(results, r, s, server, port, args, tmp):
+    _, path, script = SCENARIOS[s]
+    wrk(port, path, script, 1, args.connections, tmp)  # warm-up
+    res = wrk(port, path, script, args.duration, args.connections, tmp)
+    results.setdefault((s, server), []).append(res)
+    print(f"round {r + 1} {s:7} {server:9} {res['rps']:>10.0f} req/s "
+          f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms errors {res['errors']}",
+          file=sys.stderr)
 
 
 def report(results, mem, scenarios, servers, args):
@@ -288,7 +330,7 @@ def report(results, mem, scenarios, servers, args):
     for s in scenarios:
         base = None
         rows = []
-        for server in servers + ["hyper", "nginx"]:
+        for server in servers + ["hyper", *CALIBRATION, "nginx"]:
             runs = results.get((s, server))
             if not runs:
                 continue
@@ -311,6 +353,13 @@ def report(results, mem, scenarios, servers, args):
             ratios = [z["rps"] / c["rps"] for z, c in zip(ours, theirs)]
             print(f"{s}: zerg / {ceiling} ceiling by round: "
                   f"{' '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
+    bare = results.get(("hello", "hyper"))
+    for server, ns in CALIBRATION.items():
+        worked = results.get(("hello", server))
+        if bare and worked:
+            ratios = [w["rps"] / b["rps"] for w, b in zip(worked, bare)]
+            print(f"hello: the ceiling with {ns / 1000:g} us of work per request / the ceiling by "
+                  f"round: {' '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
     if mem:
         print(f"\nmemory after importing Flask + httpbin (PSS, MiB, median of {args.rounds} rounds)")
         print(f"{'server':9} {'per worker':>11} {'all processes':>14}")

@@ -2,7 +2,11 @@
 //! the same shape as a zerg worker (N forked processes sharing one listener, each a
 //! current-thread tokio runtime). `benches/throughput.py` runs it next to the WSGI servers.
 //!
-//!     hyper_ceiling 127.0.0.1:8000 [PROCESSES]
+//!     hyper_ceiling 127.0.0.1:8000 [PROCESSES] [WORK_NS]
+//!
+//! `WORK_NS` makes each request spin that many nanoseconds before it is answered: the harness
+//! runs the ceiling with a microsecond or two of such work to show how steeply its req/s falls
+//! with work per request on the machine at hand, which is what a ratio to it means.
 
 use std::convert::Infallible;
 use std::net::TcpListener;
@@ -22,6 +26,8 @@ fn main() -> std::io::Result<()> {
         .parse()
         .map_err(|e| std::io::Error::other(format!("bad address: {e}")))?;
     let processes: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(2);
+    let work =
+        std::time::Duration::from_nanos(args.next().and_then(|n| n.parse().ok()).unwrap_or(0));
     for _ in 1..processes {
         // SAFETY: single-threaded here (no runtime or thread exists yet), so the child may
         // run anything; it dies with the parent through PR_SET_PDEATHSIG.
@@ -39,7 +45,7 @@ fn main() -> std::io::Result<()> {
     // best case for a server with no Python (zerg itself shares one socket between workers,
     // so that no queued connection is lost when a worker exits, and balances with its
     // scoreboard instead).
-    serve(reuseport_listener(addr)?)
+    serve(reuseport_listener(addr)?, work)
 }
 
 fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -65,7 +71,7 @@ fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
     Ok(listener)
 }
 
-fn serve(listener: TcpListener) -> std::io::Result<()> {
+fn serve(listener: TcpListener, work: std::time::Duration) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -75,7 +81,8 @@ fn serve(listener: TcpListener) -> std::io::Result<()> {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                let service = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                    spin(work);
                     let mut response =
                         Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
                     response.headers_mut().insert(
@@ -91,4 +98,15 @@ fn serve(listener: TcpListener) -> std::io::Result<()> {
             });
         }
     })
+}
+
+/// Busy for `work` by the clock (the vDSO's, no system call), as a request's own work would be.
+fn spin(work: std::time::Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
