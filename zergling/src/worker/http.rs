@@ -21,6 +21,7 @@
 //! buffer has drained, so a client that reads only a trickle counts as not reading.)
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use super::woken::WhenWoken;
 use super::Tracker;
 use crate::wsgi::environ::{ConnEnv, Peer};
 use crate::wsgi::reply::{Reply, ResponseBody};
-use crate::wsgi::Pool;
+use crate::wsgi::{Called, Pool};
 
 /// A listener as this worker accepts on it.
 pub enum Acceptor {
@@ -143,7 +144,7 @@ where
     let header_timeout = state.header_timeout;
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| handle(req, conn_env.clone(), state.clone(), activity.begin()))
+        service_fn(move |req| handle(req, &conn_env, &state, activity.begin()))
     };
     let io = Noted {
         io: TokioIo::new(io),
@@ -445,25 +446,64 @@ impl Body for Answer {
     }
 }
 
-async fn handle(
+/// Answers a request: at once when nothing needs to wait (a static file, an inline call
+/// whose response is whole), else with a future boxed for the wait. A future of its own per
+/// request, moved into hyper and polled once, made a hello request ~740 instructions dearer.
+fn handle(
     req: Request<Incoming>,
-    conn: Arc<ConnEnv>,
-    state: Arc<State>,
+    conn: &Arc<ConnEnv>,
+    state: &Arc<State>,
     in_flight: InFlight,
-) -> Result<Response<Answer>, Infallible> {
+) -> Handled {
     state.yielder.before_request();
-    let reply = if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
+    if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
         // No Python here, and file system calls that may block: no kept GIL across them.
         crate::wsgi::gil::release();
-        super::static_files::serve(&file, req.method(), req.headers())
-    } else {
-        let (parts, body) = req.into_parts();
-        state.python.call(parts, conn, body).await
+        let reply = super::static_files::serve(&file, req.method(), req.headers());
+        return Handled::Now(Some(respond(reply, in_flight)));
+    }
+    let slot = state.python.slot_now(req.body());
+    let (parts, body) = req.into_parts();
+    let Some(slot) = slot else {
+        let (conn, state) = (conn.clone(), state.clone());
+        return Handled::Later(Box::pin(async move {
+            respond(state.python.call(parts, conn, body).await, in_flight)
+        }));
     };
-    Ok(finish(reply).map(|body| Answer {
+    match state.python.call_now(parts, conn, slot) {
+        Called::Answered(reply) => Handled::Now(Some(respond(reply, in_flight))),
+        Called::Pending(answer) => Handled::Later(Box::pin(async move {
+            respond(crate::wsgi::wait(answer).await, in_flight)
+        })),
+    }
+}
+
+/// A response, made already or on its way.
+enum Handled {
+    /// Taken by the first poll.
+    Now(Option<Response<Answer>>),
+    Later(Pin<Box<dyn Future<Output = Response<Answer>> + Send>>),
+}
+
+impl Future for Handled {
+    type Output = Result<Response<Answer>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handled::Now(response) => {
+                Poll::Ready(Ok(response.take().expect("a response future polled again")))
+            }
+            Handled::Later(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// The response for `reply`, carrying its request's [`InFlight`].
+fn respond(reply: Reply, in_flight: InFlight) -> Response<Answer> {
+    finish(reply).map(|body| Answer {
         body,
         _in_flight: in_flight,
-    }))
+    })
 }
 
 /// The response for a reply; once the worker is stopping it closes the connection. The flag

@@ -120,8 +120,25 @@ impl Pool {
         })
     }
 
+    /// A slot for [`call_now`](Pool::call_now), if a request with `body` can be answered at
+    /// once: it has none, calls run inline, and a slot is free (a permit is only free when
+    /// nobody queues for one, so this jumps no queue). Most requests of a worker with
+    /// `threads: 1` can; they then need no future of their own.
+    pub fn slot_now(&self, body: &Incoming) -> Option<OwnedSemaphorePermit> {
+        if !self.inline || !http_body::Body::is_end_stream(body) {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Calls the app inline for a request without a body, in a slot from
+    /// [`slot_now`](Pool::slot_now).
+    pub fn call_now(&self, parts: Parts, conn: &ConnEnv, slot: OwnedSemaphorePermit) -> Called {
+        self.inline(parts, conn, Source::Done, slot)
+    }
+
     /// Answers one request through the app. Called on the worker's event-loop thread.
-    pub async fn call(&self, mut parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
+    pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
         // The body is read before taking a slot: a slow client must not hold the app idle.
         let body = match input::prefetch(&parts, body, self.post_buffering).await {
             Ok(b) => b,
@@ -130,8 +147,7 @@ impl Pool {
                 return Reply::error(StatusCode::BAD_REQUEST);
             }
         };
-        // A free slot is taken without a future to poll (a permit is only free when nobody
-        // queues for one, so this jumps no queue).
+        // A free slot is taken without a future to poll (see `slot_now`).
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => Ok(slot),
             Err(_) => self.slots.clone().acquire_owned().await,
@@ -140,42 +156,10 @@ impl Pool {
             return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
         };
         let answer = match body {
-            Prefetched::Whole(body) if self.inline => {
-                let head_request = parts.method == Method::HEAD;
-                gil::keep();
-                let called = Python::attach(|py| -> PyResult<Inline> {
-                    let kit = CallKit::take(py, Caller::Inline, head_request)?;
-                    Ok(match self.call_inline(py, &mut parts, &conn, body, &kit) {
-                        None => {
-                            // Answered (or failed, which answers too) while we waited.
-                            let reply = kit.responder().take_kept();
-                            kit.put_back(py);
-                            Inline::Answered(reply)
-                        }
-                        Some(rest) => Inline::Continues(rest, kit.responder().clone()),
-                    })
-                });
-                let (rest, responder) = match called {
-                    Ok(Inline::Answered(reply)) => return reply.unwrap_or_else(server_error),
-                    Ok(Inline::Continues(rest, responder)) => (rest, responder),
-                    Err(err) => {
-                        tracing::error!("cannot prepare the call: {err}");
-                        return server_error();
-                    }
-                };
-                let (reply, answer) = oneshot::channel();
-                let sent = responder.leave_inline(reply);
-                let _ = self.jobs.send(Job::Continue {
-                    parts,
-                    rest,
-                    responder,
-                    slot,
-                });
-                if let Some(sent) = sent {
-                    return sent; // the head went out already; the thread goes on with the body
-                }
-                answer
-            }
+            Prefetched::Whole(body) if self.inline => match self.inline(parts, &conn, body, slot) {
+                Called::Answered(reply) => return reply,
+                Called::Pending(answer) => answer,
+            },
             Prefetched::Whole(body) | Prefetched::Later(body) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = self.jobs.send(Job::Call {
@@ -188,7 +172,55 @@ impl Pool {
                 answer
             }
         };
-        answer.await.unwrap_or_else(|_| server_error())
+        wait(answer).await
+    }
+
+    /// Calls the app inline, holding `slot`: answered, or the response's head or whole reply
+    /// still to come from the thread that goes on with the body.
+    fn inline(
+        &self,
+        mut parts: Parts,
+        conn: &ConnEnv,
+        body: Source,
+        slot: OwnedSemaphorePermit,
+    ) -> Called {
+        let head_request = parts.method == Method::HEAD;
+        gil::keep();
+        let called = Python::attach(|py| -> PyResult<Inline> {
+            let kit = CallKit::take(py, Caller::Inline, head_request)?;
+            Ok(match self.call_inline(py, &mut parts, conn, body, &kit) {
+                None => {
+                    // Answered (or failed, which answers too) while we waited.
+                    let reply = kit.responder().take_kept();
+                    kit.put_back(py);
+                    Inline::Answered(reply)
+                }
+                Some(rest) => Inline::Continues(rest, kit.responder().clone()),
+            })
+        });
+        let (rest, responder) = match called {
+            Ok(Inline::Answered(reply)) => {
+                return Called::Answered(reply.unwrap_or_else(server_error))
+            }
+            Ok(Inline::Continues(rest, responder)) => (rest, responder),
+            Err(err) => {
+                tracing::error!("cannot prepare the call: {err}");
+                return Called::Answered(server_error());
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = responder.leave_inline(reply);
+        let _ = self.jobs.send(Job::Continue {
+            parts,
+            rest,
+            responder,
+            slot,
+        });
+        match sent {
+            // The head went out already; the thread goes on with the body.
+            Some(sent) => Called::Answered(sent),
+            None => Called::Pending(answer),
+        }
     }
 
     /// Calls the app here. A list or tuple body is answered at once, and so is an iterable
@@ -262,6 +294,19 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) {
 
 fn server_error() -> Reply {
     Reply::error(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// How a call begun on the event loop stands.
+pub enum Called {
+    Answered(Reply),
+    /// A thread answers: the body went to it, or the rest of the response did before its
+    /// head was made.
+    Pending(oneshot::Receiver<Reply>),
+}
+
+/// The reply a thread sends; 500 if it dropped the sender (its call could not be made).
+pub async fn wait(answer: oneshot::Receiver<Reply>) -> Reply {
+    answer.await.unwrap_or_else(|_| server_error())
 }
 
 /// Builds the environ (which takes the request's headers) and calls the app; returns its
