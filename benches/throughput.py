@@ -12,7 +12,7 @@ app with 2 worker processes:
            answering the same bytes from Rust, shaped like a zerg worker (hyper_ceiling),
            also run with 1 and 2 us of busy work per request (hyper+1us, hyper+2us): what
            a microsecond of work costs a server here, so what a ratio to the ceiling means
-  paced    the same, each connection waiting 2 ms between a response and its next request:
+  paced    hello, each connection waiting 2 ms between a response and its next request:
            latency at one offered load that every fast server carries (~25k req/s here).
            At saturation, with wrk on the same two cores, p99 mostly measures how often the
            server and wrk preempt each other, which grows with the server's speed
@@ -28,7 +28,7 @@ app with 2 worker processes:
 
 Servers run in a rotated order each round, so drift on a busy machine touches them alike;
 the hello servers are all started at once and take turns, so that one round measures them
-seconds apart. The table shows the median over rounds and each server's ratio to zerg.
+tens of seconds apart, not minutes. The table shows the median over rounds and each server's ratio to zerg.
 """
 
 import argparse
@@ -126,6 +126,7 @@ def start(server, app, tmp, static_dir, probe):
     log = open(os.path.join(tmp, f"{server}.log"), "w")
     proc = subprocess.Popen(argv, cwd=APPS, env=dict(os.environ, **env), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    proc.port = port
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -139,19 +140,26 @@ def start(server, app, tmp, static_dir, probe):
                 return proc, port
         except OSError:
             time.sleep(0.1)
-    proc.kill()
+    stop(proc)
     sys.exit(f"{server} did not answer {probe} within 120 s; see {log.name}")
 
 
-def stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+def stop(*procs):
+    """Stops each server's whole process group: all are told first, then waited for."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 def tree(pid):
@@ -267,26 +275,25 @@ def main():
     for r in range(args.rounds):
         order = everyone[r % len(everyone):] + everyone[: r % len(everyone)]
         for app in ("hello", "mixed"):
-            todo = {server: [s for s in scenarios if SCENARIOS[s][0] == app and runs(server, s, servers)]
+            todo = {server: [s for s in scenarios if SCENARIOS[s][0] == app and measured_in(s, server, servers)]
                     for server in order}
             todo = {server: t for server, t in todo.items() if t}
             if not todo:
                 continue
             if app == "hello":
                 # Every hello server is started at once and they take turns, scenario by
-                # scenario: zerg and its ceiling are then measured seconds apart, not minutes
-                # (an idle server only waits). The app is tiny, and no memory is taken here.
+                # scenario: zerg and its ceiling are then measured tens of seconds apart, not
+                # minutes (an idle server only waits). The app is tiny; no memory is read here.
                 procs = {}
                 try:
                     for server in todo:
-                        procs[server] = start(server, app, tmp, static_dir, "/")
-                    for s in dict.fromkeys(s for t in todo.values() for s in t):
-                        for server in todo:
-                            if s in todo[server]:
-                                measure(results, r, s, server, procs[server][1], args, tmp)
+                        procs[server] = start(server, app, tmp, static_dir, "/")[0]
+                    for s in scenarios:
+                        for server, t in todo.items():
+                            if s in t:
+                                measure(results, r, s, server, procs[server].port, args, tmp)
                 finally:
-                    for proc, _ in procs.values():
-                        stop(proc)
+                    stop(*procs.values())
                 continue
             # One at a time: PSS splits the pages shared between processes (libpython's), so
             # a server's memory is read with no other server running.
@@ -304,7 +311,7 @@ def main():
     report(results, mem, scenarios, servers, args)
 
 
-def runs(server, scenario, servers):
+def measured_in(scenario, server, servers):
     """Whether `server` is measured in `scenario`."""
     if server in CALIBRATION:
         return scenario == "hello"

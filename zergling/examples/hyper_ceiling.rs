@@ -26,8 +26,13 @@ fn main() -> std::io::Result<()> {
         .parse()
         .map_err(|e| std::io::Error::other(format!("bad address: {e}")))?;
     let processes: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(2);
-    let work =
-        std::time::Duration::from_nanos(args.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+    let work = match args.next() {
+        None => std::time::Duration::ZERO,
+        Some(ns) => std::time::Duration::from_nanos(
+            ns.parse()
+                .map_err(|e| std::io::Error::other(format!("bad WORK_NS {ns:?}: {e}")))?,
+        ),
+    };
     for _ in 1..processes {
         // SAFETY: single-threaded here (no runtime or thread exists yet), so the child may
         // run anything; it dies with the parent through PR_SET_PDEATHSIG.
@@ -101,6 +106,7 @@ fn serve(listener: TcpListener, work: std::time::Duration) -> std::io::Result<()
 }
 
 /// Busy for `work` by the clock (the vDSO's, no system call), as a request's own work would be.
+/// A preemption during the spin counts as work: at a microsecond or two, that is rare.
 fn spin(work: std::time::Duration) {
     if work.is_zero() {
         return;
