@@ -447,8 +447,11 @@ impl Body for Answer {
 }
 
 /// Answers a request: at once when nothing needs to wait (a static file, an inline call
-/// whose response is whole), else with a future boxed for the wait. A future of its own per
-/// request, moved into hyper and polled once, made a hello request ~740 instructions dearer.
+/// whose response head it makes), else with a future boxed for the wait. A future of its own
+/// per request, moved into hyper and polled once, made a hello request ~740 instructions
+/// dearer. The app is thus called as hyper hands over the request, before hyper reads on:
+/// a complete request whose client then hangs up is still run, as uWSGI runs it (with a
+/// future, hyper saw the end first and dropped it uncalled).
 fn handle(
     req: Request<Incoming>,
     conn: &Arc<ConnEnv>,
@@ -460,7 +463,7 @@ fn handle(
         // No Python here, and file system calls that may block: no kept GIL across them.
         crate::wsgi::gil::release();
         let reply = super::static_files::serve(&file, req.method(), req.headers());
-        return Handled::Now(Some(respond(reply, in_flight)));
+        return Handled::now(respond(reply, in_flight));
     }
     let slot = state.python.slot_now(req.body());
     let (parts, body) = req.into_parts();
@@ -471,18 +474,25 @@ fn handle(
         }));
     };
     match state.python.call_now(parts, conn, slot) {
-        Called::Answered(reply) => Handled::Now(Some(respond(reply, in_flight))),
+        Called::Answered(reply) => Handled::now(respond(reply, in_flight)),
         Called::Pending(answer) => Handled::Later(Box::pin(async move {
-            respond(crate::wsgi::wait(answer).await, in_flight)
+            respond(crate::wsgi::reply_from_thread(answer).await, in_flight)
         })),
     }
 }
 
 /// A response, made already or on its way.
 enum Handled {
-    /// Taken by the first poll.
-    Now(Option<Response<Answer>>),
+    /// Made: the first poll takes it.
+    Now(std::future::Ready<Result<Response<Answer>, Infallible>>),
+    /// Waiting for a request body, an app slot or a thread's reply.
     Later(Pin<Box<dyn Future<Output = Response<Answer>> + Send>>),
+}
+
+impl Handled {
+    fn now(response: Response<Answer>) -> Handled {
+        Handled::Now(std::future::ready(Ok(response)))
+    }
 }
 
 impl Future for Handled {
@@ -490,9 +500,7 @@ impl Future for Handled {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Handled::Now(response) => {
-                Poll::Ready(Ok(response.take().expect("a response future polled again")))
-            }
+            Handled::Now(response) => Pin::new(response).poll(cx),
             Handled::Later(future) => future.as_mut().poll(cx).map(Ok),
         }
     }

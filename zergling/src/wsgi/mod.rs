@@ -120,7 +120,7 @@ impl Pool {
         })
     }
 
-    /// A slot for [`call_now`](Pool::call_now), if a request with `body` can be answered at
+    /// A slot for [`call_now`](Pool::call_now), if a request with `body` can be called at
     /// once: it has none, calls run inline, and a slot is free (a permit is only free when
     /// nobody queues for one, so this jumps no queue). Most requests of a worker with
     /// `threads: 1` can; they then need no future of their own.
@@ -134,7 +134,7 @@ impl Pool {
     /// Calls the app inline for a request without a body, in a slot from
     /// [`slot_now`](Pool::slot_now).
     pub fn call_now(&self, parts: Parts, conn: &ConnEnv, slot: OwnedSemaphorePermit) -> Called {
-        self.inline(parts, conn, Source::Done, slot)
+        self.run_inline(parts, conn, Source::Done, slot)
     }
 
     /// Answers one request through the app. Called on the worker's event-loop thread.
@@ -156,10 +156,12 @@ impl Pool {
             return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
         };
         let answer = match body {
-            Prefetched::Whole(body) if self.inline => match self.inline(parts, &conn, body, slot) {
-                Called::Answered(reply) => return reply,
-                Called::Pending(answer) => answer,
-            },
+            Prefetched::Whole(body) if self.inline => {
+                match self.run_inline(parts, &conn, body, slot) {
+                    Called::Answered(reply) => return reply,
+                    Called::Pending(answer) => answer,
+                }
+            }
             Prefetched::Whole(body) | Prefetched::Later(body) => {
                 let (reply, answer) = oneshot::channel();
                 let _ = self.jobs.send(Job::Call {
@@ -172,12 +174,12 @@ impl Pool {
                 answer
             }
         };
-        wait(answer).await
+        reply_from_thread(answer).await
     }
 
     /// Calls the app inline, holding `slot`: answered, or the response's head or whole reply
     /// still to come from the thread that goes on with the body.
-    fn inline(
+    fn run_inline(
         &self,
         mut parts: Parts,
         conn: &ConnEnv,
@@ -296,16 +298,16 @@ fn server_error() -> Reply {
     Reply::error(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// How a call begun on the event loop stands.
+/// How a call made inline on the event loop stands.
 pub enum Called {
+    /// Its reply, whole or with a body that a thread goes on streaming.
     Answered(Reply),
-    /// A thread answers: the body went to it, or the rest of the response did before its
-    /// head was made.
+    /// A thread answers: the rest of the response went to it before its head was made.
     Pending(oneshot::Receiver<Reply>),
 }
 
 /// The reply a thread sends; 500 if it dropped the sender (its call could not be made).
-pub async fn wait(answer: oneshot::Receiver<Reply>) -> Reply {
+pub async fn reply_from_thread(answer: oneshot::Receiver<Reply>) -> Reply {
     answer.await.unwrap_or_else(|_| server_error())
 }
 
