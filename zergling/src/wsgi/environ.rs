@@ -279,7 +279,8 @@ pub fn build<'py>(
             _ => intern!(py, "HTTP/1.1"),
         },
     )?;
-    add_headers(py, &env, header_keys, std::mem::take(&mut parts.headers))?;
+    add_headers(py, &env, header_keys, &mut parts.headers)?;
+    super::reply::recycle_header_map(std::mem::take(&mut parts.headers));
     if let Some(input) = input {
         env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
     }
@@ -293,11 +294,12 @@ fn add_headers(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
     keys: &HeaderKeys,
-    headers: http::HeaderMap,
+    headers: &mut http::HeaderMap,
 ) -> PyResult<()> {
     // Taken apart in one pass, no lookup by name: a name comes with its first value, and the
-    // values after it that carry no name are its own (`HeaderMap::into_iter`).
-    let mut pairs = headers.into_iter().peekable();
+    // values after it that carry no name are its own (`HeaderMap::drain`, which leaves the
+    // map empty but keeps its room).
+    let mut pairs = headers.drain().peekable();
     while let Some((name, first)) = pairs.next() {
         let more = std::iter::from_fn(|| pairs.next_if(|(next, _)| next.is_none()));
         let Some(key) = name.as_ref().and_then(|name| keys.key(py, name)) else {

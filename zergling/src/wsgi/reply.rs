@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -42,6 +42,9 @@ impl Reply {
         let mut response = Response::new(self.body);
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
+        if let Some(spare) = SPARE_HEADER_MAP.take() {
+            *headers = spare;
+        }
         headers.reserve(self.headers.len());
         for (name, value) in self.headers.drain(..) {
             headers.append(name, value);
@@ -71,9 +74,20 @@ fn recycle_header_list(list: Vec<(HeaderName, HeaderValue)>) {
 
 const SPARE_HEADERS_MAX: usize = 32;
 
+/// Keeps a request's header map, emptied into its environ, for the next response made on
+/// this thread (hyper in turn keeps a response's map for the next request it parses, so with
+/// both a connection allocates none). A map grown past [`SPARE_HEADERS_MAX`] is let go of.
+pub fn recycle_header_map(map: HeaderMap) {
+    if map.is_empty() && map.capacity() <= SPARE_HEADERS_MAX {
+        SPARE_HEADER_MAP.set(Some(map));
+    }
+}
+
 thread_local! {
     static SPARE_HEADERS: std::cell::Cell<Vec<(HeaderName, HeaderValue)>> =
         const { std::cell::Cell::new(Vec::new()) };
+    static SPARE_HEADER_MAP: std::cell::Cell<Option<HeaderMap>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// A response body: whole, or streamed from the Python thread (or a file).
@@ -227,6 +241,41 @@ mod tests {
             spare_header_list().capacity(),
             0,
             "a grown list is let go of"
+        );
+    }
+
+    #[test]
+    fn a_requests_emptied_header_map_serves_the_next_response() {
+        let mut request = HeaderMap::with_capacity(8);
+        request.insert(http::header::HOST, HeaderValue::from_static("example.org"));
+        let kept = request.capacity();
+        recycle_header_map(request.clone());
+        assert_eq!(
+            reply_with(Vec::new()).into_response().headers().capacity(),
+            0,
+            "a map that still holds headers is not kept"
+        );
+        request.drain().for_each(drop);
+        recycle_header_map(request);
+        let list = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        )];
+        let response = reply_with(list).into_response();
+        assert_eq!(response.headers().capacity(), kept, "the request's map");
+        assert_eq!(response.headers().len(), 1);
+        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "text/plain");
+        assert_eq!(
+            reply_with(Vec::new()).into_response().headers().capacity(),
+            0,
+            "taken once"
+        );
+
+        recycle_header_map(HeaderMap::with_capacity(SPARE_HEADERS_MAX + 1));
+        assert_eq!(
+            reply_with(Vec::new()).into_response().headers().capacity(),
+            0,
+            "a grown map is let go of"
         );
     }
 }
