@@ -449,9 +449,7 @@ impl Body for Answer {
 /// Answers a request: at once when nothing needs to wait (a static file, an inline call
 /// whose response head it makes), else with a future boxed for the wait. A future of its own
 /// per request, moved into hyper and polled once, made a hello request ~740 instructions
-/// dearer. The app is thus called as hyper hands over the request, before hyper reads on:
-/// a complete request whose client then hangs up is still run, as uWSGI runs it (with a
-/// future, hyper saw the end first and dropped it uncalled).
+/// dearer. The app is thus called as hyper hands over the request, before hyper reads on.
 fn handle(
     req: Request<Incoming>,
     conn: &Arc<ConnEnv>,
