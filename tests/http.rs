@@ -107,6 +107,37 @@ fn keep_alive_and_pipelining_reuse_one_connection() {
 }
 
 #[test]
+fn a_client_that_stops_sending_after_its_request_still_gets_the_answer() {
+    // `nc -N`, health checkers: the request, then a half-close. Answered inline (hello, no
+    // body), with a body read first, and with bodies the app streams from `wsgi.input`
+    // (chunked, and announced but over `post-buffering`).
+    let server = Server::start("conformance.py", "post-buffering: 4096\n");
+    let big = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{}",
+        "a".repeat(5000)
+    );
+    let big_answer = format!("5000 {}", crc32fast::hash(&[b'a'; 5000]));
+    for (request, answer) in [
+        ("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "Hello, World!"),
+        (big.as_str(), big_answer.as_str()),
+        (
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+            "3 891568578", // crc32fast::hash(b"abc")
+        ),
+        (
+            "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "3 891568578", // crc32fast::hash(b"abc")
+        ),
+    ] {
+        let mut c = Client::connect(server.http);
+        c.send(request);
+        c.shutdown_write();
+        let r = c.response();
+        assert_eq!((r.status, r.text()), (200, answer.to_owned()), "{request:?}");
+    }
+}
+
+#[test]
 fn head_has_headers_and_no_body() {
     let server = Server::start("conformance.py", "");
     let mut c = Client::connect(server.http);

@@ -157,6 +157,10 @@ where
     let conn = http1::Builder::new()
         // The watchdog below does this, once per connection instead of once per request.
         .header_read_timeout(None)
+        // A client may stop sending once its request is out (`nc -N`, `curl -T` to a pipe,
+        // some health checkers) and still read the answer: without this, hyper closed such a
+        // connection unanswered whenever the request had a body still being read.
+        .half_close(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
     // Looked at when it fires: most connections send their next request long before.
