@@ -463,6 +463,33 @@ fn environ_of_one_request_never_leaks_into_the_next() {
 }
 
 #[test]
+fn method_protocol_and_query_follow_each_request_of_a_connection() {
+    // The connection's base environ keeps the last common method, protocol and empty query:
+    // each request must still see its own, inline and on threads.
+    for config in ["", "threads: 2\n"] {
+        let server = Server::start("conformance.py", config);
+        let mut c = Client::connect(server.http);
+        for (request, method, query, protocol) in [
+            ("GET /environ?q=1 HTTP/1.1", "GET", "q=1", "HTTP/1.1"),
+            ("POST /environ HTTP/1.1", "POST", "", "HTTP/1.1"),
+            ("PURGE /environ HTTP/1.1", "PURGE", "", "HTTP/1.1"),
+            ("GET /environ HTTP/1.0", "GET", "", "HTTP/1.0"),
+            ("DELETE /environ?z=2 HTTP/1.1", "DELETE", "z=2", "HTTP/1.1"),
+            ("GET /environ HTTP/1.1", "GET", "", "HTTP/1.1"),
+            ("GET /environ? HTTP/1.1", "GET", "", "HTTP/1.1"),
+        ] {
+            c.send(&format!(
+                "{request}\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+            ));
+            let env: serde_json::Value = serde_json::from_str(&c.response().text()).unwrap();
+            let seen =
+                ["REQUEST_METHOD", "QUERY_STRING", "SERVER_PROTOCOL"].map(|k| env[k].clone());
+            assert_eq!(seen, [method, query, protocol], "{config:?} {request}");
+        }
+    }
+}
+
+#[test]
 fn connections_silent_past_the_header_timeout_are_closed_busy_ones_never() {
     // Calls on threads, so a slow app leaves the event loop (and its watchdogs) free.
     let server = Server::start("conformance.py", "threads: 4\nheader-timeout: 1\n");
