@@ -463,28 +463,70 @@ fn environ_of_one_request_never_leaks_into_the_next() {
 }
 
 #[test]
-fn method_protocol_and_query_follow_each_request_of_a_connection() {
-    // The connection's base environ keeps the last common method, protocol and empty query:
-    // each request must still see its own, inline and on threads.
+fn method_protocol_query_and_host_follow_each_request_of_a_connection() {
+    // The connection's base environ keeps the last common method, protocol, empty query and
+    // Host: each request must still see its own, inline and on threads.
     for config in ["", "threads: 2\n"] {
         let server = Server::start("conformance.py", config);
         let mut c = Client::connect(server.http);
-        for (request, method, query, protocol) in [
-            ("GET /environ?q=1 HTTP/1.1", "GET", "q=1", "HTTP/1.1"),
-            ("POST /environ HTTP/1.1", "POST", "", "HTTP/1.1"),
-            ("PURGE /environ HTTP/1.1", "PURGE", "", "HTTP/1.1"),
-            ("GET /environ HTTP/1.0", "GET", "", "HTTP/1.0"),
-            ("DELETE /environ?z=2 HTTP/1.1", "DELETE", "z=2", "HTTP/1.1"),
-            ("GET /environ HTTP/1.1", "GET", "", "HTTP/1.1"),
-            ("GET /environ? HTTP/1.1", "GET", "", "HTTP/1.1"),
+        for (request, host, method, query, protocol) in [
+            (
+                "GET /environ?q=1 HTTP/1.1",
+                "Host: a",
+                "GET",
+                "q=1",
+                "HTTP/1.1",
+            ),
+            ("POST /environ HTTP/1.1", "Host: a", "POST", "", "HTTP/1.1"),
+            (
+                "PURGE /environ HTTP/1.1",
+                "Host: b",
+                "PURGE",
+                "",
+                "HTTP/1.1",
+            ),
+            ("GET /environ HTTP/1.0", "", "GET", "", "HTTP/1.0"),
+            (
+                "DELETE /environ?z=2 HTTP/1.1",
+                "Host: b",
+                "DELETE",
+                "z=2",
+                "HTTP/1.1",
+            ),
+            (
+                "GET /environ HTTP/1.1",
+                "Host: b\r\nHost: c",
+                "GET",
+                "",
+                "HTTP/1.1",
+            ),
+            ("GET /environ? HTTP/1.1", "Host: b", "GET", "", "HTTP/1.1"),
         ] {
+            let host_line = if host.is_empty() {
+                String::new()
+            } else {
+                format!("{host}\r\n")
+            };
             c.send(&format!(
-                "{request}\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+                "{request}\r\n{host_line}Connection: keep-alive\r\nContent-Length: 0\r\n\r\n"
             ));
             let env: serde_json::Value = serde_json::from_str(&c.response().text()).unwrap();
-            let seen =
-                ["REQUEST_METHOD", "QUERY_STRING", "SERVER_PROTOCOL"].map(|k| env[k].clone());
-            assert_eq!(seen, [method, query, protocol], "{config:?} {request}");
+            let seen = [
+                "REQUEST_METHOD",
+                "QUERY_STRING",
+                "SERVER_PROTOCOL",
+                "HTTP_HOST",
+            ]
+            .map(|k| env[k].clone());
+            let host = match host {
+                "" => serde_json::Value::Null,
+                h => h.replace("\r\nHost: ", ", ").replace("Host: ", "").into(),
+            };
+            assert_eq!(
+                seen,
+                [method.into(), query.into(), protocol.into(), host],
+                "{config:?} {request}"
+            );
         }
     }
 }

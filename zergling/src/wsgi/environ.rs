@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use http::request::Parts;
-use http::{HeaderName, Method, Version};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
@@ -92,10 +92,11 @@ fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
 /// Built on the connection's first request, then copied for each.
 ///
 /// The base also keeps the method, protocol and empty query string of the connection's
-/// last request that had common ones, so that the next request like it sets none of these
-/// in its copy (-0.65k instructions a hello request: the requests of a keep-alive connection,
-/// from a proxy above all, mostly differ in their path and headers alone). A connection's
-/// requests come one at a time, so the base never changes under a copy being made.
+/// last request that had common ones, and its Host, so that the next request like it sets
+/// none of these in its copy (-0.65k instructions a hello request for the first three: the
+/// requests of a keep-alive connection, from a proxy above all, mostly differ in their path
+/// and other headers alone). A connection's requests come one at a time, so the base never
+/// changes under a copy being made.
 pub struct ConnEnv {
     peer: Peer,
     base: OnceLock<Py<PyDict>>,
@@ -105,6 +106,8 @@ pub struct ConnEnv {
     protocol: AtomicU8,
     /// Whether the base holds "" as QUERY_STRING.
     no_query: AtomicBool,
+    /// The Host header the base holds as HTTP_HOST; `None` while it holds none.
+    host: Mutex<Option<HeaderValue>>,
 }
 
 /// The methods whose interned names a connection's base may keep.
@@ -126,6 +129,7 @@ impl ConnEnv {
             method: AtomicU8::new(0),
             protocol: AtomicU8::new(0),
             no_query: AtomicBool::new(false),
+            host: Mutex::new(None),
         }
     }
 
@@ -339,7 +343,7 @@ pub fn build<'py>(
             native(py, query.unwrap_or("").as_bytes())?,
         )?;
     }
-    add_headers(py, &env, header_keys, &mut parts.headers)?;
+    add_headers(py, &env, (conn, &base), header_keys, &mut parts.headers)?;
     super::reply::recycle_header_map(std::mem::take(&mut parts.headers));
     if let Some(input) = input {
         env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
@@ -349,13 +353,17 @@ pub fn build<'py>(
 
 /// `Content-Type`/`Content-Length` as CGI names, every other header as `HTTP_*`. Repeated
 /// headers are joined with ", " (cookies with "; "). Names with `_` are dropped, as nginx
-/// does, so `X_Forwarded_For` cannot pose as `X-Forwarded-For`.
+/// does, so `X_Forwarded_For` cannot pose as `X-Forwarded-For`. A single Host is kept in the
+/// connection's base (see [`ConnEnv`]): one like the last is in the copy already.
 fn add_headers(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
+    (conn, base): (&ConnEnv, &Bound<'_, PyDict>),
     keys: &HeaderKeys,
     headers: &mut http::HeaderMap,
 ) -> PyResult<()> {
+    let mut held_host = conn.host.lock().unwrap_or_else(|p| p.into_inner());
+    let mut saw_host = false;
     // Taken apart in one pass, no lookup by name: a name comes with its first value, and the
     // values after it that carry no name are its own (`HeaderMap::drain`, which leaves the
     // map empty but keeps its room).
@@ -367,6 +375,18 @@ fn add_headers(
             continue;
         };
         let mut more = more.map(|(_, value)| value).peekable();
+        if name.as_ref() == Some(&http::header::HOST) {
+            saw_host = true;
+            if more.peek().is_none() {
+                if held_host.as_ref() != Some(&first) {
+                    let value = native(py, first.as_bytes())?;
+                    base.set_item(&key, &value)?;
+                    env.set_item(key, value)?;
+                    *held_host = Some(first);
+                }
+                continue;
+            }
+        }
         let value = if more.peek().is_none() {
             native(py, first.as_bytes())?
         } else {
@@ -383,6 +403,9 @@ fn add_headers(
             native(py, &joined)?
         };
         env.set_item(key, value)?;
+    }
+    if !saw_host && held_host.is_some() {
+        env.del_item(intern!(py, "HTTP_HOST"))?;
     }
     Ok(())
 }
