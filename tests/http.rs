@@ -107,25 +107,16 @@ fn keep_alive_and_pipelining_reuse_one_connection() {
 }
 
 #[test]
-fn a_client_that_stops_sending_after_its_request_still_gets_the_answer() {
-    // `nc -N`, health checkers: the request, then a half-close. Answered inline (hello, no
-    // body), with a body read first, and with bodies the app streams from `wsgi.input`
-    // (chunked, and announced but over `post-buffering`).
+fn a_client_that_stops_sending_after_a_request_answered_inline_gets_the_answer() {
+    // `nc -N`: the request, then a half-close. A request called inline at once (no body, or
+    // a small one read first) is answered before hyper sees the end of input; one whose
+    // body the app streams is not (see `serve_connection`: hyper's default, which frees the
+    // connections of clients that give up).
     let server = Server::start("conformance.py", "post-buffering: 4096\n");
-    let big = format!(
-        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{}",
-        "a".repeat(5000)
-    );
-    let big_answer = format!("5000 {}", crc32fast::hash(&[b'a'; 5000]));
     for (request, answer) in [
         ("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "Hello, World!"),
-        (big.as_str(), big_answer.as_str()),
         (
             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-            "3 891568578", // crc32fast::hash(b"abc")
-        ),
-        (
-            "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             "3 891568578", // crc32fast::hash(b"abc")
         ),
     ] {
@@ -133,7 +124,11 @@ fn a_client_that_stops_sending_after_its_request_still_gets_the_answer() {
         c.send(request);
         c.shutdown_write();
         let r = c.response();
-        assert_eq!((r.status, r.text()), (200, answer.to_owned()), "{request:?}");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, answer.to_owned()),
+            "{request:?}"
+        );
     }
 }
 
@@ -465,68 +460,81 @@ fn environ_of_one_request_never_leaks_into_the_next() {
 #[test]
 fn method_protocol_query_and_host_follow_each_request_of_a_connection() {
     // The connection's base environ keeps the last common method, protocol, empty query and
-    // Host: each request must still see its own, inline and on threads.
+    // Host: each request must still see its own, inline and on threads, one at a time and
+    // pipelined.
+    let requests = [
+        ("PURGE /environ HTTP/1.0", "", "PURGE", "", "HTTP/1.0"),
+        (
+            "GET /environ?q=1 HTTP/1.1",
+            "Host: a",
+            "GET",
+            "q=1",
+            "HTTP/1.1",
+        ),
+        ("POST /environ HTTP/1.1", "Host: a", "POST", "", "HTTP/1.1"),
+        (
+            "PURGE /environ HTTP/1.1",
+            "Host: b",
+            "PURGE",
+            "",
+            "HTTP/1.1",
+        ),
+        ("POST /environ HTTP/1.1", "Host: b", "POST", "", "HTTP/1.1"),
+        ("GET /environ HTTP/1.0", "", "GET", "", "HTTP/1.0"),
+        (
+            "DELETE /environ?z=2 HTTP/1.1",
+            "Host: b",
+            "DELETE",
+            "z=2",
+            "HTTP/1.1",
+        ),
+        (
+            "GET /environ HTTP/1.1",
+            "Host: b\r\nHost: c",
+            "GET",
+            "",
+            "HTTP/1.1",
+        ),
+        ("GET /environ? HTTP/1.1", "Host: b", "GET", "", "HTTP/1.1"),
+    ];
+    let raw = |(request, host, ..): &(&str, &str, &str, &str, &str)| {
+        let host_line = if host.is_empty() {
+            String::new()
+        } else {
+            format!("{host}\r\n")
+        };
+        format!("{request}\r\n{host_line}Connection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+    };
     for config in ["", "threads: 2\n"] {
         let server = Server::start("conformance.py", config);
-        let mut c = Client::connect(server.http);
-        for (request, host, method, query, protocol) in [
-            (
-                "GET /environ?q=1 HTTP/1.1",
-                "Host: a",
-                "GET",
-                "q=1",
-                "HTTP/1.1",
-            ),
-            ("POST /environ HTTP/1.1", "Host: a", "POST", "", "HTTP/1.1"),
-            (
-                "PURGE /environ HTTP/1.1",
-                "Host: b",
-                "PURGE",
-                "",
-                "HTTP/1.1",
-            ),
-            ("GET /environ HTTP/1.0", "", "GET", "", "HTTP/1.0"),
-            (
-                "DELETE /environ?z=2 HTTP/1.1",
-                "Host: b",
-                "DELETE",
-                "z=2",
-                "HTTP/1.1",
-            ),
-            (
-                "GET /environ HTTP/1.1",
-                "Host: b\r\nHost: c",
-                "GET",
-                "",
-                "HTTP/1.1",
-            ),
-            ("GET /environ? HTTP/1.1", "Host: b", "GET", "", "HTTP/1.1"),
-        ] {
-            let host_line = if host.is_empty() {
-                String::new()
-            } else {
-                format!("{host}\r\n")
-            };
-            c.send(&format!(
-                "{request}\r\n{host_line}Connection: keep-alive\r\nContent-Length: 0\r\n\r\n"
-            ));
-            let env: serde_json::Value = serde_json::from_str(&c.response().text()).unwrap();
-            let seen = [
-                "REQUEST_METHOD",
-                "QUERY_STRING",
-                "SERVER_PROTOCOL",
-                "HTTP_HOST",
-            ]
-            .map(|k| env[k].clone());
-            let host = match host {
-                "" => serde_json::Value::Null,
-                h => h.replace("\r\nHost: ", ", ").replace("Host: ", "").into(),
-            };
-            assert_eq!(
-                seen,
-                [method.into(), query.into(), protocol.into(), host],
-                "{config:?} {request}"
-            );
+        for pipelined in [false, true] {
+            let mut c = Client::connect(server.http);
+            if pipelined {
+                c.send(&requests.iter().map(raw).collect::<String>());
+            }
+            for r in &requests {
+                if !pipelined {
+                    c.send(&raw(r));
+                }
+                let (request, host, method, query, protocol) = *r;
+                let env: serde_json::Value = serde_json::from_str(&c.response().text()).unwrap();
+                let seen = [
+                    "REQUEST_METHOD",
+                    "QUERY_STRING",
+                    "SERVER_PROTOCOL",
+                    "HTTP_HOST",
+                ]
+                .map(|k| env[k].clone());
+                let host = match host {
+                    "" => serde_json::Value::Null,
+                    h => h.replace("\r\nHost: ", ", ").replace("Host: ", "").into(),
+                };
+                assert_eq!(
+                    seen,
+                    [method.into(), query.into(), protocol.into(), host],
+                    "{config:?} pipelined {pipelined}: {request}"
+                );
+            }
         }
     }
 }

@@ -157,10 +157,10 @@ where
     let conn = http1::Builder::new()
         // The watchdog below does this, once per connection instead of once per request.
         .header_read_timeout(None)
-        // A client may stop sending once its request is out (`nc -N`, `curl -T` to a pipe,
-        // some health checkers) and still read the answer: without this, hyper closed such a
-        // connection unanswered whenever the request had a body still being read.
-        .half_close(true)
+        // hyper's default `half_close(false)`: an end of input while a request is read or
+        // answered ends its connection, so a client that gives up frees its connection and
+        // its place in the queue for an app slot at once. The price: a client that only
+        // stops sending (`nc -N`) gets no answer unless it was answered inline, at once.
         .serve_connection(io, service);
     tokio::pin!(conn);
     // Looked at when it fires: most connections send their next request long before.

@@ -1,8 +1,9 @@
 //! Building the WSGI environ (PEP 3333) from a parsed request.
 //!
 //! Keys that never change in a worker are put once in a template dict, and the addresses of a
-//! connection in a copy of it made on the connection's first request; each request copies that
-//! and adds its own keys. Keys and common values (methods, protocol, header names) are interned
+//! connection in a copy of it made on the connection's first request (its base, which then
+//! also keeps what the connection's requests mostly share: see [`ConnEnv`]); each request
+//! copies that and adds its own keys. Keys and common values (methods, protocol, header names) are interned
 //! strings made once. Strings from the wire are decoded as latin-1, as PEP 3333 requires for
 //! "native strings".
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, Version};
+use http::{HeaderName, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
@@ -95,8 +96,10 @@ fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
 /// last request that had common ones, and its Host, so that the next request like it sets
 /// none of these in its copy (-0.65k instructions a hello request for the first three: the
 /// requests of a keep-alive connection, from a proxy above all, mostly differ in their path
-/// and other headers alone). A connection's requests come one at a time, so the base never
-/// changes under a copy being made.
+/// and other headers alone). The base never changes under a copy being made or used: HTTP/1
+/// reads a connection's next request head only once the last response is out, and that
+/// response came from an app called with its environ made. Those hand-offs (channels,
+/// hyper's state) order the accesses, so the fields below need no ordering of their own.
 pub struct ConnEnv {
     peer: Peer,
     base: OnceLock<Py<PyDict>>,
@@ -106,8 +109,18 @@ pub struct ConnEnv {
     protocol: AtomicU8,
     /// Whether the base holds "" as QUERY_STRING.
     no_query: AtomicBool,
-    /// The Host header the base holds as HTTP_HOST; `None` while it holds none.
-    host: Mutex<Option<HeaderValue>>,
+    /// The Host header the base holds as HTTP_HOST; `None` while it holds none. A copy: a
+    /// `HeaderValue` from hyper would keep the connection's first read buffer alive.
+    host: Mutex<Option<Box<[u8]>>>,
+}
+
+/// A connection's base for one request, and what its copy must set still.
+struct Base<'py> {
+    dict: Bound<'py, PyDict>,
+    /// The method is not one the base keeps.
+    set_method: bool,
+    /// The query is not empty.
+    set_query: bool,
 }
 
 /// The methods whose interned names a connection's base may keep.
@@ -133,15 +146,15 @@ impl ConnEnv {
         }
     }
 
-    /// The base, holding this request's method (if common), protocol and empty query (if
-    /// empty); returns whether the method and the query still need setting in the copy.
+    /// The base, made to hold this request's method (if common), protocol and empty query (if
+    /// empty).
     fn base_for<'py>(
         &self,
         py: Python<'py>,
         template: &Bound<'py, PyDict>,
         parts: &Parts,
         no_query: bool,
-    ) -> PyResult<(Bound<'py, PyDict>, bool, bool)> {
+    ) -> PyResult<Base<'py>> {
         let base = self.base(py, template)?;
         let method = METHODS.iter().position(|m| *m == parts.method);
         let wanted = method.map_or(0, |i| i as u8 + 1);
@@ -164,7 +177,11 @@ impl ConnEnv {
             base.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
             self.no_query.store(true, Ordering::Relaxed);
         }
-        Ok((base, wanted == 0, !no_query))
+        Ok(Base {
+            dict: base,
+            set_method: wanted == 0,
+            set_query: !no_query,
+        })
     }
 
     fn base<'py>(
@@ -315,9 +332,9 @@ pub fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let query = parts.uri.query();
     let no_query = query.is_none_or(str::is_empty);
-    let (base, set_method, set_query) = conn.base_for(py, template, parts, no_query)?;
-    let env = base.copy()?;
-    if set_method {
+    let base = conn.base_for(py, template, parts, no_query)?;
+    let env = base.dict.copy()?;
+    if base.set_method {
         env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
     }
     let raw_path = parts.uri.path();
@@ -337,13 +354,13 @@ pub fn build<'py>(
     };
     env.set_item(intern!(py, "PATH_INFO"), path_info)?;
     env.set_item(intern!(py, "REQUEST_URI"), request_uri)?;
-    if set_query {
+    if base.set_query {
         env.set_item(
             intern!(py, "QUERY_STRING"),
             native(py, query.unwrap_or("").as_bytes())?,
         )?;
     }
-    add_headers(py, &env, (conn, &base), header_keys, &mut parts.headers)?;
+    add_headers(py, &env, conn, &base.dict, header_keys, &mut parts.headers)?;
     super::reply::recycle_header_map(std::mem::take(&mut parts.headers));
     if let Some(input) = input {
         env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
@@ -358,7 +375,8 @@ pub fn build<'py>(
 fn add_headers(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
-    (conn, base): (&ConnEnv, &Bound<'_, PyDict>),
+    conn: &ConnEnv,
+    base: &Bound<'_, PyDict>,
     keys: &HeaderKeys,
     headers: &mut http::HeaderMap,
 ) -> PyResult<()> {
@@ -378,11 +396,11 @@ fn add_headers(
         if name.as_ref() == Some(&http::header::HOST) {
             saw_host = true;
             if more.peek().is_none() {
-                if held_host.as_ref() != Some(&first) {
+                if held_host.as_deref() != Some(first.as_bytes()) {
                     let value = native(py, first.as_bytes())?;
                     base.set_item(&key, &value)?;
+                    *held_host = Some(first.as_bytes().into());
                     env.set_item(key, value)?;
-                    *held_host = Some(first);
                 }
                 continue;
             }

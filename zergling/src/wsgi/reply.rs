@@ -72,13 +72,19 @@ fn recycle_header_list(list: Vec<(HeaderName, HeaderValue)>) {
     }
 }
 
+/// The most entries a kept header list may have room for.
 const SPARE_HEADERS_MAX: usize = 32;
+
+/// The most headers a kept header map may have room for.
+const SPARE_MAP_MAX: usize = 32;
 
 /// Keeps a request's header map, emptied into its environ, for the next response made on
 /// this thread (hyper in turn keeps a response's map for the next request it parses, so with
-/// both a connection allocates none). A map grown past [`SPARE_HEADERS_MAX`] is let go of.
+/// both an inline call allocates none; a map kept on an app thread, where responses are not
+/// made, is only replaced by the next). A map with room for more than [`SPARE_MAP_MAX`]
+/// headers is let go of.
 pub fn recycle_header_map(map: HeaderMap) {
-    if map.is_empty() && map.capacity() <= SPARE_HEADERS_MAX {
+    if map.is_empty() && map.capacity() <= SPARE_MAP_MAX {
         SPARE_HEADER_MAP.set(Some(map));
     }
 }
@@ -271,7 +277,7 @@ mod tests {
             "taken once"
         );
 
-        recycle_header_map(HeaderMap::with_capacity(SPARE_HEADERS_MAX + 1));
+        recycle_header_map(HeaderMap::with_capacity(SPARE_MAP_MAX + 1));
         assert_eq!(
             reply_with(Vec::new()).into_response().headers().capacity(),
             0,
