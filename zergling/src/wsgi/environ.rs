@@ -3,9 +3,9 @@
 //! Keys that never change in a worker are put once in a template dict, and the addresses of a
 //! connection in a copy of it made on the connection's first request (its base, which then
 //! also keeps what the connection's requests mostly share: see [`ConnEnv`]); each request
-//! copies that and adds its own keys. Keys and common values (methods, protocol, header names) are interned
-//! strings made once. Strings from the wire are decoded as latin-1, as PEP 3333 requires for
-//! "native strings".
+//! copies that and adds its own keys. Keys and common values (methods, protocol, header
+//! names) are interned strings made once. Strings from the wire are decoded as latin-1, as
+//! PEP 3333 requires for "native strings".
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
