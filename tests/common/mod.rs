@@ -434,14 +434,6 @@ impl Client {
         self.reader.get_mut().write_all(raw).expect("write request");
     }
 
-    /// Says the client sends no more (a half-close); it still reads.
-    pub fn shutdown_write(&mut self) {
-        self.reader
-            .get_mut()
-            .shutdown(std::net::Shutdown::Write)
-            .expect("shutdown");
-    }
-
     /// Reads a status line and headers (used alone for `100 Continue`).
     pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
         let mut head = Vec::new();

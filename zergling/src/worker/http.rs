@@ -159,8 +159,9 @@ where
         .header_read_timeout(None)
         // hyper's default `half_close(false)`: an end of input while a request is read or
         // answered ends its connection, so a client that gives up frees its connection and
-        // its place in the queue for an app slot at once. The price: a client that only
-        // stops sending (`nc -N`) gets no answer unless it was answered inline, at once.
+        // its place in the queue for an app slot at once (nginx, proxying, aborts the same
+        // way). The price: a client that only stops sending once its request is out
+        // (`nc -N`) may be closed unanswered.
         .serve_connection(io, service);
     tokio::pin!(conn);
     // Looked at when it fires: most connections send their next request long before.
