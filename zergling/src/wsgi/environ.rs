@@ -15,6 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use http::request::Parts;
 use http::{HeaderName, Method, Version};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
 
@@ -252,7 +253,13 @@ impl HeaderKeys {
         if let Some(key) = common_key(py, name.as_str()) {
             return Some(key.clone());
         }
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        // Locked attached-aware: the lock is held across CPython calls (interning may run
+        // the collector, and finalizers then, which may let another thread have the GIL);
+        // a thread that blocked on it holding the GIL would wait for this one for good.
+        let mut keys = self
+            .keys
+            .lock_py_attached(py)
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(key) = keys.get(name) {
             return Some(key.bind(py).clone());
         }
@@ -380,7 +387,11 @@ fn add_headers(
     keys: &HeaderKeys,
     headers: &mut http::HeaderMap,
 ) -> PyResult<()> {
-    let mut held_host = conn.host.lock().unwrap_or_else(|p| p.into_inner());
+    // As `HeaderKeys::key` locks, though a connection's requests never contend for it.
+    let mut held_host = conn
+        .host
+        .lock_py_attached(py)
+        .unwrap_or_else(|p| p.into_inner());
     let mut saw_host = false;
     // Taken apart in one pass, no lookup by name: a name comes with its first value, and the
     // values after it that carry no name are its own (`HeaderMap::drain`, which leaves the
