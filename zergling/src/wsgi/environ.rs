@@ -104,7 +104,7 @@ fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
 pub struct ConnEnv {
     peer: Peer,
     base: OnceLock<Py<PyDict>>,
-    /// Which of [`METHODS`] the base holds as REQUEST_METHOD, plus one; 0 for none.
+    /// Which [`common_method`] the base holds as REQUEST_METHOD (its number); 0 for none.
     method: AtomicU8,
     /// Which SERVER_PROTOCOL the base holds: 0 none yet, 1 HTTP/1.0, 2 HTTP/1.1.
     protocol: AtomicU8,
@@ -123,17 +123,6 @@ struct Base<'py> {
     /// The query is not empty.
     set_query: bool,
 }
-
-/// The methods whose interned names a connection's base may keep.
-const METHODS: [Method; 7] = [
-    Method::GET,
-    Method::POST,
-    Method::HEAD,
-    Method::PUT,
-    Method::DELETE,
-    Method::PATCH,
-    Method::OPTIONS,
-];
 
 impl ConnEnv {
     pub fn new(peer: Peer) -> ConnEnv {
@@ -157,14 +146,12 @@ impl ConnEnv {
         no_query: bool,
     ) -> PyResult<Base<'py>> {
         let base = self.base(py, template)?;
-        let method = METHODS.iter().position(|m| *m == parts.method);
-        let wanted = method.map_or(0, |i| i as u8 + 1);
-        if wanted != 0 && self.method.load(Ordering::Relaxed) != wanted {
-            base.set_item(
-                intern!(py, "REQUEST_METHOD"),
-                self::method(py, &parts.method),
-            )?;
-            self.method.store(wanted, Ordering::Relaxed);
+        let method = common_method(py, &parts.method);
+        if let Some((number, name)) = method {
+            if self.method.load(Ordering::Relaxed) != number {
+                base.set_item(intern!(py, "REQUEST_METHOD"), name)?;
+                self.method.store(number, Ordering::Relaxed);
+            }
         }
         let (protocol, name) = match parts.version {
             Version::HTTP_10 => (1, intern!(py, "HTTP/1.0")),
@@ -180,7 +167,7 @@ impl ConnEnv {
         }
         Ok(Base {
             dict: base,
-            set_method: wanted == 0,
+            set_method: method.is_none(),
             set_query: !no_query,
         })
     }
@@ -312,19 +299,18 @@ fn common_key<'py>(py: Python<'py>, name: &str) -> Option<&'py Bound<'py, PyStri
     })
 }
 
-/// The method as a str; the common ones are interned.
-fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
-    let s = match *method {
-        Method::GET => intern!(py, "GET"),
-        Method::POST => intern!(py, "POST"),
-        Method::HEAD => intern!(py, "HEAD"),
-        Method::PUT => intern!(py, "PUT"),
-        Method::DELETE => intern!(py, "DELETE"),
-        Method::PATCH => intern!(py, "PATCH"),
-        Method::OPTIONS => intern!(py, "OPTIONS"),
-        _ => return PyString::new(py, method.as_str()),
-    };
-    s.clone()
+/// A common method: its number (never 0) and its interned name. Others are made per request.
+fn common_method<'py>(py: Python<'py>, method: &Method) -> Option<(u8, &'py Bound<'py, PyString>)> {
+    Some(match *method {
+        Method::GET => (1, intern!(py, "GET")),
+        Method::POST => (2, intern!(py, "POST")),
+        Method::HEAD => (3, intern!(py, "HEAD")),
+        Method::PUT => (4, intern!(py, "PUT")),
+        Method::DELETE => (5, intern!(py, "DELETE")),
+        Method::PATCH => (6, intern!(py, "PATCH")),
+        Method::OPTIONS => (7, intern!(py, "OPTIONS")),
+        _ => return None,
+    })
 }
 
 /// The environ for one request; `input` is `None` for a request without a body. The request's
@@ -342,7 +328,10 @@ pub fn build<'py>(
     let base = conn.base_for(py, template, parts, no_query)?;
     let env = base.dict.copy()?;
     if base.set_method {
-        env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
+        env.set_item(
+            intern!(py, "REQUEST_METHOD"),
+            PyString::new(py, parts.method.as_str()),
+        )?;
     }
     let raw_path = parts.uri.path();
     let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(raw_path).into();
