@@ -139,6 +139,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         )
         .collect();
     let served = runtime.block_on(async move {
+        let stop = stop_signals()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = Arc::new(Tracker::new(spec.scoreboard, id));
         let state = Arc::new(http::State {
@@ -158,7 +159,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         }
         nix::unistd::write(&spec.ready, b"R")?;
         drop(spec.ready);
-        wait_for_stop().await?;
+        wait_for_stop(stop).await;
         tracing::info!(
             worker = id,
             "stopping: no new connections, finishing in-flight requests"
@@ -185,15 +186,28 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop() -> std::io::Result<()> {
+/// The signals that stop a worker, as tokio streams. Made before the worker says it is ready:
+/// tokio sees a signal only once a stream for it exists, and a SIGTERM sent as soon as the
+/// master knows the worker (a stop or reload right after a start, the master's death) would
+/// otherwise be lost, and the worker serve on for good.
+fn stop_signals() -> std::io::Result<[tokio::signal::unix::Signal; 2]> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    Ok([
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ])
+}
+
+/// Until SIGTERM or SIGINT: one that came before the streams were made is in the flag that
+/// [`crate::signals::flag_worker_stop`] sets.
+async fn wait_for_stop([mut term, mut int]: [tokio::signal::unix::Signal; 2]) {
+    if crate::signals::WORKER_STOPPING.load(Ordering::Relaxed) {
+        return;
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    Ok(())
 }
 
 impl http::Acceptor {
