@@ -513,6 +513,89 @@ fn method_protocol_query_and_host_follow_each_request_of_a_connection() {
     }
 }
 
+/// The environ a request sees on its connection, without REMOTE_PORT (the one key that
+/// differs between connections).
+fn environ_seen(c: &mut Client, raw: &str) -> serde_json::Value {
+    c.send(raw);
+    let r = c.response();
+    assert_eq!(r.status, 200, "{raw}");
+    let mut env: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    env.as_object_mut().unwrap().remove("REMOTE_PORT");
+    env
+}
+
+#[test]
+fn each_request_of_a_connection_sees_the_environ_a_first_request_would() {
+    // A connection's environ, let go of unchanged by the app, is made over for its next
+    // request: whatever came before, a request must see what it would see first on a new
+    // connection. An environ the app changed or kept must not be touched again.
+    let requests = [
+        "GET /environ/a?x=1 HTTP/1.1\r\nHost: h1\r\nX-One: 1\r\nX-Two: 2\r\n\r\n",
+        "GET /environ/b HTTP/1.1\r\nHost: h1\r\nX-Two: 2b\r\n\r\n",
+        "PROPFIND /environ/c HTTP/1.1\r\nHost: h2\r\nAccept: a\r\nAccept: b\r\n\r\n",
+        "GET /environ/d HTTP/1.0\r\nConnection: keep-alive\r\nX-Three: 3\r\n\r\n",
+        "POST /environ/input HTTP/1.1\r\nHost: h1\r\nContent-Length: 3\r\n\r\nabc",
+        "GET /environ/input HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/mark?m=1 HTTP/1.1\r\nHost: h1\r\nX-Two: 2\r\n\r\n",
+        "GET /environ/e HTTP/1.1\r\nHost: h1\r\nX-Two: 2\r\n\r\n",
+        "GET /environ/f HTTP/1.1\r\nHost: h1\r\nHost: h3\r\n\r\n",
+        "GET /environ/g? HTTP/1.1\r\nHost: h3\r\nX-One: 1\r\n\r\n",
+        "DELETE /environ/h HTTP/1.1\r\nHost: h3\r\nX-One: 1\r\n\r\n",
+    ];
+    for config in ["processes: 1\n", "processes: 1\nthreads: 2\n"] {
+        let server = Server::start("conformance.py", config);
+        let mut c = Client::connect(server.http);
+        for _ in 0..2 {
+            for raw in requests {
+                let seen = environ_seen(&mut c, raw);
+                let first = environ_seen(&mut Client::connect(server.http), raw);
+                assert_eq!(seen, first, "{config:?}: {raw}");
+            }
+        }
+        // Kept by the app: what it holds is the request's own for good.
+        let stash = "GET /environ/stash HTTP/1.1\r\nHost: h1\r\nX-S: 1\r\n\r\n";
+        let stashed = environ_seen(&mut c, stash);
+        environ_seen(&mut c, "GET /environ/z?q=2 HTTP/1.1\r\nHost: h9\r\n\r\n");
+        let later = environ_seen(&mut c, "GET /environ/stashed HTTP/1.1\r\nHost: h1\r\n\r\n");
+        assert_eq!(
+            later, stashed,
+            "{config:?}: the app's kept environ was changed"
+        );
+        let next = environ_seen(&mut c, "GET /environ/y HTTP/1.1\r\nHost: h1\r\n\r\n");
+        assert!(next.get("app.mark").is_none() && next.get("HTTP_X_S").is_none());
+    }
+}
+
+#[test]
+fn a_header_named_after_the_key_cache_is_full_comes_and_goes_with_its_requests() {
+    // Past 256 distinct names a worker makes a header's key per request: the environ made
+    // over from the last request's must still tell which of its headers this one has.
+    let server = Server::start("conformance.py", "processes: 1\n");
+    for batch in 0..4 {
+        let headers: String = (0..80)
+            .map(|i| format!("X-Fill-{batch}-{i}: v\r\n"))
+            .collect();
+        let env = environ_seen(
+            &mut Client::connect(server.http),
+            &format!("GET /environ HTTP/1.1\r\nHost: x\r\n{headers}\r\n"),
+        );
+        assert_eq!(env[format!("HTTP_X_FILL_{batch}_79")], "v");
+    }
+    let mut c = Client::connect(server.http);
+    for (header, expected) in [
+        ("X-Late: 1\r\n", "1".into()),
+        ("X-Late: 2\r\n", "2".into()),
+        ("", serde_json::Value::Null),
+        ("X-Late: 3\r\n", "3".into()),
+    ] {
+        let env = environ_seen(
+            &mut c,
+            &format!("GET /environ HTTP/1.1\r\nHost: x\r\n{header}\r\n"),
+        );
+        assert_eq!(env["HTTP_X_LATE"], expected, "after {header:?}");
+    }
+}
+
 #[test]
 fn connections_silent_past_the_header_timeout_are_closed_busy_ones_never() {
     // Calls on threads, so a slow app leaves the event loop (and its watchdogs) free.

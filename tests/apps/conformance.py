@@ -33,6 +33,9 @@ _ticker = []
 _streams = {"chunks": 0, "closed": 0}
 
 
+_STASHED = []
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/hello":
@@ -162,6 +165,14 @@ def application(environ, start_response):
             raise ValueError("changed my mind")
         except ValueError:
             return _recover(start_response, sys.exc_info())
+    if path == "/environ/stash":
+        _STASHED.append(environ)  # kept past the call: the server must not reuse it
+    elif path == "/environ/stashed":
+        environ = _STASHED[-1]
+    elif path == "/environ/mark":
+        environ["app.mark"] = 1  # changed: the server must not reuse it
+    elif path == "/environ/input":
+        environ = dict(environ, input=environ["wsgi.input"].read().decode())
     if path.startswith("/environ"):
         safe = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
         return _text(start_response, json.dumps(safe))

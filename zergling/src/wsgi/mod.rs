@@ -329,10 +329,12 @@ fn call_app<'py>(
         parts,
         (!matches!(body, Source::Done)).then(|| Input::new(body)),
     )?;
-    shared
+    let iterable = shared
         .app
         .bind(py)
-        .call1((environ, kit.start_response(py).clone()))
+        .call1((&environ.dict, kit.start_response(py)));
+    conn.keep(py, environ);
+    iterable
 }
 
 /// Sends the whole body of `iterable`, then calls its `close()` whatever happened (PEP 3333).
