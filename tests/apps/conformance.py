@@ -36,6 +36,10 @@ _streams = {"chunks": 0, "closed": 0}
 _STASHED = []
 
 
+def _environ_chunks(environ):
+    yield json.dumps({k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}).encode()
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/hello":
@@ -165,14 +169,30 @@ def application(environ, start_response):
             raise ValueError("changed my mind")
         except ValueError:
             return _recover(start_response, sys.exc_info())
-    if path == "/environ/stash":
-        _STASHED.append(environ)  # kept past the call: the server must not reuse it
-    elif path == "/environ/stashed":
-        environ = _STASHED[-1]
-    elif path == "/environ/mark":
-        environ["app.mark"] = 1  # changed: the server must not reuse it
-    elif path == "/environ/input":
-        environ = dict(environ, input=environ["wsgi.input"].read().decode())
+    if path.startswith("/environ/"):
+        # What an app may do to its environ; the server must never hand a changed or kept
+        # one to another request.
+        steps = path.split("/")
+        if "stash" in steps:
+            _STASHED.append(environ)  # kept past the call
+        if "stashed" in steps:
+            environ = _STASHED[-1]
+        if "mark" in steps:
+            environ["app.mark"] = 1  # a key added
+        if "scheme" in steps:
+            environ["wsgi.url_scheme"] = "https"  # a key changed, as ProxyFix does
+        if "pop" in steps:
+            environ.pop("HTTP_X_TWO", None)
+        if "setdel" in steps:
+            environ["x"] = 1
+            del environ["x"]  # changed and changed back
+        if "input" in steps:
+            environ = dict(environ, input=environ["wsgi.input"].read().decode())
+        if "raise" in steps:
+            raise RuntimeError("the app fails with its environ in its frame")
+        if "gen" in steps:
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return _environ_chunks(environ)  # its frame holds the environ while it streams
     if path.startswith("/environ"):
         safe = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
         return _text(start_response, json.dumps(safe))

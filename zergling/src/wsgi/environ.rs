@@ -102,16 +102,20 @@ fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
 /// An environ that its app let go of unchanged (nothing else holds a reference to it, and
 /// CPython's version tag of the dict, PEP 509, is the one it had when the app was called) is
 /// kept, and made over into the next request's: it sets the keys that differ and deletes the
-/// headers the next request lacks. No code can tell such a dict from a new one (but for the
-/// order of its keys, which a dict's user does not rely on), and it saves the copy and the
-/// deallocation of ~25 entries (-0.84k instructions a hello request, 13.1k -> 12.3k). An app that keeps the
-/// environ, changes it (werkzeug adds `werkzeug.request`), or whose request had a body (a
-/// kept environ would hold on to the body) gets a copy of the base as before.
+/// headers the next request lacks. That saves the copy and the deallocation of ~25 entries
+/// (-0.84k instructions a hello request, 13.1k -> 12.3k). What an app could tell: the dict's
+/// `id()` repeats (as it often does anyway, CPython reusing freed dicts), and a header name
+/// that an earlier request of the connection sent keeps that request's place in the order
+/// of the keys (HTTP gives the order of different field names no meaning). An app that
+/// keeps the environ or changes it (werkzeug adds `werkzeug.request`) gets a copy of the base
+/// for the next request, and so does the request after one with a body, or with headers over
+/// [`KEEP_HEADER_BYTES`] (a kept environ would hold on to them while the connection idles).
 ///
-/// Neither the base nor a kept environ changes under a request using it: HTTP/1 reads a
-/// connection's next request head only once the last response is out, and that response came
-/// from an app called with its environ made. The lock orders those hand-offs (channels,
-/// hyper's state) and is never contended.
+/// The base changes only while a request's environ is made, and a kept environ is taken for
+/// one request at a time; the lock orders those. A connection's requests follow each other
+/// (HTTP/1 reads the next head once the last response is out), but an app on a thread may
+/// still be running after its response is (a `write()` of its whole Content-Length): the
+/// next request then copies the base, as nothing is kept yet.
 pub struct ConnEnv {
     peer: Peer,
     base: OnceLock<Py<PyDict>>,
@@ -137,6 +141,8 @@ struct Holds {
     host: Host,
     /// The keys of its other headers.
     headers: Vec<Py<PyString>>,
+    /// An empty list with room, for the next request's `headers`.
+    spare: Vec<Py<PyString>>,
 }
 
 /// What a dict holds as HTTP_HOST.
@@ -159,6 +165,7 @@ impl Holds {
             no_query: self.no_query,
             host: self.host.clone(),
             headers: Vec::new(),
+            spare: Vec::new(),
         }
     }
 }
@@ -181,6 +188,7 @@ impl ConnEnv {
                     no_query: false,
                     host: Host::Absent,
                     headers: Vec::new(),
+                    spare: Vec::new(),
                 },
                 kept: None,
             }),
@@ -215,8 +223,8 @@ impl ConnEnv {
     }
 
     fn state(&self, py: Python<'_>) -> std::sync::MutexGuard<'_, State> {
-        // Locked attached-aware, as `HeaderKeys::key` locks, though a connection's requests
-        // never contend for it.
+        // Locked attached-aware, as `HeaderKeys::key` locks: the GIL is let go while it
+        // waits, in the rare case another thread holds it (see [`ConnEnv`]).
         self.state
             .lock_py_attached(py)
             .unwrap_or_else(|p| p.into_inner())
@@ -437,13 +445,14 @@ pub fn build<'py>(
     env.set_item(intern!(py, "PATH_INFO"), path_info)?;
     env.set_item(intern!(py, "REQUEST_URI"), request_uri)?;
     let base = base.as_mut().map(|(dict, holds)| (&*dict, &mut **holds));
-    add_headers(py, &env, &mut holds, base, header_keys, &mut parts.headers)?;
+    let header_bytes = add_headers(py, &env, &mut holds, base, header_keys, &mut parts.headers)?;
     super::reply::recycle_header_map(std::mem::take(&mut parts.headers));
     let version = match input {
         Some(input) => {
             env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
             None
         }
+        None if header_bytes > KEEP_HEADER_BYTES => None,
         None => version(&env),
     };
     Ok(Environ {
@@ -452,6 +461,10 @@ pub fn build<'py>(
         version,
     })
 }
+
+/// A request whose header values come to more than this leaves no environ kept (see
+/// [`ConnEnv`]): an idle connection holds no big cookie or token.
+const KEEP_HEADER_BYTES: usize = 4096;
 
 /// What of a request line the environ holds in keys of their own.
 struct Line<'py> {
@@ -504,7 +517,7 @@ fn set_line(
 /// headers `holds` has that the request lacks are deleted. Repeated headers are joined with
 /// ", " (cookies with "; "). Names with `_` are dropped, as nginx does, so
 /// `X_Forwarded_For` cannot pose as `X-Forwarded-For`. A single Host goes in the
-/// connection's base too, if given (see [`ConnEnv`]).
+/// connection's base too, if given (see [`ConnEnv`]). Returns the length of the header values.
 fn add_headers(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
@@ -512,35 +525,41 @@ fn add_headers(
     mut base: Option<(&Bound<'_, PyDict>, &mut Holds)>,
     keys: &HeaderKeys,
     headers: &mut http::HeaderMap,
-) -> PyResult<()> {
-    let held = std::mem::take(&mut holds.headers);
+) -> PyResult<usize> {
+    let spare = std::mem::take(&mut holds.spare);
+    let mut held = std::mem::replace(&mut holds.headers, spare);
     let mut saw_host = false;
+    let mut length = 0;
     // Taken apart in one pass, no lookup by name: a name comes with its first value, and the
     // values after it that carry no name are its own (`HeaderMap::drain`, which leaves the
     // map empty but keeps its room).
     let mut pairs = headers.drain().peekable();
     while let Some((name, first)) = pairs.next() {
+        length += first.len();
         let more = std::iter::from_fn(|| pairs.next_if(|(next, _)| next.is_none()));
         let Some(key) = name.as_ref().and_then(|name| keys.key(py, name)) else {
             more.for_each(drop);
             continue;
         };
-        let mut more = more.map(|(_, value)| value).peekable();
+        let mut more = more
+            .map(|(_, value)| value)
+            .inspect(|value| length += value.len())
+            .peekable();
         let is_host = name.as_ref() == Some(&http::header::HOST);
         if is_host && more.peek().is_none() {
             saw_host = true;
             let bytes = first.as_bytes();
             if !holds.host.is(bytes) {
                 let value = native(py, bytes)?;
-                let held = Host::Single(bytes::Bytes::copy_from_slice(bytes));
+                let single = Host::Single(bytes::Bytes::copy_from_slice(bytes));
                 if let Some((base, base_holds)) = base.as_mut() {
                     if !base_holds.host.is(bytes) {
                         base.set_item(&key, &value)?;
-                        base_holds.host = held.clone();
+                        base_holds.host = single.clone();
                     }
                 }
                 env.set_item(key, value)?;
-                holds.host = held;
+                holds.host = single;
             }
             continue;
         }
@@ -572,7 +591,7 @@ fn add_headers(
         env.del_item(intern!(py, "HTTP_HOST"))?;
         holds.host = Host::Absent;
     }
-    for key in held {
+    for key in held.drain(..) {
         // By identity: keys are interned, so the key of a name that this request set is the
         // object the dict holds (and keeps alive), even past `HEADER_KEYS_MAX` names, when
         // a key is made per request.
@@ -580,5 +599,6 @@ fn add_headers(
             env.del_item(key.bind(py))?;
         }
     }
-    Ok(())
+    holds.spare = held;
+    Ok(length)
 }
