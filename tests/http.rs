@@ -585,6 +585,28 @@ fn each_request_of_a_connection_sees_the_environ_a_first_request_would() {
                 assert_eq!(seen, first, "{config:?} pipelined: {raw}");
             }
         }
+        if config.contains("threads") {
+            // An app still running after its response (a write() of its whole length) while
+            // the connection's next request is made and called, and the one after.
+            let mut c = Client::connect(server.http);
+            let hold = "GET /environ/hold HTTP/1.1\r\nHost: h1\r\nX-Hold: 1\r\n\r\n";
+            let held = environ_seen(&mut c, hold);
+            assert_eq!(held["HTTP_X_HOLD"], "1");
+            for raw in [
+                "GET /environ/release HTTP/1.1\r\nHost: h2\r\n\r\n",
+                "GET /environ/o HTTP/1.1\r\nHost: h1\r\nX-Two: 2\r\n\r\n",
+            ] {
+                let seen = environ_seen(&mut c, raw);
+                assert_eq!(seen, environ_seen(&mut Client::connect(server.http), raw));
+            }
+            let held: Vec<bool> =
+                serde_json::from_str(&server.get("/environ/held").text()).unwrap();
+            assert_eq!(
+                held,
+                [true],
+                "the hold ran on until the next request was called"
+            );
+        }
         let mut c = Client::connect(server.http);
         // The app fails with its environ in its frame; the next request is whole.
         c.send("GET /environ/raise HTTP/1.1\r\nHost: h1\r\nX-R: 1\r\n\r\n");

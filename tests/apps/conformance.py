@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import weakref
 import zlib
@@ -34,6 +35,9 @@ _streams = {"chunks": 0, "closed": 0}
 
 
 _STASHED = []
+# "hold" runs on past its response until a "release" request has been called.
+_RELEASED = threading.Event()
+_HELD = []  # whether each hold saw its release
 
 
 def _environ_chunks(environ):
@@ -190,6 +194,19 @@ def application(environ, start_response):
             environ = dict(environ, input=environ["wsgi.input"].read().decode())
         if "raise" in steps:
             raise RuntimeError("the app fails with its environ in its frame")
+        if "release" in steps:
+            _RELEASED.set()
+        if "held" in steps:
+            return _text(start_response, json.dumps(_HELD))
+        if "hold" in steps:
+            # Its whole Content-Length with write(): the response is complete while the app
+            # still runs, and the connection's next request is read and called meanwhile.
+            _RELEASED.clear()
+            body = json.dumps({k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}).encode()
+            write = start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            write(body)
+            _HELD.append(_RELEASED.wait(10))
+            return []
         if "gen" in steps:
             start_response("200 OK", [("Content-Type", "application/json")])
             return _environ_chunks(environ)  # its frame holds the environ while it streams
