@@ -519,6 +519,11 @@ fn environ_seen(c: &mut Client, raw: &str) -> serde_json::Value {
     c.send(raw);
     let r = c.response();
     assert_eq!(r.status, 200, "{raw}");
+    environ_of(&r)
+}
+
+/// The environ an `/environ` response shows, without REMOTE_PORT.
+fn environ_of(r: &common::Response) -> serde_json::Value {
     let mut env: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     env.as_object_mut().unwrap().remove("REMOTE_PORT");
     env
@@ -579,9 +584,7 @@ fn each_request_of_a_connection_sees_the_environ_a_first_request_would() {
             c.send(&pass.concat());
             for raw in pass {
                 let first = environ_seen(&mut Client::connect(server.http), raw);
-                let mut seen: serde_json::Value =
-                    serde_json::from_str(&c.response().text()).unwrap();
-                seen.as_object_mut().unwrap().remove("REMOTE_PORT");
+                let seen = environ_of(&c.response());
                 assert_eq!(seen, first, "{config:?} pipelined: {raw}");
             }
         }

@@ -130,6 +130,7 @@ struct State {
 
 /// What a dict (a base or an environ) holds of the keys that vary between a connection's
 /// requests, PATH_INFO and REQUEST_URI aside, which every request sets.
+#[derive(Default)]
 struct Holds {
     /// Which [`common_method`] REQUEST_METHOD is (its number); 0 for another, or the
     /// template's placeholder.
@@ -146,8 +147,9 @@ struct Holds {
 }
 
 /// What a dict holds as HTTP_HOST.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 enum Host {
+    #[default]
     Absent,
     /// A single Host header of these bytes. A copy: a `HeaderValue` from hyper would keep the
     /// connection's first read buffer alive.
@@ -164,8 +166,7 @@ impl Holds {
             protocol: self.protocol,
             no_query: self.no_query,
             host: self.host.clone(),
-            headers: Vec::new(),
-            spare: Vec::new(),
+            ..Holds::default()
         }
     }
 }
@@ -182,14 +183,7 @@ impl ConnEnv {
             peer,
             base: OnceLock::new(),
             state: Mutex::new(State {
-                base: Holds {
-                    method: 0,
-                    protocol: 0,
-                    no_query: false,
-                    host: Host::Absent,
-                    headers: Vec::new(),
-                    spare: Vec::new(),
-                },
+                base: Holds::default(),
                 kept: None,
             }),
         }
@@ -392,14 +386,14 @@ pub fn build<'py>(
     parts: &mut Parts,
     input: Option<Input>,
 ) -> PyResult<Environ<'py>> {
-    let query = parts.uri.query().filter(|q| !q.is_empty());
     let line = Line {
-        method: common_method(py, &parts.method),
+        method: &parts.method,
+        common_method: common_method(py, &parts.method),
         protocol: match parts.version {
             Version::HTTP_10 => (1, intern!(py, "HTTP/1.0")),
             _ => (2, intern!(py, "HTTP/1.1")),
         },
-        no_query: query.is_none(),
+        query: parts.uri.query().filter(|q| !q.is_empty()),
     };
     let mut state = conn.state(py);
     let state = &mut *state;
@@ -416,23 +410,14 @@ pub fn build<'py>(
             )
         }
     };
-    if !set_line(py, &env, &mut holds, &line, true)? {
-        env.set_item(
-            intern!(py, "REQUEST_METHOD"),
-            PyString::new(py, parts.method.as_str()),
-        )?;
-    }
-    if let Some(query) = query {
-        env.set_item(intern!(py, "QUERY_STRING"), native(py, query.as_bytes())?)?;
-    }
+    set_line(py, &env, &mut holds, &line, true)?;
+    let query = parts.uri.query();
     let raw_path = parts.uri.path();
     let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(raw_path).into();
     let path_info = native(py, &decoded)?;
     let request_uri = match query {
         // The common case: REQUEST_URI is the very same text as PATH_INFO.
-        None if matches!(decoded, Cow::Borrowed(_)) && parts.uri.query().is_none() => {
-            path_info.clone()
-        }
+        None if matches!(decoded, Cow::Borrowed(_)) => path_info.clone(),
         _ => native(
             py,
             parts
@@ -467,50 +452,53 @@ pub fn build<'py>(
 const KEEP_HEADER_BYTES: usize = 4096;
 
 /// What of a request line the environ holds in keys of their own.
-struct Line<'py> {
-    method: Option<(u8, &'py Bound<'py, PyString>)>,
+struct Line<'a, 'py> {
+    method: &'a Method,
+    common_method: Option<(u8, &'py Bound<'py, PyString>)>,
     protocol: (u8, &'py Bound<'py, PyString>),
-    no_query: bool,
+    /// The query, if not empty.
+    query: Option<&'a str>,
 }
 
 /// Makes `dict` hold the request's protocol, its method if common and "" as QUERY_STRING if
-/// it has no query, where `holds` says it does not yet. A base holds no more than that; an
-/// environ (`request`) is told it holds no common method or an empty query if the request
-/// has neither: whether REQUEST_METHOD was set, so that the caller sets another.
+/// it has no query, where `holds` says it does not yet; a base holds no more than that. An
+/// environ (`request`) also gets any other method and a query that is not empty.
 fn set_line(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
     holds: &mut Holds,
-    line: &Line<'_>,
+    line: &Line<'_, '_>,
     request: bool,
-) -> PyResult<bool> {
-    let set_method = match line.method {
-        Some((number, name)) => {
-            if holds.method != number {
-                dict.set_item(intern!(py, "REQUEST_METHOD"), name)?;
-                holds.method = number;
-            }
-            true
+) -> PyResult<()> {
+    match line.common_method {
+        Some((number, name)) if holds.method != number => {
+            dict.set_item(intern!(py, "REQUEST_METHOD"), name)?;
+            holds.method = number;
         }
-        None => {
-            if request {
-                holds.method = 0;
-            }
-            false
+        None if request => {
+            let name = PyString::new(py, line.method.as_str());
+            dict.set_item(intern!(py, "REQUEST_METHOD"), name)?;
+            holds.method = 0;
         }
-    };
+        _ => {}
+    }
     let (protocol, name) = line.protocol;
     if holds.protocol != protocol {
         dict.set_item(intern!(py, "SERVER_PROTOCOL"), name)?;
         holds.protocol = protocol;
     }
-    if line.no_query && !holds.no_query {
-        dict.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
-        holds.no_query = true;
-    } else if !line.no_query && request {
-        holds.no_query = false;
+    match line.query {
+        None if !holds.no_query => {
+            dict.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
+            holds.no_query = true;
+        }
+        Some(query) if request => {
+            dict.set_item(intern!(py, "QUERY_STRING"), native(py, query.as_bytes())?)?;
+            holds.no_query = false;
+        }
+        _ => {}
     }
-    Ok(set_method)
+    Ok(())
 }
 
 /// `Content-Type`/`Content-Length` as CGI names, every other header as `HTTP_*`; the keys of
