@@ -537,6 +537,20 @@ fn each_request_of_a_connection_sees_the_environ_a_first_request_would() {
     let requests = [
         "GET /environ/a?x=1 HTTP/1.1\r\nHost: h1\r\nX-One: 1\r\nX-Two: 2\r\n\r\n",
         "GET /environ/b HTTP/1.1\r\nHost: h1\r\nX-Two: 2b\r\n\r\n",
+        // The same path again, then with a query, percent-encoded, and not ASCII.
+        "GET /environ/b HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/b?y=2 HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/b HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/%62 HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/b HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/caf\u{e9} HTTP/1.1\r\nHost: h1\r\n\r\n",
+        // Sent as UTF-8, é is c3 a9; decoded as latin-1, that is "Ã©", whose UTF-8 is what
+        // this one sends: a path equal to the last one's text as UTF-8, not as latin-1.
+        "GET /environ/caf\u{c3}\u{a9} HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/b HTTP/1.1\r\nHost: h1\r\n\r\n",
+        // An app that moves PATH_INFO into SCRIPT_NAME, twice.
+        "GET /environ/shift/b HTTP/1.1\r\nHost: h1\r\n\r\n",
+        "GET /environ/shift/b HTTP/1.1\r\nHost: h1\r\n\r\n",
         "PROPFIND /environ/c HTTP/1.1\r\nHost: h2\r\nAccept: a\r\nAccept: b\r\n\r\n",
         "GET /environ/d HTTP/1.0\r\nConnection: keep-alive\r\nX-Three: 3\r\n\r\n",
         // A body the app never reads: its environ must not be the next one's.

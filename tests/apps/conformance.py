@@ -185,6 +185,9 @@ def application(environ, start_response):
             environ["app.mark"] = 1  # a key added
         if "scheme" in steps:
             environ["wsgi.url_scheme"] = "https"  # a key changed, as ProxyFix does
+        if "shift" in steps:
+            # Mounted below /environ, as werkzeug's DispatcherMiddleware does.
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/environ", path[len("/environ"):]
         if "pop" in steps:
             environ.pop("HTTP_X_TWO", None)
         if "setdel" in steps:

@@ -198,6 +198,12 @@ pub(super) fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
     }
 }
 
+/// The text of a compact ASCII str, read in place; `None` for any other str, and wherever the
+/// layout is not known.
+pub(super) fn ascii<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
+    in_place::ascii(s)
+}
+
 /// Where a str's layout is known: CPython up to 3.13 (3.14 no longer exposes it), not the
 /// limited API, on a little-endian machine (the bit field's place in its word).
 #[cfg(all(
