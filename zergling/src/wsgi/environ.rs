@@ -459,17 +459,19 @@ fn set_path(
 ) -> PyResult<()> {
     let query = uri.query();
     let raw_path = uri.path();
+    // A held path needed no decoding, so the same bytes need none: compared before decoding.
+    // Compared as ASCII only: a path with other bytes is decoded as latin-1, whose text is
+    // not its bytes.
+    let held = holds
+        .path
+        .as_ref()
+        .and_then(|p| super::fastcall::ascii(p.bind(py)));
+    if query.is_none() && held == Some(raw_path) {
+        return Ok(());
+    }
     let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode_str(raw_path).into();
     // The common case: REQUEST_URI is the very same text as PATH_INFO.
     let plain = query.is_none() && matches!(decoded, Cow::Borrowed(_));
-    if plain {
-        // Compared as ASCII only: a path with other bytes is decoded as latin-1, whose text
-        // is not its bytes.
-        let held = holds.path.as_ref();
-        if held.is_some_and(|held| super::fastcall::ascii(held.bind(py)) == Some(raw_path)) {
-            return Ok(());
-        }
-    }
     let path_info = native(py, &decoded)?;
     let request_uri = if plain {
         path_info.clone()
