@@ -82,6 +82,27 @@ pub struct Config {
     #[serde(default = "default_header_timeout")]
     pub header_timeout: u64,
 
+    /// Longest request line (method, target and version) a worker accepts, in bytes; a longer
+    /// one is answered 414 without calling the app (gunicorn's `limit-request-line`).
+    #[serde(default = "default_limit_request_line")]
+    pub limit_request_line: u32,
+
+    /// Most header fields a request may carry; more are answered 431 (gunicorn's
+    /// `limit-request-fields`).
+    #[serde(default = "default_limit_request_fields")]
+    pub limit_request_fields: u32,
+
+    /// Longest header field (name, colon, value) a request may carry, in bytes; a longer one is
+    /// answered 431 (gunicorn's `limit-request-field_size`).
+    #[serde(default = "default_limit_request_field_size")]
+    pub limit_request_field_size: u32,
+
+    /// Most bytes a request head (request line and every header field) may take; a bigger one
+    /// is answered 431. uWSGI's `buffer-size`, which bounds the same thing there (its default
+    /// of 4096 is often too small for cookies; Galaxy's sample sets 16384).
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: u32,
+
     /// Listen backlog of every socket the pool binds.
     #[serde(default = "default_listen")]
     pub listen: u32,
@@ -164,12 +185,28 @@ fn default_busy_yield_us() -> u64 {
 fn default_header_timeout() -> u64 {
     30
 }
+fn default_limit_request_line() -> u32 {
+    4094
+}
+fn default_limit_request_fields() -> u32 {
+    100
+}
+fn default_limit_request_field_size() -> u32 {
+    8190
+}
+fn default_buffer_size() -> u32 {
+    64 * 1024
+}
 fn default_listen() -> u32 {
     1024
 }
 fn default_mercy() -> u64 {
     60
 }
+
+/// The most header fields `limit-request-fields` may allow: the parser sets aside room for
+/// every one of them on each request head it reads.
+pub const MAX_REQUEST_FIELDS: u32 = 10_000;
 
 /// One string or a list of strings, as uWSGI options accept both.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -362,6 +399,21 @@ impl Config {
         if self.threads == 0 {
             problems.push("`threads` must be at least 1".into());
         }
+        for (key, value, least) in [
+            ("limit-request-line", self.limit_request_line, 16),
+            ("limit-request-fields", self.limit_request_fields, 1),
+            ("limit-request-field-size", self.limit_request_field_size, 16),
+            ("buffer-size", self.buffer_size, 512),
+        ] {
+            if value < least {
+                problems.push(format!("`{key}` must be at least {least}"));
+            }
+        }
+        if self.limit_request_fields > MAX_REQUEST_FIELDS {
+            problems.push(format!(
+                "`limit-request-fields` must be at most {MAX_REQUEST_FIELDS}"
+            ));
+        }
         match self.farms() {
             Ok(farms) => {
                 for f in &farms {
@@ -539,6 +591,10 @@ pub const OPTIONS: &[&str] = &[
     "post-buffering",
     "busy-yield-us",
     "header-timeout",
+    "limit-request-line",
+    "limit-request-fields",
+    "limit-request-field-size",
+    "buffer-size",
     "env",
     "zergling",
     "reload-mercy",
@@ -565,6 +621,15 @@ mod tests {
         assert_eq!(c.busy_yield_us, 200);
         assert_eq!(c.header_timeout(), Some(Duration::from_secs(30)));
         assert_eq!(c.callable, "application");
+        assert_eq!(
+            (
+                c.limit_request_line,
+                c.limit_request_fields,
+                c.limit_request_field_size,
+                c.buffer_size
+            ),
+            (4094, 100, 8190, 65536)
+        );
         assert_eq!(
             c.listen_addrs(),
             vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
@@ -615,6 +680,21 @@ mod tests {
         assert!(err.contains("`nonsense`"), "{err}");
         assert!(err.contains("wsgi-file"), "{err}");
         assert!(err.contains("processes"), "{err}");
+    }
+
+    #[test]
+    fn request_limits_are_checked_together() {
+        let err = parse(
+            "zerg-server: z\nhttp: :1\nmodule: a\nlimit-request-fields: 0\nbuffer-size: 100\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`limit-request-fields` must be at least 1"), "{err}");
+        assert!(err.contains("`buffer-size` must be at least 512"), "{err}");
+        let err = parse("zerg-server: z\nhttp: :1\nmodule: a\nlimit-request-fields: 20000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 10000"), "{err}");
     }
 
     #[test]
