@@ -265,7 +265,8 @@ pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
     Ok(serde_json::from_slice(frame)?)
 }
 
-/// How many fds travel with a message.
+/// How many fds travel with a message. The counts are the peer's word: a sum past `usize`
+/// says "more than ever came", which taking them then reports.
 pub fn fd_count(msg: &Message) -> usize {
     match msg {
         Message::Welcome {
@@ -273,7 +274,10 @@ pub fn fd_count(msg: &Message) -> usize {
             queues,
             mule_records,
             ..
-        } => listeners.len() + 2 * queues.len() + mule_records,
+        } => listeners
+            .len()
+            .saturating_add(queues.len().saturating_mul(2))
+            .saturating_add(*mule_records),
         _ => 0,
     }
 }

@@ -20,7 +20,8 @@ pub fn remember(fd: impl AsFd + Copy, queue: u32, msg: &[u8]) -> nix::Result<()>
     let mut header = [0u8; HEADER];
     header[..4].copy_from_slice(&(msg.len() as u32).to_le_bytes());
     header[4..8].copy_from_slice(&queue.to_le_bytes());
-    header[8..].copy_from_slice(&(taken(fd) + 1).to_le_bytes());
+    // Saturating: a count is only ever shown, and a record of any bytes must not panic.
+    header[8..].copy_from_slice(&taken(fd).saturating_add(1).to_le_bytes());
     nix::sys::uio::pwrite(fd, &header, 0)?;
     Ok(())
 }
