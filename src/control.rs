@@ -282,6 +282,28 @@ pub fn fd_count(msg: &Message) -> usize {
     }
 }
 
+/// The one door from a pid number to a [`nix::unistd::Pid`] that may be handed to `kill(2)`.
+///
+/// Pids cross the protocol as `u32` and come back from `fork`/`spawn` as `i32` or `Option<u32>`.
+/// `kill` reads 0 as "the caller's process group", -1 as "every process it may signal" and
+/// any other negative value as a process group, and a `u32` past `i32::MAX` wraps to one of
+/// those; so only a positive pid names a single process. Anything else is logged (with `what`,
+/// the process it was meant to be) and refused with `None`.
+pub fn checked_pid(raw: impl Into<i64>, what: &str) -> Option<nix::unistd::Pid> {
+    let raw = raw.into();
+    match i32::try_from(raw) {
+        Ok(pid) if pid > 0 => Some(nix::unistd::Pid::from_raw(pid)),
+        _ => {
+            tracing::error!(
+                pid = raw,
+                process = what,
+                "not the pid of a single process; it will not be signalled"
+            );
+            None
+        }
+    }
+}
+
 /// A blocking control connection, for zerglings and zergctl (single-threaded callers).
 #[derive(Debug)]
 pub struct Connection {
@@ -444,6 +466,28 @@ mod tests {
             err.to_string(),
             "protocol version mismatch: we speak 1, the peer speaks 99"
         );
+    }
+
+    #[test]
+    fn only_positive_pids_can_be_signalled() {
+        assert_eq!(checked_pid(42u32, "worker").map(|p| p.as_raw()), Some(42));
+        assert_eq!(
+            checked_pid(i32::MAX, "worker").map(|p| p.as_raw()),
+            Some(i32::MAX)
+        );
+        // 0 is the caller's process group, -1 every process, other negatives a group; a u32
+        // past i32::MAX would wrap to one of them.
+        for raw in [
+            0i64,
+            -1,
+            -1234,
+            i64::from(u32::MAX),
+            i64::from(i32::MAX) + 1,
+        ] {
+            assert_eq!(checked_pid(raw, "worker"), None, "{raw}");
+        }
+        assert_eq!(checked_pid(0u32, "worker"), None);
+        assert_eq!(checked_pid(u32::MAX, "worker"), None);
     }
 
     #[test]

@@ -87,10 +87,7 @@ impl Generation {
     /// SIGKILLs every process of this generation.
     pub fn kill(&self) {
         for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            crate::pool::signal_pid(pid, nix::sys::signal::Signal::SIGKILL, "generation process");
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
-use zerg::control::{Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
+use zerg::control::{checked_pid, Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
 
 use crate::control_server::{self, Event};
 use crate::generation::{ConnId, Generation, State};
@@ -275,7 +275,13 @@ impl Pool {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start zergling `{}`", argv.join(" ")))?;
-        let pid = child.id().unwrap_or(0);
+        // `None` only for a child already reaped; a pid of 0 here would later be kill(0).
+        let Some(pid) = child.id() else {
+            bail!(
+                "zergling `{}` exited before its pid could be read",
+                argv.join(" ")
+            );
+        };
         self.last_generation = number;
         tracing::info!(generation = number, pid, command = %argv.join(" "), "generation starting");
         self.generations.insert(
@@ -336,6 +342,9 @@ impl Pool {
         };
         if self.stopping.is_some() {
             return refuse("the pool is stopping".into());
+        }
+        if checked_pid(pid, "zergling master in its hello").is_none() {
+            return refuse(format!("{pid} is not a process id"));
         }
         let number = match generation {
             Some(n) => match self.generations.get(&n) {
@@ -443,7 +452,7 @@ impl Pool {
                         pid,
                         "zergling closed its control connection; terminating it"
                     );
-                    signal_pid(pid, nix::sys::signal::Signal::SIGTERM);
+                    signal_pid(pid, nix::sys::signal::Signal::SIGTERM, "zergling");
                 }
             }
         }
@@ -853,7 +862,7 @@ impl Pool {
                 mercy_secs: mercy.as_secs(),
             }) {
                 if let Some(pid) = g.child_pid {
-                    signal_pid(pid, nix::sys::signal::Signal::SIGTERM);
+                    signal_pid(pid, nix::sys::signal::Signal::SIGTERM, "zergling");
                 }
             }
         }
@@ -897,8 +906,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn signal_pid(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+/// Sends `sig` to the one process `pid` (as the control protocol or a spawn gave it); a number
+/// that is not a single process's is logged and left alone (see [`checked_pid`]).
+pub(crate) fn signal_pid(pid: u32, sig: nix::sys::signal::Signal, what: &str) {
+    if let Some(pid) = checked_pid(pid, what) {
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
 }
 
 /// The `zergling` binary that sits beside this `zerg-pool`.

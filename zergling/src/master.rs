@@ -574,7 +574,7 @@ impl Master {
                 old_pid = old.as_raw(),
                 "chain reload: successor accepts; stopping the old worker"
             );
-            let _ = kill(old, Signal::SIGTERM);
+            signal(old, Signal::SIGTERM, "replaced worker");
         }
         if let Some(chain) = &mut self.chain {
             chain.next = i + 1;
@@ -636,7 +636,7 @@ impl Master {
             .iter()
             .flat_map(|s| s.pid.into_iter().chain(s.retiring))
         {
-            let _ = kill(pid, sig);
+            signal(pid, sig, "worker");
         }
     }
 
@@ -671,6 +671,14 @@ impl Master {
         if let Err(e) = self.conn.send(&msg, &[]) {
             tracing::warn!(error = %e, "cannot report to the pool");
         }
+    }
+}
+
+/// Sends `sig` to the child `pid`. Forked pids are positive, but the check is cheap next to
+/// what `kill(0)` or `kill(-1)` would do.
+fn signal(pid: Pid, sig: Signal, what: &str) {
+    if let Some(pid) = control::checked_pid(pid.as_raw(), what) {
+        let _ = kill(pid, sig);
     }
 }
 
