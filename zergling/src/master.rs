@@ -59,6 +59,23 @@ struct Chain {
     started: Instant,
 }
 
+/// The master's link to the pool. A lost link stays lost: its socket is closed, never polled
+/// (a socket at end of stream is readable forever, and polling one spun a core) and never
+/// written to again.
+enum PoolLink {
+    Attached(Connection),
+    Lost,
+}
+
+impl PoolLink {
+    fn conn(&self) -> Option<&Connection> {
+        match self {
+            PoolLink::Attached(conn) => Some(conn),
+            PoolLink::Lost => None,
+        }
+    }
+}
+
 /// How the master is stopping, once it is.
 #[derive(Clone, Copy)]
 enum Stopping {
@@ -69,7 +86,7 @@ enum Stopping {
 struct Master {
     config: Config,
     generation: u64,
-    conn: Connection,
+    pool: PoolLink,
     signals: SelfPipe,
     listeners: Vec<OwnedFd>,
     manifest: Vec<ListenerInfo>,
@@ -197,7 +214,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         scoreboard,
         config,
         generation,
-        conn,
+        pool: PoolLink::Attached(conn),
         signals,
         listeners,
         manifest,
@@ -244,10 +261,13 @@ impl Master {
             })
             .unwrap_or(PollTimeout::NONE);
         let (control_ready, ready_fds) = {
-            let mut fds = vec![
-                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-                PollFd::new(self.conn.stream().as_fd(), PollFlags::POLLIN),
-            ];
+            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            // A lost pool is not polled: its socket is closed.
+            let pool_at = self.pool.conn().map(|conn| {
+                fds.push(PollFd::new(conn.stream().as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let first_pipe = fds.len();
             let watched: Vec<usize> = (0..self.slots.len())
                 .filter(|&i| self.slots[i].ready_pipe.is_some())
                 .collect();
@@ -264,10 +284,10 @@ impl Master {
                 Err(e) => return Err(e.into()),
             }
             let has = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let control_ready = has(&fds[1]);
+            let control_ready = pool_at.is_some_and(|i| has(&fds[i]));
             let ready_fds: Vec<usize> = watched
                 .iter()
-                .zip(&fds[2..])
+                .zip(&fds[first_pipe..])
                 .filter(|(_, fd)| has(fd))
                 .map(|(&i, _)| i)
                 .collect();
@@ -306,18 +326,18 @@ impl Master {
     }
 
     fn on_pool_readable(&mut self) {
-        if let Err(e) = self.conn.fill() {
-            match e {
-                control::ControlError::Closed => {
-                    tracing::warn!("the pool closed the control connection")
-                }
-                e => tracing::error!(error = %e, "control connection failed"),
-            }
-            self.begin_stop(self.config.worker_reload_mercy(), "pool connection lost");
+        let PoolLink::Attached(conn) = &mut self.pool else {
+            return;
+        };
+        if let Err(e) = conn.fill() {
+            self.lose_pool(&e);
             return;
         }
         loop {
-            match self.conn.try_next() {
+            let PoolLink::Attached(conn) = &mut self.pool else {
+                return;
+            };
+            match conn.try_next() {
                 Ok(Some((Message::Stop { mercy_secs }, _))) => {
                     self.begin_stop(Duration::from_secs(mercy_secs), "asked by the pool")
                 }
@@ -328,12 +348,29 @@ impl Master {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::error!(error = %e, "bad message from the pool");
-                    self.begin_stop(self.config.worker_reload_mercy(), "pool connection broken");
+                    // The stream is out of step past a bad frame: nothing after it can be read.
+                    self.lose_pool(&e);
                     break;
                 }
             }
         }
+    }
+
+    /// The one transition of the pool link: Attached -> Lost. Logs once, closes the socket,
+    /// and drains this generation (its workers finish what they hold within the mercy); the
+    /// master exits once they have.
+    fn lose_pool(&mut self, error: &control::ControlError) {
+        if matches!(self.pool, PoolLink::Lost) {
+            return;
+        }
+        match error {
+            control::ControlError::Closed => {
+                tracing::warn!("the pool closed the control connection")
+            }
+            e => tracing::error!(error = %e, "the control connection to the pool failed"),
+        }
+        self.pool = PoolLink::Lost;
+        self.begin_stop(self.config.worker_reload_mercy(), "pool connection lost");
     }
 
     /// A worker wrote to (or closed) its readiness pipe.
@@ -471,7 +508,7 @@ impl Master {
     fn spawn_worker(&mut self, i: usize) -> anyhow::Result<()> {
         let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
-        close.push(self.conn.stream().as_raw_fd());
+        close.extend(self.pool.conn().map(|c| c.stream().as_raw_fd()));
         close.push(ready_read.as_raw_fd());
         close.extend(
             self.slots
@@ -667,9 +704,13 @@ impl Master {
         });
     }
 
+    /// Tells the pool `msg`; a write that fails means the pool is gone.
     fn send(&mut self, msg: Message) {
-        if let Err(e) = self.conn.send(&msg, &[]) {
-            tracing::warn!(error = %e, "cannot report to the pool");
+        let PoolLink::Attached(conn) = &mut self.pool else {
+            return;
+        };
+        if let Err(e) = conn.send(&msg, &[]) {
+            self.lose_pool(&e);
         }
     }
 }

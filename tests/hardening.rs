@@ -1,0 +1,84 @@
+//! What the server refuses or survives, through the real binaries: the pool's death in the
+//! middle of a drain.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{alive, wait_for, Client, Server};
+
+/// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
+/// no longer ask it for the pids of its generations.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if pid > 0 && pid <= i32::MAX as u32 && alive(pid) {
+                // SAFETY: killing processes this test started (checked positive above).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// CPU time (user + system) `pid` has used, in clock ticks; `None` once it is gone.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+#[test]
+fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
+    let mut server = Server::start("conformance.py", "processes: 1\n");
+    let status = server.wait_serving();
+    let generation = &status.generations[0];
+    let master = generation.master_pid.expect("master pid");
+    let mut pids: Vec<u32> = generation.processes.iter().map(|p| p.pid).collect();
+    pids.push(master);
+    let _cleanup = KillOnDrop(pids.clone());
+
+    let started = server.dir.path().join("slow-started");
+    let mut slow = Client::connect(server.http);
+    slow.send(&format!(
+        "GET /slow?s=8&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        started.display()
+    ));
+    wait_for("the slow request to be in the app", || {
+        started.exists().then_some(())
+    });
+
+    server.signal(libc::SIGTERM);
+    wait_for("the master to start draining", || {
+        server
+            .log_text()
+            .contains("stopping workers gracefully")
+            .then_some(())
+    });
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+
+    let r = slow.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "slow done"));
+    if let Some(ticks) = cpu_ticks(master) {
+        // SAFETY: sysconf has no preconditions.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        assert!(
+            ticks < 2 * per_sec,
+            "the master used {ticks} ticks of CPU ({per_sec}/s) while it drained"
+        );
+    }
+    wait_for("the master and its worker to exit", || {
+        pids.iter().all(|&p| !alive(p)).then_some(())
+    });
+    let log = server.log_text();
+    let lost = log
+        .matches("the pool closed the control connection")
+        .count();
+    assert!(
+        (1..=3).contains(&lost),
+        "the lost pool is logged once, not {lost} times"
+    );
+}
