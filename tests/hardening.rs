@@ -1,11 +1,14 @@
 //! What the server refuses or survives, through the real binaries: the pool's death in the
-//! middle of a drain.
+//! middle of a drain, and a control-socket peer of another user.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{alive, wait_for, Client, Server};
+use common::{alive, bin_dir, output_within, wait_for, Client, Server, DEADLINE};
 
 /// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
 /// no longer ask it for the pids of its generations.
@@ -81,4 +84,58 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
         (1..=3).contains(&lost),
         "the lost pool is logged once, not {lost} times"
     );
+}
+
+/// The user and group `nobody`.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn control_socket_refuses_a_peer_of_another_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can run a client as another user (nobody)");
+        return;
+    }
+    let server = Server::start("conformance.py", "");
+    // Anyone may reach and open the socket file: only the peer-credential check is left.
+    let open = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(server.dir.path(), 0o755);
+    open(&server.control, 0o777);
+
+    let nobody = output_within(
+        Command::new(bin_dir().join("zergctl"))
+            .arg("--pool")
+            .arg(&server.control)
+            .arg("status")
+            .uid(NOBODY)
+            .gid(NOBODY),
+        DEADLINE,
+    );
+    let said = String::from_utf8_lossy(&nobody.stderr);
+    assert!(!nobody.status.success(), "nobody was answered: {said}");
+    assert!(
+        said.contains("uid 65534 may not use this control socket"),
+        "zergctl says why: {said}"
+    );
+    let logged = wait_for("the refusal in the pool's log", || {
+        server
+            .log_text()
+            .lines()
+            .find(|l| l.contains("control connection refused"))
+            .map(str::to_owned)
+    });
+    assert!(
+        logged.contains("peer_uid=65534") && logged.contains("peer_pid="),
+        "the refusal names the peer: {logged}"
+    );
+
+    let root = server.zergctl(&["status"]);
+    assert!(
+        root.status.success(),
+        "root is still served: {}",
+        String::from_utf8_lossy(&root.stderr)
+    );
+    assert_eq!(server.get("/hello").status, 200);
 }

@@ -4,11 +4,16 @@
 //! relays frames to the supervisor as [`Event`]s and writes the supervisor's messages back. A
 //! peer that misbehaves (bad frame, wrong version, unexpected message) loses its own connection
 //! and nothing else.
+//!
+//! The credentials are the kernel's (`SO_PEERCRED`, taken at connect), not the socket file's
+//! mode: a socket left world-writable by a `chmod`, or reached through a descriptor passed
+//! along, still lets only root and the pool's own user hand out listeners or stop the pool.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use nix::sys::socket::{getsockopt, sockopt};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +25,9 @@ use zerg::fdpass;
 use crate::generation::ConnId;
 use crate::listeners::Listener;
 use crate::queues::Queue;
+
+/// How long a refused peer's connection stays open for its hello to arrive.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What connection tasks tell the supervisor.
 #[derive(Debug)]
@@ -106,14 +114,41 @@ pub async fn serve(
     listeners: Arc<Vec<Listener>>,
     queues: Arc<(Vec<Queue>, Vec<OwnedFd>)>,
 ) {
-    if let Err(reason) = check_peer(&stream) {
-        tracing::warn!(conn, %reason, "control connection refused");
-        return;
-    }
+    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(conn, error = %e, "control connection refused: cannot read the peer's credentials");
+            return;
+        }
+    };
     let mut c = AsyncConn {
         stream,
         decoder: FrameDecoder::default(),
     };
+    let pool_uid = nix::unistd::geteuid().as_raw();
+    if !may_control(peer.uid(), pool_uid) {
+        tracing::warn!(
+            conn,
+            peer_pid = peer.pid(),
+            peer_uid = peer.uid(),
+            pool_uid,
+            "control connection refused: the peer is neither root nor the pool's user"
+        );
+        // Said to the peer too, so zergctl prints why instead of a bare hang-up.
+        let reason = format!(
+            "uid {} may not use this control socket (only root and uid {pool_uid} may)",
+            peer.uid()
+        );
+        let refused = Message::Refused {
+            protocol: PROTOCOL_VERSION,
+            reason,
+        };
+        let _ = c.send(&refused, &[]).await;
+        // Closing before the peer's hello has arrived would fail that write with EPIPE, and
+        // the peer would never read why.
+        let _ = tokio::time::timeout(REFUSAL_LINGER, c.recv_frame()).await;
+        return;
+    }
     let hello = match c.recv_frame().await.and_then(|f| control::decode_hello(&f)) {
         Ok(m) => m,
         Err(ControlError::Closed) => return,
@@ -267,18 +302,21 @@ async fn ask<T>(
     rx.await.ok()
 }
 
-/// Only the pool's own user (or root) may talk to it, whatever the socket file's mode.
-fn check_peer(stream: &UnixStream) -> Result<(), String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if cred.uid() == me || cred.uid() == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "peer uid {} is neither root nor the pool's uid {me}",
-            cred.uid()
-        ))
+/// Only root and the pool's own user may talk to it, whatever the socket file's mode.
+fn may_control(peer_uid: u32, pool_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == pool_uid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_the_pools_user_may_control() {
+        assert!(may_control(0, 1000));
+        assert!(may_control(1000, 1000));
+        assert!(may_control(0, 0));
+        assert!(!may_control(65534, 1000));
+        assert!(!may_control(1000, 0));
     }
 }
