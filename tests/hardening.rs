@@ -1,9 +1,10 @@
 //! What the server refuses or survives, through the real binaries: the pool's death in the
-//! middle of a drain, and a control-socket peer of another user.
+//! middle of a drain, a control-socket peer of another user, and static-map paths that try to
+//! leave their directory.
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -138,4 +139,81 @@ fn control_socket_refuses_a_peer_of_another_user() {
         String::from_utf8_lossy(&root.stderr)
     );
     assert_eq!(server.get("/hello").status, 200);
+}
+
+/// Sends `target` as the request target of a GET, byte for byte, on a new connection.
+fn raw_get(server: &Server, target: &[u8]) -> common::Response {
+    let mut c = Client::connect(server.http);
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(target);
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.send_bytes(&request);
+    c.response()
+}
+
+#[test]
+fn static_map_never_serves_a_file_outside_its_directory() {
+    const SECRET: &str = "TOP SECRET: never served";
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().join("public");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("hello.txt"), "static hello").unwrap();
+    std::fs::write(root.join("sub/inner.txt"), "inner").unwrap();
+    let secret = files.path().join("secret.txt");
+    std::fs::write(&secret, SECRET).unwrap();
+    symlink(&secret, root.join("out.txt")).unwrap();
+    symlink("../secret.txt", root.join("rel-out.txt")).unwrap();
+    symlink(files.path(), root.join("out-dir")).unwrap();
+    symlink("hello.txt", root.join("in.txt")).unwrap();
+    symlink("../hello.txt", root.join("sub/up-in.txt")).unwrap();
+    let server = Server::start(
+        "conformance.py",
+        &format!("static-map: /static={}\n", root.display()),
+    );
+
+    // Inside the directory, symlinks included, files are served.
+    for (target, body) in [
+        "/static/hello.txt",
+        "/static/sub/inner.txt",
+        "/static/in.txt",
+        "/static/sub/up-in.txt",
+    ]
+    .iter()
+    .zip(["static hello", "inner", "static hello", "static hello"])
+    {
+        let r = raw_get(&server, target.as_bytes());
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{target}");
+    }
+
+    // Refused paths go to the app, which answers 404 as for any unknown path; requests that
+    // are not HTTP get 400 before anything looks at a file.
+    let absolute = format!("/static/%2f{}", secret.display());
+    let cases: &[(&[u8], u16)] = &[
+        (b"/static/../secret.txt", 404),
+        (b"/static/sub/../../secret.txt", 404),
+        (b"/static/%2e%2e/secret.txt", 404),
+        (b"/static/%2E%2E/secret.txt", 404),
+        (b"/static/.%2e/secret.txt", 404),
+        (b"/static/..%2fsecret.txt", 404),
+        (b"/static/%2e%2e%2fsecret.txt", 404),
+        (b"/static/sub/..%2F..%2Fsecret.txt", 404),
+        (b"/static/..%5csecret.txt", 404),
+        (b"/static/%2e%2e%5csecret.txt", 404),
+        (b"/static/..\\secret.txt", 404),
+        (b"/static/secret.txt%00", 404),
+        (b"/static/hello.txt%00/../../secret.txt", 404),
+        (b"/static/%00", 404),
+        (b"/static/hello.txt\0", 400),
+        (b"/static/out.txt", 404),
+        (b"/static/rel-out.txt", 404),
+        (b"/static/out-dir/secret.txt", 404),
+        (b"/static/out-dir/public/hello.txt", 200),
+        (absolute.as_bytes(), 404),
+    ];
+    for &(target, status) in cases {
+        let r = raw_get(&server, target);
+        let shown = String::from_utf8_lossy(target);
+        assert!(!r.text().contains(SECRET), "{shown} served the secret");
+        assert_eq!(r.status, status, "{shown}: {}", r.text());
+    }
 }

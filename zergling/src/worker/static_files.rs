@@ -2,9 +2,15 @@
 //! (uWSGI's `static-map`). A GET or HEAD under a mount whose file exists is answered here; any
 //! other request, or a missing file, goes to the app.
 //!
-//! Safety: the decoded path may not contain `..` or NUL, and the file's canonical path must stay
-//! inside the mount's canonical directory, so neither `../` nor a symlink escapes it.
+//! Safety: the path is percent-decoded once, and then may not contain a `..` segment, a NUL or a
+//! backslash, so `%2e%2e`, `%2f`, `%00` and `%5c` are caught after decoding (a backslash names
+//! no file a site needs and is a separator to Windows tools, so it is refused outright); the
+//! file's canonical path must stay inside the mount's canonical directory, so no symlink leads
+//! out of it (one to another file inside is served); and the file is opened `O_NOFOLLOW`, so
+//! a symlink put in its place after the check is not followed. A refused path goes to the app
+//! like a missing file, which answers it as it answers any unknown path.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -53,12 +59,23 @@ impl StaticMap {
         let decoded = percent_encoding::percent_decode_str(&path[mount.len()..])
             .decode_utf8()
             .ok()?;
-        if decoded.contains('\0') || decoded.split('/').any(|seg| seg == "..") {
+        if !is_plain(&decoded) {
+            tracing::debug!(path, "static-map: path refused (.., NUL or backslash)");
             return None;
         }
+        // Relative, so `join` cannot replace the directory with an absolute path.
         let file = std::fs::canonicalize(dir.join(decoded.trim_start_matches('/'))).ok()?;
-        (file.starts_with(dir) && file.is_file()).then_some(file)
+        if !file.starts_with(dir) {
+            tracing::debug!(path, "static-map: path refused (leads out of the mount)");
+            return None;
+        }
+        file.is_file().then_some(file)
     }
+}
+
+/// True for a decoded path with no `..` segment, NUL or backslash.
+fn is_plain(decoded: &str) -> bool {
+    !decoded.contains(['\0', '\\']) && !decoded.split('/').any(|seg| seg == "..")
 }
 
 /// Answers a request with `file`: Content-Type from its extension, Last-Modified, and a 304 for
@@ -78,7 +95,10 @@ pub fn serve(file: &Path, method: &Method, headers: &http::HeaderMap) -> Reply {
 }
 
 fn serve_file(path: &Path, method: &Method, headers: &http::HeaderMap) -> std::io::Result<Reply> {
-    let mut file = std::fs::File::open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let meta = file.metadata()?;
     let len = meta.len();
     let modified = meta.modified().ok();
@@ -168,4 +188,84 @@ fn not_modified_since(headers: &http::HeaderMap, modified: SystemTime) -> bool {
             .unwrap_or(0)
     };
     secs(modified) <= secs(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory removed on drop (this crate has no tempfile).
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("zerg-static-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mapped(name: &str) -> (Scratch, StaticMap) {
+        let top = Scratch::new(name);
+        let root = top.path().join("public");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("hello.txt"), "hello").unwrap();
+        std::fs::write(root.join("back\\slash.txt"), "refused though inside").unwrap();
+        std::fs::write(top.path().join("secret.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(top.path().join("secret.txt"), root.join("out.txt")).unwrap();
+        std::os::unix::fs::symlink("../hello.txt", root.join("sub/in.txt")).unwrap();
+        let map = StaticMap::new(vec![("/static".into(), root)]);
+        (top, map)
+    }
+
+    #[test]
+    fn traversal_and_escaping_symlinks_resolve_to_nothing() {
+        let (top, map) = mapped("escape");
+        let secret = format!("/static/%2f{}", top.path().join("secret.txt").display());
+        for path in [
+            "/static/../secret.txt",
+            "/static/%2e%2e/secret.txt",
+            "/static/%2E%2E%2Fsecret.txt",
+            "/static/sub/..%2f..%2fsecret.txt",
+            "/static/..%5csecret.txt",
+            "/static/back%5cslash.txt",
+            "/static/hello.txt%00.png",
+            "/static/out.txt",
+            "/static/sub",
+            "/static/",
+            secret.as_str(),
+        ] {
+            assert_eq!(map.resolve(&Method::GET, path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn files_and_symlinks_inside_resolve() {
+        let (_top, map) = mapped("inside");
+        for path in [
+            "/static/hello.txt",
+            "/static/sub/in.txt",
+            "/static//hello.txt",
+        ] {
+            let file = map.resolve(&Method::GET, path).expect(path);
+            assert!(
+                file.ends_with("public/hello.txt"),
+                "{path}: {}",
+                file.display()
+            );
+        }
+        assert_eq!(map.resolve(&Method::POST, "/static/hello.txt"), None);
+    }
 }
