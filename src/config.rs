@@ -402,7 +402,11 @@ impl Config {
         for (key, value, least) in [
             ("limit-request-line", self.limit_request_line, 16),
             ("limit-request-fields", self.limit_request_fields, 1),
-            ("limit-request-field-size", self.limit_request_field_size, 16),
+            (
+                "limit-request-field-size",
+                self.limit_request_field_size,
+                16,
+            ),
             ("buffer-size", self.buffer_size, 512),
         ] {
             if value < least {
@@ -689,7 +693,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("`limit-request-fields` must be at least 1"), "{err}");
+        assert!(
+            err.contains("`limit-request-fields` must be at least 1"),
+            "{err}"
+        );
         assert!(err.contains("`buffer-size` must be at least 512"), "{err}");
         let err = parse("zerg-server: z\nhttp: :1\nmodule: a\nlimit-request-fields: 20000\n")
             .unwrap_err()

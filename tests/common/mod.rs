@@ -430,6 +430,11 @@ impl Client {
         self.send_bytes(raw.as_bytes());
     }
 
+    /// The connection's socket, e.g. to clone for a writer thread.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
     pub fn send_bytes(&mut self, raw: &[u8]) {
         self.reader.get_mut().write_all(raw).expect("write request");
     }

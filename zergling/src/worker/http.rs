@@ -40,9 +40,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::refuse::{self, Limits, Refusal};
 use super::woken::WhenWoken;
 use super::Tracker;
 use crate::wsgi::environ::{ConnEnv, Peer};
+use crate::wsgi::input::Lease;
 use crate::wsgi::reply::{Reply, ResponseBody};
 use crate::wsgi::{Called, Pool};
 
@@ -70,6 +72,10 @@ pub struct State {
     pub yielder: super::yielding::Yielder,
     /// `header-timeout`.
     pub header_timeout: Option<Duration>,
+    /// What a request head may hold before it is refused.
+    pub limits: Limits,
+    /// `limit-request-fields`: hyper refuses a head with more fields (431).
+    pub max_fields: usize,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -142,6 +148,7 @@ where
     let conn_env = Arc::new(ConnEnv::new(peer));
     let activity = Arc::new(Activity::new());
     let header_timeout = state.header_timeout;
+    let max_fields = state.max_fields;
     let service = {
         let activity = activity.clone();
         service_fn(move |req| handle(req, &conn_env, &state, activity.begin()))
@@ -157,6 +164,7 @@ where
     let conn = http1::Builder::new()
         // The watchdog below does this, once per connection instead of once per request.
         .header_read_timeout(None)
+        .max_headers(max_fields)
         // hyper's default `half_close(false)`: an end of input while a request is read or
         // answered ends its connection, so a client that gives up frees its connection and
         // its place in the queue for an app slot at once (nginx, proxying, aborts the same
@@ -425,10 +433,13 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Noted<S> {
     }
 }
 
-/// A response body that carries its request's [`InFlight`].
+/// A response body that carries its request's [`InFlight`], and the [`Lease`] on its request
+/// body if the app was lent one: hyper drops it once the response is done, which takes the
+/// body back from the app.
 struct Answer {
     body: ResponseBody,
     _in_flight: InFlight,
+    _lease: Option<Lease>,
 }
 
 impl Body for Answer {
@@ -462,6 +473,9 @@ fn handle(
     in_flight: InFlight,
 ) -> Handled {
     state.yielder.before_request();
+    if let Some(refusal) = refuse::check(req.method(), req.uri(), req.headers(), &state.limits) {
+        return Handled::now(respond(refused(refusal, &req), in_flight));
+    }
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
         // No Python here, and file system calls that may block: no kept GIL across them.
         crate::wsgi::gil::release();
@@ -473,7 +487,8 @@ fn handle(
     let Some(slot) = slot else {
         let (conn, state) = (conn.clone(), state.clone());
         return Handled::Later(Box::pin(async move {
-            respond(state.python.call(parts, conn, body).await, in_flight)
+            let (reply, lease) = state.python.call(parts, conn, body).await;
+            respond_lent(reply, in_flight, lease)
         }));
     };
     match state.python.call_now(parts, conn, slot) {
@@ -482,6 +497,25 @@ fn handle(
             respond(crate::wsgi::reply_from_thread(answer).await, in_flight)
         })),
     }
+}
+
+/// The answer to a request refused before the app saw it; the connection closes after it, as
+/// the client may not frame its next request the way zerg would.
+fn refused(refusal: Refusal, req: &Request<Incoming>) -> Reply {
+    tracing::debug!(
+        method = %req.method(),
+        status = refusal.status().as_u16(),
+        "request refused: {}",
+        refusal.reason()
+    );
+    let mut reply = Reply::refusal(refusal.status());
+    if refusal == Refusal::Connect {
+        reply.headers.push((
+            http::header::ALLOW,
+            http::HeaderValue::from_static(refuse::ALLOWED),
+        ));
+    }
+    reply
 }
 
 /// A response, made already or on its way.
@@ -511,9 +545,20 @@ impl Future for Handled {
 
 /// The response for `reply`, carrying its request's [`InFlight`].
 fn respond(reply: Reply, in_flight: InFlight) -> Response<Answer> {
+    respond_lent(reply, in_flight, None)
+}
+
+/// The response for `reply` to a request whose body was lent to the app: 400 instead if the
+/// client framed that body wrongly, whatever the app made of it (its read raised).
+fn respond_lent(reply: Reply, in_flight: InFlight, lease: Option<Lease>) -> Response<Answer> {
+    let reply = match &lease {
+        Some(lease) if lease.malformed() => Reply::refusal(http::StatusCode::BAD_REQUEST),
+        _ => reply,
+    };
     finish(reply).map(|body| Answer {
         body,
         _in_flight: in_flight,
+        _lease: lease,
     })
 }
 

@@ -7,6 +7,7 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
 
 mod http;
+pub mod refuse;
 mod static_files;
 mod woken;
 mod yielding;
@@ -126,6 +127,8 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let statics = config.static_maps();
     let busy_yield_us = config.busy_yield_us;
     let header_timeout = config.header_timeout();
+    let limits = refuse::Limits::from_config(config);
+    let max_fields = config.limit_request_fields as usize;
     let id = spec.id;
     let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
         .manifest
@@ -147,6 +150,8 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             statics: static_files::StaticMap::new(statics),
             yielder: yielding::Yielder::new(busy_yield_us),
             header_timeout,
+            limits,
+            max_fields,
         });
         for (info, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;

@@ -4,11 +4,26 @@
 //! answered only when the app wants the body. Then a task on the worker's runtime pumps chunks
 //! through a channel of depth [`DEPTH`]: memory per upload is a few chunks, whatever its size.
 //! The Python thread waits for chunks with the GIL released.
+//!
+//! The body is only lent to the app: the connection takes it back (a [`Lease`]) once the
+//! response is done, whatever the app still holds. An app that answered without reading its
+//! body (a 4xx, an early redirect) may keep `wsgi.input` alive in a traceback or a cycle until
+//! the collector runs, and hyper cannot read the connection's next request while the unread
+//! body is held: the connection would wedge with the client's next request unanswered. Taken
+//! back, an unread body is read and thrown away, up to [`DISCARD_MAX`] bytes within
+//! [`DISCARD_WAIT`] (a client sends the body it announced right behind its head), so that the
+//! connection serves on; past either, it closes (hyper's own answer to a body let go of
+//! unread: read what has arrived, else close once the response is out).
+//!
+//! A body the client framed wrongly (a bad chunk size line, a missing CRLF, a trailer with a
+//! field that may not be one) is the client's fault: `read()` raises [`BadRequestBody`], the
+//! log says so without blaming the app, and the client gets 400 whatever the app answered.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,14 +35,30 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::worker::refuse::forbidden_trailer;
+
+pyo3::create_exception!(
+    zerg,
+    BadRequestBody,
+    PyOSError,
+    "The client sent a request body that is not framed as HTTP/1.1 says (the client's fault)."
+);
+
+/// The most of an unread body thrown away to keep its connection open.
+const DISCARD_MAX: usize = 1 << 20;
+
+/// How long an unread body is waited for to be thrown away.
+const DISCARD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Chunks buffered between the socket and the app.
 const DEPTH: usize = 2;
 
 /// Where the next body bytes come from.
 pub enum Source {
-    /// Not read yet: the body is still hyper's.
-    Idle { body: Incoming, runtime: Handle },
+    /// Lent by the connection and not read yet (or taken back).
+    Lent(Arc<LentBody>),
     /// A pump task is feeding chunks.
     Streaming(mpsc::Receiver<io::Result<Bytes>>),
     /// Read whole before the call (see [`prefetch`]), as the chunks it came in.
@@ -36,12 +67,76 @@ pub enum Source {
     Done,
 }
 
+/// A request body the app may read until its connection takes it back.
+pub struct LentBody {
+    held: Mutex<Held>,
+    /// The client framed the body wrongly: the request is answered 400.
+    malformed: AtomicBool,
+}
+
+/// Where a lent body is.
+enum Held {
+    /// Still hyper's, unread.
+    Unread { body: Incoming, runtime: Handle },
+    /// Read by a pump task, which holds it.
+    Pumping(AbortHandle),
+    /// Taken back: the request is over.
+    Over,
+}
+
+impl LentBody {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The connection's claim on a body it lent: dropped once the response is done, it takes the
+/// body back from the app (see the module doc).
+pub struct Lease(Arc<LentBody>);
+
+impl Lease {
+    /// Whether the client framed the body wrongly (known once the app has read that far).
+    pub fn malformed(&self) -> bool {
+        self.0.malformed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut *self.0.held(), Held::Over) {
+            Held::Unread { body, runtime } => drop(runtime.spawn(discard(body))),
+            // A body read in part: the pump lets go of it.
+            Held::Pumping(pump) => pump.abort(),
+            Held::Over => {}
+        }
+    }
+}
+
+/// Reads an unread body to its end and throws it away, unless it is bigger than
+/// [`DISCARD_MAX`] or takes longer than [`DISCARD_WAIT`]: then it is let go of, and hyper
+/// closes the connection.
+async fn discard(mut body: Incoming) {
+    let mut left = DISCARD_MAX;
+    let _ = tokio::time::timeout(DISCARD_WAIT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            left = left.saturating_sub(data.len());
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// A request body as an app call gets it.
 pub enum Prefetched {
     /// Complete already: nothing to wait for, so the call may run on the event loop.
     Whole(Source),
-    /// To be streamed from the socket as the app reads.
-    Later(Source),
+    /// To be streamed from the socket as the app reads, until the lease is dropped.
+    Later(Source, Lease),
 }
 
 /// Reads the body now if it is empty or announced by Content-Length as at most `max` bytes,
@@ -52,7 +147,14 @@ pub async fn prefetch(parts: &Parts, mut body: Incoming, max: u64) -> hyper::Res
     }
     let small = body.size_hint().exact().is_some_and(|n| n <= max);
     if !small || parts.headers.contains_key(http::header::EXPECT) {
-        return Ok(Prefetched::Later(Source::new(body)));
+        let lent = Arc::new(LentBody {
+            held: Mutex::new(Held::Unread {
+                body,
+                runtime: Handle::current(),
+            }),
+            malformed: AtomicBool::new(false),
+        });
+        return Ok(Prefetched::Later(Source::Lent(lent.clone()), Lease(lent)));
     }
     // Kept as received: `read()` copies the chunks straight into its bytes object.
     let mut chunks = VecDeque::new();
@@ -67,18 +169,6 @@ pub async fn prefetch(parts: &Parts, mut body: Incoming, max: u64) -> hyper::Res
 }
 
 impl Source {
-    /// A body still in hyper; call on the worker's runtime, which will pump it.
-    pub fn new(body: Incoming) -> Source {
-        if body.is_end_stream() {
-            Source::Done
-        } else {
-            Source::Idle {
-                body,
-                runtime: Handle::current(),
-            }
-        }
-    }
-
     /// Waits for the next chunk (call with the GIL released). `None` at end of body.
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
@@ -91,9 +181,16 @@ impl Source {
                     }
                     return Ok(next);
                 }
-                Source::Idle { body, runtime } => {
+                Source::Lent(lent) => {
+                    let mut held = lent.held();
+                    let Held::Unread { body, runtime } = std::mem::replace(&mut *held, Held::Over)
+                    else {
+                        // Taken back: the request is over.
+                        return Ok(None);
+                    };
                     let (tx, rx) = mpsc::channel(DEPTH);
-                    runtime.spawn(pump(body, tx));
+                    *held =
+                        Held::Pumping(runtime.spawn(pump(body, tx, lent.clone())).abort_handle());
                     *self = Source::Streaming(rx);
                 }
                 Source::Streaming(mut rx) => match rx.blocking_recv() {
@@ -115,11 +212,17 @@ impl Source {
 /// each chunk costs a wake-up of the Python thread, and hyper yields a few KiB at a time.
 const COALESCE: usize = 64 * 1024;
 
-async fn pump(mut body: Incoming, tx: mpsc::Sender<io::Result<Bytes>>) {
+async fn pump(mut body: Incoming, tx: mpsc::Sender<io::Result<Bytes>>, lent: Arc<LentBody>) {
     loop {
         let chunk = std::future::poll_fn(|cx| poll_coalesced(Pin::new(&mut body), cx)).await;
         let Some(chunk) = chunk else { return };
         let failed = chunk.is_err();
+        if chunk
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::InvalidData)
+        {
+            lent.malformed.store(true, Ordering::Release);
+        }
         if tx.send(chunk).await.is_err() || failed {
             return;
         }
@@ -140,14 +243,26 @@ fn poll_coalesced(
         }
         match body.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    // Never put in the environ; refused if they may not be trailers.
+                    Err(frame) => match frame.trailers_ref().and_then(forbidden_trailer) {
+                        Some(name) => {
+                            let e = format!("{name} may not be sent in a trailer");
+                            return Poll::Ready(Some(Err(malformed(e))));
+                        }
+                        None => continue,
+                    },
                 };
                 match &mut out {
                     None if data.len() >= COALESCE => return Poll::Ready(Some(Ok(data))),
                     None => out = Some(BytesMut::from(&data[..])),
                     Some(buf) => buf.extend_from_slice(&data),
                 }
+            }
+            Poll::Ready(Some(Err(e))) if framing_error(&e) => {
+                let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+                return Poll::Ready(Some(Err(malformed(why))));
             }
             Poll::Ready(Some(Err(e))) => {
                 let err = io::Error::other(format!("reading the request body: {e}"));
@@ -158,6 +273,27 @@ fn poll_coalesced(
             Poll::Pending => return Poll::Pending,
         }
     }
+}
+
+/// A body the client framed wrongly, as the pump reports it.
+fn malformed(what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the client sent a malformed request body: {what}"),
+    )
+}
+
+/// Whether hyper failed to read a body because of how the client framed it (its decoder's
+/// errors are `InvalidInput` or `InvalidData`), not because the client went away.
+fn framing_error(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+            )
+        })
 }
 
 struct State {
@@ -215,6 +351,9 @@ impl State {
                 Ok(true)
             }
             Ok(None) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(BadRequestBody::new_err(e.to_string()))
+            }
             Err(e) => Err(PyOSError::new_err(e.to_string())),
         }
     }

@@ -32,7 +32,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::python::{describe, App};
 use environ::{ConnEnv, HeaderKeys};
-use input::{Input, Prefetched, Source};
+use input::{BadRequestBody, Input, Lease, Prefetched, Source};
 use reply::Reply;
 use response::{CallKit, Caller, Responder};
 
@@ -137,14 +137,22 @@ impl Pool {
         self.run_inline(parts, conn, Source::Done, slot)
     }
 
-    /// Answers one request through the app. Called on the worker's event-loop thread.
-    pub async fn call(&self, parts: Parts, conn: Arc<ConnEnv>, body: Incoming) -> Reply {
+    /// Answers one request through the app. Called on the worker's event-loop thread. A body
+    /// streamed to the app comes with its [`Lease`], which the connection keeps until the
+    /// response is done.
+    pub async fn call(
+        &self,
+        parts: Parts,
+        conn: Arc<ConnEnv>,
+        body: Incoming,
+    ) -> (Reply, Option<Lease>) {
         // The body is read before taking a slot: a slow client must not hold the app idle.
-        let body = match input::prefetch(&parts, body, self.post_buffering).await {
-            Ok(b) => b,
+        let (body, lease) = match input::prefetch(&parts, body, self.post_buffering).await {
+            Ok(Prefetched::Whole(body)) => (body, None),
+            Ok(Prefetched::Later(body, lease)) => (body, Some(lease)),
             Err(e) => {
                 tracing::debug!(error = %e, "request body unreadable");
-                return Reply::error(StatusCode::BAD_REQUEST);
+                return (Reply::error(StatusCode::BAD_REQUEST), None);
             }
         };
         // A free slot is taken without a future to poll (see `slot_now`).
@@ -153,28 +161,25 @@ impl Pool {
             Err(_) => self.slots.clone().acquire_owned().await,
         };
         let Ok(slot) = slot else {
-            return Reply::error(StatusCode::SERVICE_UNAVAILABLE);
+            return (Reply::error(StatusCode::SERVICE_UNAVAILABLE), lease);
         };
-        let answer = match body {
-            Prefetched::Whole(body) if self.inline => {
-                match self.run_inline(parts, &conn, body, slot) {
-                    Called::Answered(reply) => return reply,
-                    Called::Pending(answer) => answer,
-                }
+        let answer = if self.inline && lease.is_none() {
+            match self.run_inline(parts, &conn, body, slot) {
+                Called::Answered(reply) => return (reply, None),
+                Called::Pending(answer) => answer,
             }
-            Prefetched::Whole(body) | Prefetched::Later(body) => {
-                let (reply, answer) = oneshot::channel();
-                let _ = self.jobs.send(Job::Call {
-                    parts,
-                    conn,
-                    body,
-                    reply,
-                    slot,
-                });
-                answer
-            }
+        } else {
+            let (reply, answer) = oneshot::channel();
+            let _ = self.jobs.send(Job::Call {
+                parts,
+                conn,
+                body,
+                reply,
+                slot,
+            });
+            answer
         };
-        reply_from_thread(answer).await
+        (reply_from_thread(answer).await, lease)
     }
 
     /// Calls the app inline, holding `slot`: answered, or the response's head or whole reply
@@ -443,6 +448,18 @@ fn app_failed(py: Python<'_>, shared: &Shared, parts: &Parts, responder: &Respon
             method = %parts.method,
             path = parts.uri.path(),
             "the client went away before the end of its response"
+        );
+        responder.fail();
+        return;
+    }
+    if err.is_instance_of::<BadRequestBody>(py) {
+        // The client's fault, answered 400 by the connection: nothing for the app's owner.
+        tracing::info!(
+            worker = shared.worker_id,
+            method = %parts.method,
+            path = parts.uri.path(),
+            "{}",
+            err.value(py)
         );
         responder.fail();
         return;

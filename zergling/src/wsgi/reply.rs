@@ -38,6 +38,16 @@ impl Reply {
         }
     }
 
+    /// An error answered for the client's fault: the connection closes after it, since the
+    /// client may not frame its next request as zerg would read it.
+    pub fn refusal(status: StatusCode) -> Reply {
+        let mut reply = Reply::error(status);
+        reply
+            .headers
+            .push((http::header::CONNECTION, HeaderValue::from_static("close")));
+        reply
+    }
+
     pub fn into_response(mut self) -> Response<ResponseBody> {
         let mut response = Response::new(self.body);
         *response.status_mut() = self.status;
