@@ -1,6 +1,7 @@
 //! The app's Python side in the master: start the interpreter, set up `sys.path`, import the
 //! WSGI callable once (workers then share it copy-on-write).
 
+pub mod fast_paths;
 mod interp;
 
 use std::path::Path;

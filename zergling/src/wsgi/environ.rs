@@ -36,6 +36,13 @@ pub enum Peer {
 
 /// The environ keys every request of this worker shares.
 pub fn template(py: Python<'_>, statics: &Static) -> PyResult<Py<PyDict>> {
+    // The switch is read here, as the worker starts, and said once.
+    if !crate::python::fast_paths::allowed() {
+        tracing::info!(
+            worker = statics.worker_id,
+            "ZERG_FORCE_FALLBACKS: CPython fast paths off, public API calls instead"
+        );
+    }
     let env = PyDict::new(py);
     env.set_item("wsgi.version", (1, 0))?;
     env.set_item("wsgi.url_scheme", "http")?;
@@ -252,10 +259,14 @@ pub struct Environ<'py> {
     version: Option<u64>,
 }
 
-/// The dict's version tag (PEP 509): CPython gives a dict a new one at every change.
+/// The dict's version tag (PEP 509): CPython gives a dict a new one at every change. `None`
+/// under `ZERG_FORCE_FALLBACKS`, as where there is none (see `python::fast_paths`).
 #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14, Py_GIL_DISABLED)))]
 #[allow(deprecated)] // deprecated in 3.12, but still kept by 3.12 and 3.13
 fn version(dict: &Bound<'_, PyDict>) -> Option<u64> {
+    if !crate::python::fast_paths::allowed() {
+        return None;
+    }
     // SAFETY: `dict` is a live dict object, so its pointer is to a PyDictObject; the tag is
     // a plain field that CPython only writes with the GIL held, which we hold.
     Some(unsafe { (*dict.as_ptr().cast::<ffi::PyDictObject>()).ma_version_tag })

@@ -198,8 +198,8 @@ pub(super) fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
     }
 }
 
-/// The text of a compact ASCII str, read in place; `None` for any other str, and wherever the
-/// layout is not known.
+/// The text of a compact ASCII str, read in place; `None` for any other str, wherever the
+/// layout is not known, and under `ZERG_FORCE_FALLBACKS` (see `python::fast_paths`).
 pub(super) fn ascii<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
     in_place::ascii(s)
 }
@@ -225,6 +225,9 @@ mod in_place {
     const COMPACT_ASCII: u32 = 0b11 << 5;
 
     pub fn ascii<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
+        if !crate::python::fast_paths::allowed() {
+            return None;
+        }
         let op = s.as_ptr().cast::<ffi::PyASCIIObject>();
         // SAFETY: `op` is a live str object (the Bound says so) that outlives 'a (borrowed
         // from `s`). Its state says whether it is compact ASCII: then, as CPython's own
@@ -290,7 +293,8 @@ mod tests {
             for (s, want, compact_ascii) in &cases {
                 assert_eq!(text(s).unwrap(), *want);
                 let read_in_place = in_place::ascii(s).is_some();
-                assert_eq!(read_in_place, in_place::AVAILABLE && *compact_ascii, "{s}");
+                let fast = in_place::AVAILABLE && crate::python::fast_paths::allowed();
+                assert_eq!(read_in_place, fast && *compact_ascii, "{s}");
             }
         });
     }

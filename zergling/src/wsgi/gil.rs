@@ -38,9 +38,10 @@ thread_local! {
 
 /// Before an inline call: makes sure this thread holds the GIL, and keeps it after the call.
 /// A free-threaded interpreter has no GIL to keep, and wants threads detached whenever they
-/// can be (its collector stops the world): there every call attaches on its own.
+/// can be (its collector stops the world): there every call attaches on its own, as it does
+/// under `ZERG_FORCE_FALLBACKS` (see `python::fast_paths`).
 pub fn keep() {
-    if cfg!(Py_GIL_DISABLED) {
+    if cfg!(Py_GIL_DISABLED) || !crate::python::fast_paths::allowed() {
         return;
     }
     if KEPT.get().is_none() {
@@ -106,10 +107,26 @@ mod tests {
         release(); // nothing kept
     }
 
+    /// Under `ZERG_FORCE_FALLBACKS`: nothing is kept, each call attaches and detaches.
+    fn nothing_kept() {
+        assert!(!holds_gil());
+        keep();
+        assert!(!holds_gil());
+        Python::attach(|py| py.eval(c"1 + 1", None, None).map(drop)).unwrap();
+        assert!(!holds_gil());
+        tick();
+        release();
+        assert!(!holds_gil());
+    }
+
     #[test]
     fn a_kept_gil_is_let_go_after_its_ticks_or_on_release() {
         // Initialized, the interpreter is left with no thread attached.
         Python::initialize();
+        if !crate::python::fast_paths::allowed() {
+            std::thread::spawn(nothing_kept).join().unwrap();
+            return;
+        }
         // A thread with a thread state of its own, detached, as the worker's event loop is
         // between calls (its Release then detaches; it deletes no thread state).
         std::thread::spawn(|| Python::attach(|py| py.detach(keep_tick_release)))

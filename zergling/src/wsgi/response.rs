@@ -334,8 +334,11 @@ impl CallKit {
 
     /// Done with the call: keeps the kit for the next one on this thread if nothing else holds
     /// a part of it (the app, a stream still being sent); otherwise it is left to whoever does.
+    /// Never under `ZERG_FORCE_FALLBACKS`, as where reference counts cannot be trusted (see
+    /// `python::fast_paths`).
     pub fn put_back(self, py: Python<'_>) {
-        let sole = references(py, &self.start_response) == 1
+        let sole = crate::python::fast_paths::allowed()
+            && references(py, &self.start_response) == 1
             // A weak reference (a WeakKeyDictionary's, say) does not show in the count.
             && !super::fastcall::weakly_referenced(self.start_response.bind(py))
             // Ours and the function's (its `__self__`).
