@@ -437,7 +437,14 @@ impl Write {
 }
 
 /// Validates `"200 OK"` and the header list (of `(name, value)` tuples of latin-1 strings).
+/// A status or header with CR, LF, NUL or another control character is refused, never sent:
+/// the app's error then names it (escaped), and the client gets a 500.
 fn parse_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    if !is_text(status) {
+        return Err(PyValueError::new_err(format!(
+            "bad status line {status:?}: latin-1 text without control characters, e.g. \"200 OK\""
+        )));
+    }
     let (code, reason) = split_status(status);
     let code = three_digits(code).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -554,6 +561,14 @@ fn split_status(status: &str) -> (&str, &str) {
         Some(at) => (&status[..at], &status[at + 1..]),
         None => (status, ""),
     }
+}
+
+/// Latin-1 text in which only HTAB among the control characters may stand (what HTTP allows
+/// in a reason phrase). Checked on the UTF-8 bytes, a loop of compares: a char past U+00FF
+/// starts with a byte past 0xC3, and a continuation byte only follows a leading one.
+fn is_text(s: &str) -> bool {
+    s.bytes()
+        .all(|b| matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xbf | 0xc2 | 0xc3))
 }
 
 /// A status code: exactly three decimal digits, the first not 0.
@@ -709,6 +724,23 @@ mod tests {
         );
         for bad in ["", "+5", "-1", " 5", "5 ", "0x10", "99999999999999999999"] {
             assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_line_is_latin1_text_without_controls() {
+        for good in ["200 OK", "404 Not\tFound", "200 caf\u{e9}", "599 ", "204"] {
+            assert!(is_text(good), "{good:?}");
+        }
+        for bad in [
+            "200 OK\r\n",
+            "200 OK\r\nSet-Cookie: x=1",
+            "200 O\nK",
+            "200 O\0K",
+            "200 \x7f",
+            "200 \u{2603}",
+        ] {
+            assert!(!is_text(bad), "{bad:?}");
         }
     }
 
