@@ -441,6 +441,21 @@ impl Config {
             }
             Err(e) => problems.push(e),
         }
+        if let Ok(farms) = self.farms() {
+            // The welcome carries every listener, both ends of each farm's and each mule's
+            // queue, and each mule's record, in one message.
+            let mules = self.mule.0.len();
+            let fds = self.listen_addrs().len() + 2 * (farms.len() + mules) + mules;
+            if fds > crate::fdpass::MAX_FDS {
+                problems.push(format!(
+                    "`mule`: {mules} mules, {} farms and {} listeners need {fds} fds in the \
+                     handover to a generation; the kernel passes at most {} in one message",
+                    farms.len(),
+                    self.listen_addrs().len(),
+                    crate::fdpass::MAX_FDS
+                ));
+            }
+        }
         for m in self.static_map.iter() {
             match m.split_once('=') {
                 Some((mount, dir)) if mount.starts_with('/') && !dir.is_empty() => {}
@@ -684,6 +699,20 @@ mod tests {
         assert!(err.contains("`nonsense`"), "{err}");
         assert!(err.contains("wsgi-file"), "{err}");
         assert!(err.contains("processes"), "{err}");
+    }
+
+    #[test]
+    fn a_handover_past_the_kernels_fd_limit_is_refused() {
+        let config = |mules: usize| {
+            let list = vec!["m.py"; mules].join(", ");
+            format!("zerg-server: z\nhttp: :1\nmodule: a\nmule: [{list}]\nfarm: jobs:1\n")
+        };
+        assert!(parse(&config(80)).is_ok());
+        let err = parse(&config(90)).unwrap_err().to_string();
+        assert!(
+            err.contains("90 mules, 1 farms and 1 listeners need 273 fds"),
+            "{err}"
+        );
     }
 
     #[test]

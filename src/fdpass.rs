@@ -16,8 +16,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// The most fds one message may carry; the receive buffer is sized for this many.
-pub const MAX_FDS: usize = 64;
+/// The most fds one message may carry: the kernel's own limit (`SCM_MAX_FD`); the receive
+/// buffer is sized for this many. Config::load refuses a config whose handover needs more.
+pub const MAX_FDS: usize = 253;
 
 /// Sends `data` with `fds` attached to its first byte. Returns how many bytes were written
 /// (the fds go with the first write only; the caller writes the rest without fds).
