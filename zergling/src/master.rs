@@ -51,6 +51,8 @@ struct Slot {
     /// A web worker may always run; a mule only once the pool granted its position (so no
     /// two generations run mule k at once).
     granted: bool,
+    /// A mule's: the write end of its stop pipe (see `mule`).
+    stop_pipe: Option<OwnedFd>,
 }
 
 /// A chain reload in progress: the slots before `next` have been replaced.
@@ -207,6 +209,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             respawn_at: (kind == ProcessKind::Worker).then(Instant::now),
             retiring: None,
             granted: kind == ProcessKind::Worker,
+            stop_pipe: None,
         })
         .collect();
     let scoreboard = Scoreboard::new(config.processes as usize)?;
@@ -449,9 +452,11 @@ impl Master {
             slot.pid = None;
             slot.ready = false;
             slot.ready_pipe = None;
+            slot.stop_pipe = None;
+            let (kind, id) = (slot.kind, slot.id);
             let how = describe_exit(&status);
             if self.stopping.is_some() {
-                tracing::info!(worker = slot.id, pid = pid.as_raw(), how, "worker exited");
+                tracing::info!(kind = %kind, id, pid = pid.as_raw(), how, "{kind} exited");
                 continue;
             }
             let lived = slot.started.elapsed();
@@ -467,12 +472,13 @@ impl Master {
                     .min(MAX_RESPAWN_DELAY)
             };
             tracing::warn!(
-                worker = slot.id,
+                kind = %kind,
+                id,
                 pid = pid.as_raw(),
                 how,
                 lived_ms = lived.as_millis() as u64,
                 respawn_in_ms = delay.as_millis() as u64,
-                "worker died; respawning"
+                "{kind} died; respawning"
             );
             slot.respawn_at = Some(Instant::now() + delay);
         }
@@ -494,7 +500,8 @@ impl Master {
                 match self.spawn_worker(i) {
                     Ok(()) => changed = true,
                     Err(e) => {
-                        tracing::error!(worker = self.slots[i].id, error = %e, "fork failed; retrying");
+                        let (kind, id) = (self.slots[i].kind, self.slots[i].id);
+                        tracing::error!(kind = %kind, id, error = %e, "fork of a {kind} failed; retrying");
                         self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
                     }
                 }
@@ -513,7 +520,7 @@ impl Master {
         close.extend(
             self.slots
                 .iter()
-                .filter_map(|s| s.ready_pipe.as_ref())
+                .flat_map(|s| s.ready_pipe.iter().chain(&s.stop_pipe))
                 .map(|p| p.as_raw_fd()),
         );
         let spec = worker::Spec {
@@ -527,11 +534,18 @@ impl Master {
             scoreboard: self.scoreboard,
         };
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
-        let pid = match kind {
-            ProcessKind::Worker => process::fork_child(&close, || worker::run(spec))?,
+        let (pid, stop_pipe) = match kind {
+            ProcessKind::Worker => (process::fork_child(&close, || worker::run(spec))?, None),
             ProcessKind::Mule => {
                 let entry = self.config.mule.0[id as usize - 1].clone();
-                process::fork_child(&close, move || mule::run(id, &entry))?
+                let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
+                let (read, write) = nix::unistd::pipe2(flags)?;
+                let stop = mule::StopPipe {
+                    read,
+                    write: write.try_clone()?,
+                };
+                let pid = process::fork_child(&close, move || mule::run(id, &entry, stop))?;
+                (pid, Some(write))
             }
         };
         let slot = &mut self.slots[i];
@@ -539,7 +553,8 @@ impl Master {
         slot.started = Instant::now();
         slot.ready = false;
         slot.ready_pipe = Some(ready_read);
-        tracing::info!(worker = slot.id, pid = pid.as_raw(), "worker forked");
+        slot.stop_pipe = stop_pipe;
+        tracing::info!(kind = %kind, id, pid = pid.as_raw(), "{kind} forked");
         Ok(())
     }
 
@@ -649,7 +664,7 @@ impl Master {
         for slot in &mut self.slots {
             slot.respawn_at = None;
         }
-        self.signal_workers(Signal::SIGTERM);
+        self.ask_to_stop();
         self.report_processes();
     }
 
@@ -663,6 +678,25 @@ impl Master {
         if let Some(Stopping::Graceful { deadline }) = self.stopping {
             if Instant::now() >= deadline {
                 self.stop_now("mercy expired");
+            }
+        }
+    }
+
+    /// Asks every process to stop gracefully, as uWSGI does: SIGTERM to a web worker; to a
+    /// mule, a byte on its stop pipe (which its `farm_get_msg` sees whatever its Python code
+    /// does with signals), then SIGHUP (which Galaxy's mule waits for). The byte goes first, so
+    /// that what the mule's handler sends is already kept for itself.
+    fn ask_to_stop(&self) {
+        for slot in &self.slots {
+            if let Some(pipe) = &slot.stop_pipe {
+                let _ = nix::unistd::write(pipe, b"s");
+            }
+            let sig = match slot.kind {
+                ProcessKind::Worker => Signal::SIGTERM,
+                ProcessKind::Mule => Signal::SIGHUP,
+            };
+            for pid in slot.pid.into_iter().chain(slot.retiring) {
+                signal(pid, sig, "process");
             }
         }
     }

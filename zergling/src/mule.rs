@@ -1,36 +1,37 @@
 //! A mule: a process with no web stack that runs Python code, typically a job handler looping
 //! on `uwsgi.farm_get_msg()`.
 //!
-//! Stopping: SIGTERM and SIGINT are blocked and read through a signalfd, so a stop never
-//! interrupts the message in hand: the next `farm_get_msg`/`mule_get_msg` raises SystemExit
-//! instead of returning a message, and the script ends. The master kills a mule that does not
-//! end within the mercy.
+//! Stopping, as uWSGI stops a mule: its master writes to the mule's stop pipe and sends it
+//! SIGHUP. A mule script that handles SIGHUP itself (Galaxy's handles SIGHUP, SIGTERM and
+//! SIGINT, and sends itself `__SHUTDOWN__` so that its dispatcher thread returns) stops its own
+//! way; one that does not gets zerg's handler, which only wakes the pipe. Either way the
+//! message in hand is finished first, the next `farm_get_msg`/`mule_get_msg` raises SystemExit,
+//! and what a stopping mule sends goes back to itself only (see `uwsgi_api`), never to a mule
+//! of the next generation. The master kills a mule that does not end within the mercy.
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::OwnedFd;
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::uwsgi_api;
 
+/// The two ends of a mule's stop pipe as the mule holds them.
+pub struct StopPipe {
+    /// Readable once the mule is asked to stop (never read: it stays readable).
+    pub read: OwnedFd,
+    /// For the mule's own signal handlers.
+    pub write: OwnedFd,
+}
+
 /// Runs mule `id` with `entry` (a `.py` path or `pkg.mod:callable`); returns the exit code.
-pub fn run(id: u32, entry: &str) -> i32 {
+pub fn run(id: u32, entry: &str, stop: StopPipe) -> i32 {
     let _span = tracing::info_span!("mule", id).entered();
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
-        tracing::error!(error = %e, "cannot block signals");
+    if let Err(e) = crate::signals::mule_stop_on_signals(stop.write) {
+        tracing::error!(error = %e, "cannot install the stop signal handlers");
         return 1;
     }
-    let stop = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create the stop signalfd");
-            return 1;
-        }
-    };
-    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop));
+    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop.read));
     uwsgi_api::requeue_in_hand();
     uwsgi_api::run_post_fork_hook();
     tracing::info!(entry, "mule running");
@@ -49,8 +50,9 @@ pub fn run(id: u32, entry: &str) -> i32 {
             1
         }
     });
+    uwsgi_api::forget_loopback();
     tracing::info!(code, "mule exits");
-    drop(stop);
+    drop(stop.read);
     code
 }
 

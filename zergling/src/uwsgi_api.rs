@@ -3,20 +3,29 @@
 //! Process-wide facts (which worker or mule this is, the queues, the options) live in statics
 //! set by the master before the app is imported and updated in each child right after fork.
 //! Differences from uWSGI, on purpose: a message that cannot be queued (queue full, too large,
-//! unknown farm) raises instead of vanishing silently.
+//! unknown farm) raises instead of vanishing silently. Messages and names are taken as uWSGI
+//! takes them: `str` (sent as UTF-8) or any bytes-like object.
+//!
+//! A stopping mule talks only to itself: zerg's queues outlive a generation (uWSGI's die with
+//! its master), so a control message a stopping mule sends to wake its own dispatcher (Galaxy's
+//! `__SHUTDOWN__`) would otherwise reach, and stop, a mule of the next generation. Once a mule
+//! is asked to stop, what it sends with `farm_msg` or `mule_msg` is queued in the mule itself
+//! and taken by its own next `farm_get_msg`/`mule_get_msg`; what it has not taken when it exits
+//! is dropped, and logged.
 //!
 //! Queue fds: `farm:NAME` and `mule:K` socketpairs (SOCK_SEQPACKET) held by the pool; messages
 //! are sent on the first end and taken from the second, one whole message per read.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
-use pyo3::exceptions::{PyOSError, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyOSError, PySystemExit, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
 use ::zerg::mule_record::{self, MAX_MESSAGE};
 
@@ -43,8 +52,10 @@ static SETUP: OnceLock<Setup> = OnceLock::new();
 static WORKER_ID: AtomicU32 = AtomicU32::new(0);
 static MULE_ID: AtomicU32 = AtomicU32::new(0);
 static MASTER_PID: AtomicI32 = AtomicI32::new(0);
-/// In a mule: a signalfd that becomes readable when the mule is asked to stop.
+/// In a mule: the read end of its stop pipe, readable once the mule is asked to stop.
 static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+/// In a stopping mule: what it sent, for itself only (see the module doc).
+static LOOPBACK: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
 
 /// In the master, before Python starts: records the setup and registers the module.
 pub fn install(setup: Setup) {
@@ -74,8 +85,71 @@ fn queue(name: &str) -> Option<&'static Queue> {
     SETUP.get()?.queues.iter().find(|q| q.name == name)
 }
 
-/// Queues one message without blocking; every failure is an exception the caller sees.
+/// A message or a name as uWSGI takes it: `str` as UTF-8, or a bytes-like object.
+fn bytes_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    if obj.cast::<PyMemoryView>().is_ok() {
+        return Ok(obj
+            .call_method0("tobytes")?
+            .cast::<PyBytes>()?
+            .as_bytes()
+            .to_vec());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be str or bytes-like, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// A farm name as uWSGI takes it (`str` or bytes).
+fn name_of(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    String::from_utf8(bytes_of(obj, "a farm name")?)
+        .map_err(|_| PyValueError::new_err("a farm name must be UTF-8"))
+}
+
+/// In a mule: whether it has been asked to stop (its stop pipe is readable).
+fn stop_requested() -> bool {
+    let stop = STOP_FD.load(Ordering::Relaxed);
+    if stop < 0 {
+        return false;
+    }
+    // SAFETY: `stop` is the mule's stop pipe, open for the mule's whole life.
+    let fd = unsafe { BorrowedFd::borrow_raw(stop) };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+fn loopback() -> std::sync::MutexGuard<'static, VecDeque<Vec<u8>>> {
+    LOOPBACK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// At a mule's exit: what it sent itself while stopping and never took is dropped.
+pub fn forget_loopback() {
+    let left = std::mem::take(&mut *loopback());
+    if !left.is_empty() {
+        tracing::info!(
+            messages = left.len(),
+            "dropped what this mule sent itself while stopping"
+        );
+    }
+}
+
+/// Queues one message without blocking; every failure is an exception the caller sees. A
+/// stopping mule's message goes to itself (see the module doc).
 fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
+    if MULE_ID.load(Ordering::Relaxed) != 0 && stop_requested() {
+        tracing::debug!(to = what, "a stopping mule's message kept for itself");
+        loopback().push_back(msg.to_vec());
+        return Ok(());
+    }
     if msg.len() > MAX_MESSAGE {
         return Err(PyValueError::new_err(format!(
             "message of {} bytes is larger than the {MAX_MESSAGE}-byte limit",
@@ -169,7 +243,11 @@ fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<
             std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64)
         });
         loop {
-            // SAFETY: `stop` is the mule's signalfd, open for the mule's whole life.
+            // What the stopping mule sent itself comes before the stop.
+            if let Some(msg) = loopback().pop_front() {
+                return Ok(Some(msg));
+            }
+            // SAFETY: `stop` is the mule's stop pipe, open for the mule's whole life.
             let stop_fd = (stop >= 0).then(|| unsafe { BorrowedFd::borrow_raw(stop) });
             let mut fds: Vec<PollFd> = queues
                 .iter()
@@ -346,10 +424,10 @@ pub mod uwsgi {
         crate::locks::unlock(i).map_err(PyValueError::new_err)
     }
 
-    /// Queues `msg` for exactly one mule of `farm`.
+    /// Queues `msg` (str or bytes-like) for exactly one mule of `farm`.
     #[pyfunction]
-    pub fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {
-        put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)
+    pub fn farm_msg(farm: &Bound<'_, PyAny>, msg: &Bound<'_, PyAny>) -> PyResult<()> {
+        send_to_farm(&name_of(farm)?, &bytes_of(msg, "a message")?)
     }
 
     /// In a mule: the next message from any of its farms (blocks).
@@ -360,26 +438,11 @@ pub mod uwsgi {
         Ok(take(py, &queues, -1)?.map(|m| PyBytes::new(py, &m)))
     }
 
-    /// Sends `msg` to mule `target` (an int) or to a farm (a str).
+    /// Sends `msg` (str or bytes-like) to mule `target` (an int) or to a farm (a name).
     #[pyfunction]
     #[pyo3(signature = (msg, target = None))]
-    pub fn mule_msg(msg: &[u8], target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        match target {
-            Some(t) if t.extract::<u32>().is_ok() => {
-                let id: u32 = t.extract()?;
-                put(&format!("mule:{id}"), &format!("mule {id}"), msg)?
-            }
-            Some(t) => {
-                let farm: String = t.extract()?;
-                put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)?
-            }
-            None => {
-                return Err(PyValueError::new_err(
-                    "mule_msg needs a mule id or a farm name (zerg has no shared mule queue)",
-                ))
-            }
-        }
-        Ok(true)
+    pub fn mule_msg(msg: &Bound<'_, PyAny>, target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        send_to_target(&bytes_of(msg, "a message")?, target, name_of)
     }
 
     /// In a mule: the next message for it or (if `farms`) its farms; None after `timeout`
@@ -404,16 +467,53 @@ pub mod uwsgi {
     }
 }
 
-/// `import zerg`: the same calls as `uwsgi` (arguments checked by type: bytes messages, int
-/// ids), plus what zerg offers beyond uWSGI's API.
+fn send_to_farm(farm: &str, msg: &[u8]) -> PyResult<()> {
+    put(&format!("farm:{farm}"), &format!("farm {farm:?}"), msg)
+}
+
+/// `mule_msg`'s target: a mule id (an int), or a farm named as `name` reads it.
+fn send_to_target(
+    msg: &[u8],
+    target: Option<&Bound<'_, PyAny>>,
+    name: fn(&Bound<'_, PyAny>) -> PyResult<String>,
+) -> PyResult<bool> {
+    match target {
+        Some(t) if t.extract::<u32>().is_ok() => {
+            let id: u32 = t.extract()?;
+            put(&format!("mule:{id}"), &format!("mule {id}"), msg)?
+        }
+        Some(t) => send_to_farm(&name(t)?, msg)?,
+        None => {
+            return Err(PyValueError::new_err(
+                "mule_msg needs a mule id or a farm name (zerg has no shared mule queue)",
+            ))
+        }
+    }
+    Ok(true)
+}
+
+/// `import zerg`: the same calls as `uwsgi` (arguments checked by type: bytes messages, str
+/// names, int ids), plus what zerg offers beyond uWSGI's API.
 #[pymodule]
 pub mod zerg {
     #[pymodule_export]
     use super::uwsgi::{
-        farm_get_msg, farm_msg, in_farm, lock, masterpid, mule_get_msg, mule_id, mule_msg, unlock,
-        worker_id, workers,
+        farm_get_msg, in_farm, lock, masterpid, mule_get_msg, mule_id, unlock, worker_id, workers,
     };
     use pyo3::prelude::*;
+
+    /// Queues `msg` for exactly one mule of `farm`.
+    #[pyfunction]
+    fn farm_msg(farm: &str, msg: &[u8]) -> PyResult<()> {
+        super::send_to_farm(farm, msg)
+    }
+
+    /// Sends `msg` to mule `target` (an int) or to a farm (a str).
+    #[pyfunction]
+    #[pyo3(signature = (msg, target = None))]
+    fn mule_msg(msg: &[u8], target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        super::send_to_target(msg, target, |t| t.extract::<String>())
+    }
 
     /// In a mule: the message in hand is finished; it will not be delivered again even if this
     /// mule dies now. (Asking for the next message does the same.)
