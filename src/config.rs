@@ -20,6 +20,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// Path of the pool's control socket (unix, mode 0600). zerglings and `zergctl` connect here.
+    /// uWSGI has no such option: in a uWSGI file it may be given as `zerg-server:` in the
+    /// `uwsgi:` section; without it, it is `<config dir>/<stem>.zerg.sock` beside the file.
     pub zerg_server: PathBuf,
 
     /// HTTP listeners: `host:port`, `:port` (all IPv4 addresses), `[::1]:port`, or a unix socket
@@ -157,6 +159,27 @@ pub struct Config {
     /// new generation's own workers over a private socket, never to an older generation.
     #[serde(default)]
     pub health_check: Option<String>,
+
+    /// A file the pool writes its pid to when it starts (uWSGI's `pidfile`) and removes when it
+    /// exits. Relative to the directory the pool was started in.
+    #[serde(default)]
+    pub pidfile: Option<PathBuf>,
+
+    /// A file the pool, and everything it starts (zerglings, workers, mules, what the app
+    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it once,
+    /// at start, relative to the directory it was started in; rotate it with `copytruncate`.
+    #[serde(default)]
+    pub logto: Option<PathBuf>,
+
+    /// The umask the pool sets before it binds its sockets and creates its files; every process
+    /// it starts inherits it. Octal digits, as uWSGI and umask(1) take them: `027`.
+    #[serde(default)]
+    pub umask: Option<Umask>,
+
+    /// Set when the file is uWSGI's (a `uwsgi:` section, or ini): its entries for `uwsgi.opt`
+    /// and the warnings for the pool's log. Not an option.
+    #[serde(skip)]
+    pub uwsgi: Option<crate::uwsgi_config::Source>,
 }
 
 fn default_locks() -> u32 {
@@ -278,6 +301,49 @@ impl<'de> Deserialize<'de> for ScalarString {
     }
 }
 
+/// `umask`: a file mode creation mask in octal digits (`027`, `0022`, `"077"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl Umask {
+    fn parse(digits: &str) -> Option<Umask> {
+        let digits = digits.trim();
+        let octal = !digits.is_empty()
+            && digits.len() <= 4
+            && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        octal
+            .then(|| u32::from_str_radix(digits, 8).ok())
+            .flatten()
+            .filter(|&m| m <= 0o777)
+            .map(Umask)
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Umask;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a umask in octal digits, e.g. 027")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Umask, E> {
+                Umask::parse(v).ok_or_else(|| {
+                    E::custom(format!("`{v}` is not a umask in octal digits, e.g. 027"))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Umask, E> {
+                // YAML reads `027` as the number twenty-seven: its digits are the mask.
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Umask, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A farm: a named group of mules sharing one queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Farm {
@@ -354,15 +420,31 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses and validates YAML text; `path` is used in messages only.
+    /// Parses and validates the text of the file at `path`: zerg's YAML, or uWSGI's (a file
+    /// with a top-level `uwsgi:` section, or an ini file: see [`crate::uwsgi_config`]), told
+    /// apart by [`crate::uwsgi_config::detect`]. A uWSGI file's `%d`-style placeholders and its
+    /// default control socket come from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if let Some(dialect) = crate::uwsgi_config::detect(text, path) {
+            return crate::uwsgi_config::parse(text, path, dialect);
+        }
         let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: describe_yaml_error(&e),
         })?;
-        let problems = config.problems();
+        config.validated(path, Vec::new())
+    }
+
+    /// Runs the checks serde cannot express and reports them with `problems` found before
+    /// (a uWSGI file's unsupported options), all together.
+    pub(crate) fn validated(
+        self,
+        path: &Path,
+        mut problems: Vec<String>,
+    ) -> Result<Config, ConfigError> {
+        problems.extend(self.problems());
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -620,6 +702,9 @@ pub const OPTIONS: &[&str] = &[
     "worker-reload-mercy",
     "ready-timeout",
     "health-check",
+    "pidfile",
+    "logto",
+    "umask",
 ];
 
 #[cfg(test)]

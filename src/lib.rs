@@ -6,3 +6,4 @@ pub mod control;
 pub mod fdpass;
 pub mod logging;
 pub mod mule_record;
+pub mod uwsgi_config;

@@ -17,6 +17,13 @@ struct Args {
     /// Read the control socket path from this config instead.
     #[arg(short, long, env = "ZERG_CONFIG")]
     config: Option<PathBuf>,
+    /// Read it from this uWSGI YAML file (the one zerg-pool got with --yaml): `zerg-server:`
+    /// in its `uwsgi:` section, or `<dir>/<stem>.zerg.sock` beside it.
+    #[arg(long, value_name = "FILE", conflicts_with = "ini")]
+    yaml: Option<PathBuf>,
+    /// Read it from this uWSGI ini file (the one zerg-pool got with --ini).
+    #[arg(long, value_name = "FILE")]
+    ini: Option<PathBuf>,
     /// Seconds to wait for the pool's answer. Default: 10 for status and stop; reload and
     /// chain-reload wait for the outcome however long it takes unless this is given.
     #[arg(long, value_name = "SECONDS")]
@@ -64,11 +71,14 @@ fn main() {
 
 /// Exit codes: 0 done, 1 the reload was rolled back or refused, 2 zergctl itself failed.
 fn run(args: Args) -> anyhow::Result<i32> {
-    let socket = match (args.pool, args.config) {
-        (Some(p), _) => p,
-        (None, Some(c)) => zerg::config::Config::load(&c)?.zerg_server,
-        (None, None) => {
-            bail!("name the pool's control socket with --pool (or a config with --config)")
+    use zerg::uwsgi_config::{load, Dialect};
+    let socket = match (args.pool, args.yaml, args.ini, args.config) {
+        (Some(p), ..) => p,
+        (None, Some(yaml), ..) => load(&yaml, Dialect::Yaml)?.zerg_server,
+        (None, None, Some(ini), _) => load(&ini, Dialect::Ini)?.zerg_server,
+        (None, None, None, Some(c)) => zerg::config::Config::load(&c)?.zerg_server,
+        (None, None, None, None) => {
+            bail!("name the pool's control socket with --pool (or its config with --config, --yaml or --ini)")
         }
     };
     let timeout = match (&args.command, args.timeout) {

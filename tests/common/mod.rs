@@ -546,3 +546,40 @@ impl Client {
         }
     }
 }
+
+impl Server {
+    /// Starts a pool in `dir` with `args` naming its config (`--yaml FILE`, `--ini FILE`)
+    /// instead of `--config`; `control` and `http` are where that config has it listen. Does not
+    /// wait.
+    pub fn spawn_with_args(
+        dir: tempfile::TempDir,
+        args: &[&std::ffi::OsStr],
+        config: PathBuf,
+        control: PathBuf,
+        http: SocketAddr,
+    ) -> Server {
+        let log = dir.path().join("server.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin_dir().join("zerg-pool"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("ZERG_CONFIG")
+            .env(
+                "ZERG_LOG",
+                std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("start zerg-pool");
+        Server {
+            dir,
+            config,
+            control,
+            http,
+            log,
+            child: Some(child),
+        }
+    }
+}

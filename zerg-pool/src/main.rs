@@ -6,39 +6,71 @@ mod listeners;
 mod notify;
 mod pool;
 mod queues;
+mod startup;
 
 use std::path::PathBuf;
 
 use clap::Parser;
+use startup::FileKind;
+use zerg::uwsgi_config::Dialect;
 
 /// The long-lived zerg process: binds the sockets, starts zerglings, reloads and stops them.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The YAML config file (shared with the zerglings).
-    #[arg(short, long, env = "ZERG_CONFIG")]
-    config: PathBuf,
+    /// The config file (shared with the zerglings): zerg's YAML, or a uWSGI file.
+    #[arg(short, long, env = "ZERG_CONFIG", required_unless_present_any = ["yaml", "ini"])]
+    config: Option<PathBuf>,
+    /// A uWSGI YAML file (Galaxy's galaxy.yml): its `uwsgi:` section is the config, read as
+    /// `uwsgi --yaml` reads it. Takes the place of --config.
+    #[arg(long, value_name = "FILE", conflicts_with = "ini")]
+    yaml: Option<PathBuf>,
+    /// A uWSGI ini file: its `[uwsgi]` sections are the config. Takes the place of --config.
+    #[arg(long, value_name = "FILE")]
+    ini: Option<PathBuf>,
 }
 
 fn main() {
-    zerg::logging::init();
     let args = Args::parse();
-    let code = match run(args) {
+    let (path, kind) = match (args.yaml, args.ini, args.config) {
+        (Some(yaml), _, _) => (yaml, FileKind::Uwsgi(Dialect::Yaml)),
+        (None, Some(ini), _) => (ini, FileKind::Uwsgi(Dialect::Ini)),
+        (None, None, Some(config)) => (config, FileKind::Any),
+        (None, None, None) => {
+            eprintln!("zerg-pool: name the config with --config, --yaml or --ini");
+            std::process::exit(2);
+        }
+    };
+    // Before logging starts: `logto` decides where the log goes.
+    let startup = match startup::prepare(&path, kind) {
+        Ok(startup) => startup,
+        Err(e) => {
+            eprintln!("zerg-pool: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    zerg::logging::init();
+    startup.log_warnings();
+    if let Some(pidfile) = startup.pidfile() {
+        tracing::info!(path = %pidfile.display(), "pid written");
+    }
+    let code = match run(path) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("zerg-pool: {e:#}");
             2
         }
     };
+    drop(startup);
     std::process::exit(code);
 }
 
-fn run(args: Args) -> anyhow::Result<i32> {
+fn run(config: PathBuf) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (pool, control) = pool::Pool::bind(&args.config)?;
+        let (pool, control) = pool::Pool::bind(&config)?;
         pool.run(control).await
     })
 }

@@ -178,7 +178,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     locks::create(config.locks).context("cannot create the user locks")?;
     uwsgi_api::install(uwsgi_api::Setup {
         numproc: config.processes,
-        opt: raw_options(&opts.config),
+        opt: raw_options(&config, &opts.config),
         queues: queues.0,
         records: queues.1,
         farms: config.farms().unwrap_or_default(),
@@ -779,8 +779,13 @@ fn pair_queues(names: Vec<String>, fds: Vec<OwnedFd>) -> Vec<uwsgi_api::Queue> {
 }
 
 /// The config's top-level options as uWSGI's `opt` sees them: every value as a string, a list
-/// giving one pair per item.
-fn raw_options(path: &std::path::Path) -> Vec<(String, String)> {
+/// giving one pair per item. A uWSGI file gives what uWSGI would: the `yaml` (or `ini`) option
+/// with the file's path first (Galaxy's processes find their config that way), then every entry
+/// of its section as written, placeholders expanded.
+fn raw_options(config: &Config, path: &std::path::Path) -> Vec<(String, String)> {
+    if let Some(source) = &config.uwsgi {
+        return source.opt();
+    }
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
     else {
