@@ -3,8 +3,8 @@
 //! The structs below are the schema: each field's doc comment is the option's documentation,
 //! defaults live in the `default_*` functions, and [`Config::load`] runs every check serde
 //! cannot express once, reporting all problems at once. Option names follow uWSGI's where the
-//! meaning is the same (`processes`, `threads`, `http`, `module`, `wsgi-file`, `pythonpath`,
-//! `virtualenv`, `chdir`, `reload-mercy`, `listen`, `env`).
+//! meaning is the same (`processes`, `threads`, `http`, `socket`, `chmod-socket`, `module`,
+//! `wsgi-file`, `pythonpath`, `virtualenv`, `chdir`, `reload-mercy`, `listen`, `env`).
 //!
 //! Relative paths are resolved like uWSGI does: against the working directory after `chdir`.
 
@@ -28,6 +28,18 @@ pub struct Config {
     /// path (anything containing a `/`). One value or a list.
     #[serde(default)]
     pub http: StringList,
+
+    /// uwsgi-protocol listeners, for nginx's `uwsgi_pass` (uWSGI's `socket`): `host:port`,
+    /// `:port`, `[::1]:port`, or a unix socket path (anything containing a `/`). One value or a
+    /// list.
+    #[serde(default, alias = "uwsgi-socket")]
+    pub socket: StringList,
+
+    /// Permissions of the unix sockets the pool binds for `http` and `socket`, in octal as
+    /// uWSGI takes them: `660` lets only the owner and its group (nginx's, say) connect. Given
+    /// with no value, or left out, `666`: anyone on the machine may connect.
+    #[serde(default)]
+    pub chmod_socket: SocketMode,
 
     /// A WSGI file to load, like uWSGI's `wsgi-file`; its `callable` is the app.
     #[serde(default)]
@@ -352,6 +364,81 @@ pub struct Farm {
     pub mules: Vec<u32>,
 }
 
+/// What a listener's connections speak.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 (`http`).
+    #[default]
+    Http,
+    /// The uwsgi protocol nginx's `uwsgi_pass` speaks (`socket`).
+    Uwsgi,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Http => "http",
+            Protocol::Uwsgi => "uwsgi",
+        })
+    }
+}
+
+/// `chmod-socket`: file permissions for unix sockets, written in octal digits as uWSGI takes
+/// them (`660`, `0660`, `"660"`); no value means `666`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(pub u32);
+
+impl Default for SocketMode {
+    fn default() -> SocketMode {
+        SocketMode(0o666)
+    }
+}
+
+impl SocketMode {
+    fn parse(digits: &str) -> Option<SocketMode> {
+        let digits = digits.trim();
+        if digits.is_empty() {
+            // uWSGI's `chmod-socket` given with no value.
+            return Some(SocketMode::default());
+        }
+        if digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return None;
+        }
+        u32::from_str_radix(digits, 8).ok().map(SocketMode)
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SocketMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mode in octal digits, e.g. 660")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SocketMode, E> {
+                SocketMode::parse(v).ok_or_else(|| {
+                    E::custom(format!("`{v}` is not a mode in octal digits, e.g. 660"))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SocketMode, E> {
+                // YAML reads `660` as the number six hundred and sixty: its digits are the mode.
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SocketMode, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<SocketMode, E> {
+                Ok(SocketMode::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "address", rename_all = "lowercase")]
@@ -456,15 +543,27 @@ impl Config {
     /// Every check serde cannot express, all reported together.
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.http.is_empty() {
+        if self.http.is_empty() && self.socket.is_empty() {
             problems.push(
-                "`http`: at least one listener is needed, e.g. `http: 127.0.0.1:8080`".into(),
+                "`http` or `socket`: at least one listener is needed, e.g. \
+                 `http: 127.0.0.1:8080` or `socket: 127.0.0.1:3031` for nginx's uwsgi_pass"
+                    .into(),
             );
         }
-        for addr in self.http.iter() {
-            if let Err(e) = ListenAddr::parse(addr) {
-                problems.push(format!("`http`: {e}"));
+        for (key, list) in [("http", &self.http), ("socket", &self.socket)] {
+            for addr in list.iter() {
+                if let Err(e) = ListenAddr::parse(addr) {
+                    problems.push(format!("`{key}`: {e}"));
+                }
             }
+        }
+        let mut addrs = self.listen_addrs();
+        addrs.sort_by_key(ToString::to_string);
+        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+            problems.push(format!(
+                "`http`/`socket`: {} is given twice; a listener speaks one protocol",
+                w[0]
+            ));
         }
         match (&self.wsgi_file, &self.module) {
             (None, None) => {
@@ -564,11 +663,18 @@ impl Config {
         problems
     }
 
-    /// The listeners to bind, in config order.
+    /// The addresses of every listener to bind: `http`'s, then `socket`'s, in config order.
     pub fn listen_addrs(&self) -> Vec<ListenAddr> {
-        self.http
-            .iter()
-            .filter_map(|s| ListenAddr::parse(s).ok())
+        self.listeners().into_iter().map(|(_, addr)| addr).collect()
+    }
+
+    /// The listeners to bind with the protocol each speaks: `http`'s, then `socket`'s, in
+    /// config order.
+    pub fn listeners(&self) -> Vec<(Protocol, ListenAddr)> {
+        let http = self.http.iter().map(|s| (Protocol::Http, s));
+        let uwsgi = self.socket.iter().map(|s| (Protocol::Uwsgi, s));
+        http.chain(uwsgi)
+            .filter_map(|(protocol, s)| Some((protocol, ListenAddr::parse(s).ok()?)))
             .collect()
     }
 
@@ -673,6 +779,9 @@ pub fn closest_option(key: &str) -> Option<&'static str> {
 pub const OPTIONS: &[&str] = &[
     "zerg-server",
     "http",
+    "socket",
+    "uwsgi-socket",
+    "chmod-socket",
     "wsgi-file",
     "module",
     "callable",
@@ -841,6 +950,68 @@ mod tests {
             err.contains("jobs names mule 3, but there are 1 mules"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn socket_listeners_speak_uwsgi() {
+        let c = parse(
+            "zerg-server: z\nhttp: :8000\nsocket:\n  - 127.0.0.1:3031\n  - /run/app.sock\nmodule: a\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners(),
+            vec![
+                (
+                    Protocol::Http,
+                    ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap())
+                ),
+                (
+                    Protocol::Uwsgi,
+                    ListenAddr::Tcp("127.0.0.1:3031".parse().unwrap())
+                ),
+                (Protocol::Uwsgi, ListenAddr::Unix("/run/app.sock".into())),
+            ]
+        );
+        assert_eq!(c.listen_addrs().len(), 3);
+        // uWSGI's other name for it, and a socket alone is listener enough.
+        let c = parse("zerg-server: z\nuwsgi-socket: :3031\nmodule: a\n").unwrap();
+        assert_eq!(c.listeners()[0].0, Protocol::Uwsgi);
+        let err = parse("zerg-server: z\nmodule: a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`http` or `socket`"), "{err}");
+        let err = parse("zerg-server: z\nsocket: nowhere\nmodule: a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`socket`: `nowhere`"), "{err}");
+        let err = parse("zerg-server: z\nhttp: :3031\nsocket: 0.0.0.0:3031\nmodule: a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.0.0.0:3031 is given twice"), "{err}");
+    }
+
+    #[test]
+    fn chmod_socket_is_octal_digits_as_uwsgi_takes_them() {
+        let mode = |value: &str| {
+            parse(&format!(
+                "zerg-server: z\nsocket: /s.sock\nmodule: a\n{value}"
+            ))
+            .map(|c| c.chmod_socket.0)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode(""), Ok(0o666));
+        assert_eq!(mode("chmod-socket:\n"), Ok(0o666));
+        assert_eq!(mode("chmod-socket: 660\n"), Ok(0o660));
+        assert_eq!(mode("chmod-socket: 0660\n"), Ok(0o660));
+        assert_eq!(mode("chmod-socket: '600'\n"), Ok(0o600));
+        assert_eq!(mode("chmod-socket: ''\n"), Ok(0o666));
+        let err = mode("chmod-socket: 690\n").unwrap_err();
+        assert!(
+            err.contains("chmod-socket") || err.contains("octal"),
+            "{err}"
+        );
+        assert!(err.contains("line 4"), "{err}");
+        assert!(mode("chmod-socket: rw\n").is_err());
     }
 
     #[test]

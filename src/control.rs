@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ListenAddr;
+use crate::config::{ListenAddr, Protocol};
 use crate::fdpass;
 
 /// Bumped whenever a message changes shape.
@@ -39,10 +39,13 @@ pub enum Role {
 /// One listening socket in the manifest; its fd follows in the same position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerInfo {
-    /// Stable name, e.g. `http:0`.
+    /// Stable name, e.g. `http:0`, `uwsgi:0`.
     pub name: String,
     /// What the pool bound.
     pub addr: ListenAddr,
+    /// What its connections speak; HTTP if a peer from before uwsgi listeners leaves it out.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// The processes of one generation, as its master reports them.
@@ -427,6 +430,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_listener_without_a_protocol_is_http() {
+        let old: ListenerInfo = serde_json::from_str(
+            r#"{"name":"http:0","addr":{"kind":"tcp","address":"127.0.0.1:80"}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.protocol, Protocol::Http);
+        let uwsgi = ListenerInfo {
+            name: "uwsgi:0".into(),
+            addr: ListenAddr::Unix("/run/app.sock".into()),
+            protocol: Protocol::Uwsgi,
+        };
+        let json = serde_json::to_string(&uwsgi).unwrap();
+        assert!(json.contains(r#""protocol":"uwsgi""#), "{json}");
+        assert_eq!(serde_json::from_str::<ListenerInfo>(&json).unwrap(), uwsgi);
+    }
+
+    #[test]
     fn frames_split_anywhere_reassemble() {
         let a = encode(&Message::Ready);
         let b = encode(&Message::Stop { mercy_secs: 5 });
@@ -510,6 +530,7 @@ mod tests {
             listeners: vec![ListenerInfo {
                 name: "http:0".into(),
                 addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+                protocol: Protocol::Http,
             }],
             queues: vec![],
             mule_records: 0,

@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use zerg::config::ListenAddr;
+use zerg::config::{ListenAddr, Protocol};
 use zerg::control::{
     decode_hello, encode, fd_count, ControlError, FrameDecoder, GenerationStatus, ListenerInfo,
     Message, PoolStatus, ProcessInfo, ProcessKind, ReloadOutcome, Role, MAX_FRAME,
@@ -32,7 +32,16 @@ fn listen_addr() -> impl Strategy<Value = ListenAddr> {
 }
 
 fn listener() -> impl Strategy<Value = ListenerInfo> {
-    (any::<String>(), listen_addr()).prop_map(|(name, addr)| ListenerInfo { name, addr })
+    (
+        any::<String>(),
+        listen_addr(),
+        prop_oneof![Just(Protocol::Http), Just(Protocol::Uwsgi)],
+    )
+        .prop_map(|(name, addr, protocol)| ListenerInfo {
+            name,
+            addr,
+            protocol,
+        })
 }
 
 fn process() -> impl Strategy<Value = ProcessInfo> {

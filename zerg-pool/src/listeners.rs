@@ -1,11 +1,12 @@
-//! Binding the sockets the pool owns for its whole life: the HTTP listeners and the control
-//! socket.
+//! Binding the sockets the pool owns for its whole life: the listeners (HTTP and uwsgi) and
+//! the control socket.
 //!
 //! Every socket is created `SOCK_CLOEXEC`: it reaches a zergling only through SCM_RIGHTS, never
 //! by inheritance. A listener is bound once and never closed while the pool runs, so every
 //! generation accepts on the same kernel socket and one backlog (no `SO_REUSEPORT` copies whose
 //! queued connections would be reset when one closes).
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -15,7 +16,7 @@ use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn, SockaddrIn6, UnixAddr,
 };
-use zerg::config::ListenAddr;
+use zerg::config::{ListenAddr, Protocol};
 use zerg::control::ListenerInfo;
 
 /// A bound, listening socket held by the pool.
@@ -46,17 +47,26 @@ fn bind_err(addr: &impl std::fmt::Display) -> impl FnOnce(nix::Error) -> BindErr
     }
 }
 
-/// Binds and listens on every address, in order. Listener `i` is named `http:i`.
-pub fn bind_all(addrs: &[ListenAddr], backlog: u32) -> Result<Vec<Listener>, BindError> {
-    addrs
+/// Binds and listens on every address, in order; unix sockets get `mode` (`chmod-socket`).
+/// The `i`th listener of a protocol is named for it: `http:i`, `uwsgi:i`.
+pub fn bind_all(
+    listeners: &[(Protocol, ListenAddr)],
+    backlog: u32,
+    mode: u32,
+) -> Result<Vec<Listener>, BindError> {
+    let mut counts: HashMap<Protocol, usize> = HashMap::new();
+    listeners
         .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let fd = bind_one(addr, backlog, 0o666)?;
+        .map(|(protocol, addr)| {
+            let fd = bind_one(addr, backlog, mode)?;
+            let count = counts.entry(*protocol).or_default();
+            let name = format!("{protocol}:{count}");
+            *count += 1;
             Ok(Listener {
                 info: ListenerInfo {
-                    name: format!("http:{i}"),
+                    name,
                     addr: addr.clone(),
+                    protocol: *protocol,
                 },
                 fd,
             })

@@ -105,9 +105,10 @@ impl Pool {
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
-        let listeners = listeners::bind_all(&config.listen_addrs(), config.listen)?;
+        let listeners =
+            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
         for l in &listeners {
-            tracing::info!(name = %l.info.name, addr = %l.info.addr, "listening");
+            tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
         }
         let queues = queues::create_all(&config).context("cannot create the farm queues")?;
         let config_mules = config.mule.0.len();
@@ -688,7 +689,7 @@ impl Pool {
         let waiters: Vec<Waiter> = waiter.into_iter().collect();
         match Config::load(&self.config_path) {
             Ok(config) => {
-                if config.listen_addrs() != self.config.listen_addrs() {
+                if config.listeners() != self.config.listeners() {
                     tracing::warn!("the listeners in the config changed; a reload keeps the pool's sockets (restart the pool to rebind)");
                 }
                 self.config = config;

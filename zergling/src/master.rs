@@ -166,6 +166,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             manifest.push(ListenerInfo {
                 name: "health".into(),
                 addr: zerg::config::ListenAddr::Unix(PathBuf::from(format!("@{name}"))),
+                protocol: zerg::config::Protocol::Http,
             });
             listeners.push(fd);
             Some(health::Check {
