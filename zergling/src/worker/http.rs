@@ -1,5 +1,7 @@
 //! HTTP/1.1 on the worker's listeners with hyper: keep-alive, pipelining, chunked bodies, HEAD
-//! and `Expect: 100-continue` (hyper answers it when the app first reads `wsgi.input`).
+//! and `Expect: 100-continue` (hyper answers it when the app first reads `wsgi.input`). A
+//! uwsgi listener's connections are served here too, once `worker::uwsgi` has restated their
+//! packet as the HTTP/1.0 request it stands for.
 //!
 //! A stop never closes a keep-alive connection under a client that may be sending on it (the
 //! race that makes gunicorn and HAProxy reset requests after a reload): each connection's next
@@ -39,6 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use zerg::config::Protocol;
 
 use super::refuse::{self, Limits, Refusal};
 use super::woken::WhenWoken;
@@ -82,6 +85,7 @@ pub struct State {
 /// itself stays open in the pool and in other workers).
 pub async fn accept_loop(
     acceptor: Acceptor,
+    protocol: Protocol,
     state: Arc<State>,
     tracker: Arc<Tracker>,
     mut stop: watch::Receiver<bool>,
@@ -106,9 +110,9 @@ pub async fn accept_loop(
                     match io {
                         Stream::Tcp(s) => {
                             let _ = s.set_nodelay(true);
-                            serve_connection(s, peer, state, stop).await
+                            serve(s, peer, protocol, state, stop).await
                         }
-                        Stream::Unix(s) => serve_connection(s, peer, state, stop).await,
+                        Stream::Unix(s) => serve(s, peer, protocol, state, stop).await,
                     }
                     drop(guard);
                 });
@@ -141,11 +145,32 @@ async fn accept(acceptor: &Acceptor) -> std::io::Result<(Stream, Peer)> {
     }
 }
 
-async fn serve_connection<S>(io: S, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
-where
+/// Serves an accepted connection in its listener's protocol.
+async fn serve<S>(
+    io: S,
+    peer: Peer,
+    protocol: Protocol,
+    state: Arc<State>,
+    stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_env = Arc::new(ConnEnv::new(peer));
+    match protocol {
+        Protocol::Http => serve_connection(io, Arc::new(ConnEnv::new(peer)), state, stop).await,
+        Protocol::Uwsgi => super::uwsgi::serve(io, peer, state, stop).await,
+    }
+}
+
+/// Serves HTTP/1 on a connection whose environ keys are `conn_env`'s: a client's connection,
+/// or a uwsgi one restated as HTTP (`worker::uwsgi`).
+pub(super) async fn serve_connection<S>(
+    io: S,
+    conn_env: Arc<ConnEnv>,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let header_timeout = state.header_timeout;
     let max_fields = state.max_fields;

@@ -1,5 +1,5 @@
-//! A web worker process: accepts on the inherited listeners with tokio + hyper and runs the
-//! WSGI app on `threads` OS threads.
+//! A web worker process: accepts on the inherited listeners with tokio + hyper (HTTP, or the
+//! uwsgi protocol on `socket` listeners) and runs the WSGI app on `threads` OS threads.
 //!
 //! Lifecycle: build the runtime and the Python threads, register every listener, tell the
 //! master "ready" through the pipe, serve. On SIGTERM (from the master, or as the death signal
@@ -9,6 +9,7 @@
 mod http;
 pub mod refuse;
 mod static_files;
+mod uwsgi;
 mod woken;
 mod yielding;
 
@@ -157,6 +158,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
             tokio::spawn(http::accept_loop(
                 acceptor,
+                info.protocol,
                 state.clone(),
                 tracker.clone(),
                 stop_rx.clone(),

@@ -125,6 +125,9 @@ fn native<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> 
 /// next request then copies the base, as nothing is kept yet.
 pub struct ConnEnv {
     peer: Peer,
+    /// The CGI variables a gateway sent with the request (see [`ConnEnv::forwarded`]); empty
+    /// for HTTP.
+    forwarded: Vec<(bytes::Bytes, bytes::Bytes)>,
     base: OnceLock<Py<PyDict>>,
     state: Mutex<State>,
 }
@@ -192,8 +195,18 @@ impl Host {
 
 impl ConnEnv {
     pub fn new(peer: Peer) -> ConnEnv {
+        ConnEnv::forwarded(peer, Vec::new())
+    }
+
+    /// A connection on which a gateway (nginx's `uwsgi_pass`) forwards one request with these
+    /// CGI variables. Its environ takes them as they are, over whatever zerg would set from
+    /// the request and the socket, as uWSGI makes its environ of them: REMOTE_ADDR is the
+    /// client's, not the gateway's, PATH_INFO the gateway's decoded path, and so on. Such an
+    /// environ is never kept, as the connection serves no other request.
+    pub fn forwarded(peer: Peer, forwarded: Vec<(bytes::Bytes, bytes::Bytes)>) -> ConnEnv {
         ConnEnv {
             peer,
+            forwarded,
             base: OnceLock::new(),
             state: Mutex::new(State {
                 base: Holds::default(),
@@ -432,12 +445,15 @@ pub fn build<'py>(
     let base = base.as_mut().map(|(dict, holds)| (&*dict, &mut **holds));
     let header_bytes = add_headers(py, &env, &mut holds, base, header_keys, &mut parts.headers)?;
     super::reply::recycle_header_map(std::mem::take(&mut parts.headers));
+    for (key, value) in &conn.forwarded {
+        env.set_item(native(py, key)?, native(py, value)?)?;
+    }
     let version = match input {
         Some(input) => {
             env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
             None
         }
-        None if header_bytes > KEEP_HEADER_BYTES => None,
+        None if header_bytes > KEEP_HEADER_BYTES || !conn.forwarded.is_empty() => None,
         None => version(&env),
     };
     Ok(Environ {
