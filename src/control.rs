@@ -199,6 +199,8 @@ pub enum ControlError {
     Unexpected(String),
     #[error("expected {expected} fds with this message, got {got}")]
     MissingFds { expected: usize, got: usize },
+    #[error("{0} fds held for no message, more than one message may carry")]
+    TooManyFds(usize),
 }
 
 /// Encodes a message as a frame (length prefix + JSON).
@@ -218,9 +220,16 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    /// Buffers what a read brought. A peer may attach fds to any bytes, and they are held until
+    /// a message that carries them is decoded; more than one message can carry is refused, so
+    /// that a peer cannot fill the reader's fd table with fds no message claims.
+    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(), ControlError> {
+        if self.fds.len() + fds.len() > fdpass::MAX_FDS {
+            return Err(ControlError::TooManyFds(self.fds.len() + fds.len()));
+        }
         self.buf.extend_from_slice(bytes);
         self.fds.extend(fds);
+        Ok(())
     }
 
     /// The next complete frame's JSON, if one is buffered.
@@ -386,8 +395,7 @@ impl Connection {
         if n == 0 && fds.is_empty() {
             return Err(ControlError::Closed);
         }
-        self.decoder.push(&buf[..n], fds);
-        Ok(())
+        self.decoder.push(&buf[..n], fds)
     }
 
     /// The next message, if a whole one is already buffered (never blocks).
@@ -453,12 +461,12 @@ mod tests {
         let all: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         for split in 0..all.len() {
             let mut d = FrameDecoder::default();
-            d.push(&all[..split], vec![]);
+            d.push(&all[..split], vec![]).unwrap();
             let mut got = Vec::new();
             while let Some(f) = d.next_frame().unwrap() {
                 got.push(f);
             }
-            d.push(&all[split..], vec![]);
+            d.push(&all[split..], vec![]).unwrap();
             while let Some(f) = d.next_frame().unwrap() {
                 got.push(f);
             }
@@ -473,7 +481,8 @@ mod tests {
     #[test]
     fn oversized_frame_is_rejected() {
         let mut d = FrameDecoder::default();
-        d.push(&(MAX_FRAME as u32 + 1).to_be_bytes(), vec![]);
+        d.push(&(MAX_FRAME as u32 + 1).to_be_bytes(), vec![])
+            .unwrap();
         assert!(matches!(d.next_frame(), Err(ControlError::TooLarge(_))));
     }
 
@@ -515,6 +524,18 @@ mod tests {
         assert!(matches!(
             decode_hello(b"not json"),
             Err(ControlError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn fds_no_message_claims_are_bounded() {
+        let mut decoder = FrameDecoder::default();
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let some: Vec<OwnedFd> = (0..fdpass::MAX_FDS).map(|_| fd()).collect();
+        decoder.push(b"", some).unwrap();
+        assert!(matches!(
+            decoder.push(b"x", vec![fd()]),
+            Err(ControlError::TooManyFds(n)) if n == fdpass::MAX_FDS + 1
         ));
     }
 

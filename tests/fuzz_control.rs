@@ -201,7 +201,7 @@ fn feed(pieces: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut d = FrameDecoder::default();
     let mut frames = Vec::new();
     for piece in pieces {
-        d.push(piece, Vec::<OwnedFd>::new());
+        d.push(piece, Vec::<OwnedFd>::new()).unwrap();
         loop {
             match d.next_frame() {
                 Ok(Some(frame)) => {
@@ -432,7 +432,8 @@ fn a_message_of_the_largest_size_round_trips_and_one_larger_is_refused() {
     assert_eq!(frame.len(), 4 + MAX_FRAME);
     assert_eq!(feed(&[&frame]).len(), 1);
     let mut d = FrameDecoder::default();
-    d.push(&((MAX_FRAME + 1) as u32).to_be_bytes(), vec![]);
+    d.push(&((MAX_FRAME + 1) as u32).to_be_bytes(), vec![])
+        .unwrap();
     assert!(matches!(d.next_frame(), Err(ControlError::TooLarge(_))));
 }
 

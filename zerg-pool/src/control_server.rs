@@ -98,7 +98,7 @@ impl AsyncConn {
                 fdpass::recv_with_fds(fd, &mut buf, &mut fds)
             }) {
                 Ok(0) if fds.is_empty() => return Err(ControlError::Closed),
-                Ok(n) => self.decoder.push(&buf[..n], fds),
+                Ok(n) => self.decoder.push(&buf[..n], fds)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
             }
