@@ -188,6 +188,19 @@ pub struct Config {
     #[serde(default)]
     pub umask: Option<Umask>,
 
+    /// The user to serve as (uWSGI's `uid`): a name or a number. A pool started as root binds
+    /// every listener (ports below 1024 too), creates the control socket, `logto` and
+    /// `pidfile`, then becomes this user, with its supplementary groups, before it starts a
+    /// zergling: the zerglings, their workers and mules never hold root. A pool started as
+    /// anyone else must already be this user. Without `gid`, the user's own group.
+    #[serde(default)]
+    pub uid: Option<crate::privileges::User>,
+
+    /// The group to serve as (uWSGI's `gid`): a name or a number. With `uid`, the user's
+    /// supplementary groups are set too; alone, it is the only group and the uid stays.
+    #[serde(default)]
+    pub gid: Option<crate::privileges::Group>,
+
     /// Set when the file is uWSGI's (a `uwsgi:` section, or ini): its entries for `uwsgi.opt`
     /// and the warnings for the pool's log. Not an option.
     #[serde(skip)]
@@ -814,6 +827,8 @@ pub const OPTIONS: &[&str] = &[
     "pidfile",
     "logto",
     "umask",
+    "uid",
+    "gid",
 ];
 
 #[cfg(test)]
@@ -1018,6 +1033,21 @@ mod tests {
     fn no_suggestion_for_something_unrelated() {
         assert_eq!(closest_option("zzzzzzzzzzzz"), None);
         assert_eq!(closest_option("proceses"), Some("processes"));
+    }
+
+    #[test]
+    fn uid_and_gid_name_entries_that_exist() {
+        let c = parse("zerg-server: z\nhttp: :1\nmodule: a\nuid: root\ngid: 0\n").unwrap();
+        assert_eq!(c.uid.map(|u| (u.name, u.uid)), Some(("root".into(), 0)));
+        assert_eq!(c.gid.map(|g| g.gid), Some(0));
+        let err = parse("zerg-server: z\nhttp: :1\nmodule: a\nuid: zerg-no-such-user\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4: "), "{err}");
+        assert!(
+            err.contains("uid: no user `zerg-no-such-user` on this system"),
+            "{err}"
+        );
     }
 
     #[test]

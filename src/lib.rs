@@ -6,4 +6,5 @@ pub mod control;
 pub mod fdpass;
 pub mod logging;
 pub mod mule_record;
+pub mod privileges;
 pub mod uwsgi_config;

@@ -154,13 +154,6 @@ pub struct Listener {
     pub line: usize,
 }
 
-/// `uid` or `gid`: a name, or a number as uWSGI takes either.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    Name(String),
-    Id(u32),
-}
-
 /// What a uWSGI file gave beyond zerg's typed options, kept on [`Config::uwsgi`]: the entries
 /// for `uwsgi.opt`, the warnings for the pool's log, and the typed form of the options zerg
 /// reads but does not honour yet.
@@ -175,8 +168,6 @@ pub struct Source {
     pub warnings: Vec<Notice>,
     pub shared_sockets: Vec<SharedSocket>,
     pub listeners: Vec<Listener>,
-    pub uid: Option<Identity>,
-    pub gid: Option<Identity>,
 }
 
 impl Source {
@@ -972,8 +963,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("https", "not supported yet: zerg does not terminate TLS yet; terminate it in nginx in front of `http`"),
     ("http-to-https", "not supported yet: redirect HTTP to HTTPS in nginx"),
     ("shared-socket", "not supported yet: zerg-pool binds every listener itself and keeps it across reloads; write the address in `http` instead of `=N`"),
-    ("uid", "not supported yet: zerg-pool does not drop privileges yet; start it as the user the app runs as"),
-    ("gid", "not supported yet: zerg-pool does not drop privileges yet; start it as the group the app runs as"),
     ("harakiri", "not supported yet: zerg does not kill a worker stuck in one request"),
     ("max-requests", "not supported yet: zerg does not recycle a worker after a number of requests"),
     ("max-worker-lifetime", "not supported yet: zerg does not recycle workers by age"),
@@ -991,8 +980,8 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("py-autoreload", "not supported yet: reload with `zergctl reload` or SIGHUP to zerg-pool"),
     ("daemonize", "zerg does not daemonize: run it under systemd or supervisord, with `logto` for its log"),
     ("daemonize2", "zerg does not daemonize: run it under systemd or supervisord, with `logto` for its log"),
-    ("pidfile2", "not supported: use `pidfile` (zerg-pool never changes user, so both would be written at the same moment)"),
-    ("logto2", "not supported: use `logto` (zerg-pool never changes user, so both would be opened at the same moment)"),
+    ("pidfile2", "not supported: use `pidfile` (zerg-pool writes it before it becomes `uid`)"),
+    ("logto2", "not supported: use `logto` (zerg-pool opens it before it becomes `uid`, and hands it down)"),
     ("mount", "not supported yet: zerg serves one app at the root; mount it under a prefix in nginx"),
     ("manage-script-name", "not supported yet: zerg serves one app at the root; mount it under a prefix in nginx"),
     ("check-static", "not supported yet: map the directory with `static-map`"),
@@ -1173,13 +1162,6 @@ fn split_address(value: &str) -> (String, Vec<String>) {
     (address, parts.map(|p| p.trim().to_owned()).collect())
 }
 
-fn parse_identity(value: &str) -> Identity {
-    match value.trim().parse() {
-        Ok(id) => Identity::Id(id),
-        Err(_) => Identity::Name(value.trim().to_owned()),
-    }
-}
-
 /// Sorts the entries into zerg's options, warnings and errors.
 fn map_entries(
     entries: Vec<Entry>,
@@ -1211,7 +1193,6 @@ fn map_entries(
         .collect();
     let shared_supported = OPTIONS.contains(&"shared-socket");
     let mut listeners = Vec::new();
-    let (mut uid, mut gid) = (None, None);
     for entry in &entries {
         if entry.placeholder_only || SET_KEYS.contains(&entry.key.as_str()) {
             continue;
@@ -1255,11 +1236,6 @@ fn map_entries(
                 line: entry.line,
             });
         }
-        match name {
-            "uid" => uid = Some(parse_identity(&entry.value)),
-            "gid" => gid = Some(parse_identity(&entry.value)),
-            _ => {}
-        }
         let notice = |message: String| Notice {
             line: entry.line,
             key: entry.key.clone(),
@@ -1290,8 +1266,6 @@ fn map_entries(
             warnings,
             shared_sockets,
             listeners,
-            uid,
-            gid,
         },
         options,
         errors,
@@ -1886,12 +1860,15 @@ mod tests {
 
     #[test]
     fn bad_numbers_and_problems_are_reported_together() {
-        let text = "uwsgi:\n  http: :1\n  module: a\n  uid: galaxy\n  processes: many\n";
+        let text = "uwsgi:\n  http: :1\n  module: a\n  harakiri: 60\n  processes: many\n";
         let err = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml)
             .unwrap_err()
             .to_string();
         assert!(err.contains("/srv/x/site.yml"), "{err}");
-        assert!(err.contains("line 4: `uid`: not supported yet"), "{err}");
+        assert!(
+            err.contains("line 4: `harakiri`: not supported yet"),
+            "{err}"
+        );
         assert!(
             err.contains("line 5: `processes`: `many` is not a whole number"),
             "{err}"
@@ -1902,6 +1879,22 @@ mod tests {
             .to_string();
         assert!(err.contains("`nonsense`"), "{err}");
         assert!(err.contains("`threads` must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn uid_and_gid_name_entries_that_exist() {
+        let text = "uwsgi:\n  http: :1\n  module: a\n  uid: 0\n  gid: root\n";
+        let c = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(c.uid.map(|u| (u.name, u.uid)), Some(("root".into(), 0)));
+        assert_eq!(c.gid.map(|g| g.gid), Some(0));
+        let text = "uwsgi:\n  http: :1\n  module: a\n  gid: zerg-no-such-group\n";
+        let err = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: `gid`: no group `zerg-no-such-group` on this system"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! The credentials are the kernel's (`SO_PEERCRED`, taken at connect), not the socket file's
 //! mode: a socket left world-writable by a `chmod`, or reached through a descriptor passed
 //! along, still lets only root and the pool's own user hand out listeners or stop the pool.
+//!
+//! With `uid` set, the pool's own user is that user: a pool started as root becomes it before
+//! it accepts its first connection (see `startup`), and one started otherwise must already be
+//! it. So root, and the configured user (its zerglings, its `zergctl`), are let in; no one else.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -302,7 +306,8 @@ async fn ask<T>(
     rx.await.ok()
 }
 
-/// Only root and the pool's own user may talk to it, whatever the socket file's mode.
+/// Only root and the pool's own user (the configured `uid`, when set) may talk to it, whatever
+/// the socket file's mode.
 fn may_control(peer_uid: u32, pool_uid: u32) -> bool {
     peer_uid == 0 || peer_uid == pool_uid
 }

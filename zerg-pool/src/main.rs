@@ -54,7 +54,7 @@ fn main() {
     if let Some(pidfile) = startup.pidfile() {
         tracing::info!(path = %pidfile.display(), "pid written");
     }
-    let code = match run(path) {
+    let code = match run(path, &startup) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("zerg-pool: {e:#}");
@@ -65,12 +65,14 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(config: PathBuf) -> anyhow::Result<i32> {
+fn run(config: PathBuf, startup: &startup::Startup) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let (pool, control) = pool::Pool::bind(&config)?;
+        // Every socket is bound and no zergling started yet: from here on, `uid`/`gid`.
+        startup.serve_as_user()?;
         pool.run(control).await
     })
 }

@@ -1,10 +1,13 @@
-//! What the pool does once, before it binds anything, for the options uWSGI applies as it
-//! starts: `umask`, `logto` and `pidfile`; and the warnings a uWSGI file gave, logged once here
-//! rather than by every process that reads the file.
+//! What the pool does once, around binding its sockets, for the options uWSGI applies as it
+//! starts: `umask`, `logto`, `pidfile`, then `uid` and `gid`; and the warnings a uWSGI file
+//! gave, logged once here rather than by every process that reads the file.
 //!
 //! The order is uWSGI's: the umask first (it applies to the log and pid files and to the unix
 //! sockets bound next), then the log (every later line, and every process started later,
-//! writes there: the zerglings inherit stdout and stderr), then the pid file.
+//! writes there: the zerglings inherit stdout and stderr), then the pid file. Then the pool
+//! binds every socket, and only then becomes `uid`/`gid` ([`Startup::serve_as_user`]): the log
+//! and pid files were opened as root and the log reaches every process by inheritance, so
+//! nothing started later needs root or opens them again.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -13,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::sys::stat::{umask, Mode};
+use nix::unistd::AccessFlags;
 use zerg::config::Config;
+use zerg::privileges::{Outcome, RunAs};
 use zerg::uwsgi_config::{self, Dialect, Notice};
 
 /// How the config file was named on the command line.
@@ -30,14 +35,26 @@ pub struct Startup {
     path: PathBuf,
     warnings: Vec<Notice>,
     pidfile: Option<PidFile>,
+    /// `uid` and `gid`, to become once every socket is bound.
+    run_as: Option<RunAs>,
+    /// The control socket, absolute, as the pool binds it: handed to `uid`.
+    control: PathBuf,
 }
 
-/// Loads the config at `path`, then applies its `umask`, `logto` and `pidfile`.
+/// Loads the config at `path`, checks that the pool can become its `uid`/`gid`, then applies
+/// its `umask`, `logto` and `pidfile`.
 pub fn prepare(path: &Path, kind: FileKind) -> anyhow::Result<Startup> {
     let config = match kind {
         FileKind::Any => Config::load(path)?,
         FileKind::Uwsgi(dialect) => uwsgi_config::load(path, dialect)?,
     };
+    let run_as = RunAs::from_config(&config);
+    // Before anything is bound or written: a pool that could not drop never starts.
+    if let Some(run_as) = &run_as {
+        run_as.check()?;
+    }
+    let control = std::path::absolute(&config.zerg_server)
+        .with_context(|| format!("zerg-server {}", config.zerg_server.display()))?;
     if let Some(mask) = config.umask {
         umask(Mode::from_bits_truncate(mask.0));
     }
@@ -49,6 +66,8 @@ pub fn prepare(path: &Path, kind: FileKind) -> anyhow::Result<Startup> {
         path: path.to_owned(),
         warnings: config.uwsgi.map(|u| u.warnings).unwrap_or_default(),
         pidfile,
+        run_as,
+        control,
     })
 }
 
@@ -69,6 +88,53 @@ impl Startup {
     /// Whether a pid file is held (for the log line that says where).
     pub fn pidfile(&self) -> Option<&Path> {
         self.pidfile.as_ref().map(|p| p.path.as_path())
+    }
+
+    /// Becomes `uid`/`gid`, once every socket is bound and before any zergling starts; every
+    /// process the pool starts then inherits the user. The control socket (mode 0600) is handed
+    /// to the user first, so that its zerglings and its `zergctl` reach the pool, and root
+    /// still does. Nothing the pool does later needs root: a reload re-reads the config but
+    /// never binds (the listeners stay the ones bound at start), and signals only processes of
+    /// the same user.
+    pub fn serve_as_user(&self) -> anyhow::Result<()> {
+        let Some(run_as) = &self.run_as else {
+            return Ok(());
+        };
+        if nix::unistd::geteuid().is_root() {
+            // lchown: a symlink put in the socket's place is not followed.
+            std::os::unix::fs::lchown(&self.control, run_as.uid(), run_as.gid())
+                .with_context(|| format!("cannot hand {} to {run_as}", self.control.display()))?;
+        }
+        let groups = match run_as.become_it()? {
+            Outcome::Dropped { groups } => groups,
+            Outcome::Already => {
+                tracing::info!(%run_as, "running as the configured user already");
+                return Ok(());
+            }
+        };
+        tracing::info!(
+            uid = %nix::unistd::getuid(),
+            gid = %nix::unistd::getgid(),
+            ?groups,
+            "sockets bound; now running as {run_as}"
+        );
+        // Every zergling reads the config as this user, and so does every reload.
+        std::fs::File::open(&self.path).with_context(|| {
+            format!(
+                "config {} cannot be read as {run_as}: the zerglings and every reload read it \
+                 as that user; make it readable by them",
+                self.path.display()
+            )
+        })?;
+        if nix::unistd::access(".", AccessFlags::X_OK).is_err() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            tracing::warn!(
+                cwd = %cwd.display(),
+                "{run_as} cannot enter the directory the pool was started in, which its zerglings \
+                 inherit: set `chdir`, or start the pool elsewhere"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -110,8 +176,17 @@ impl Drop for PidFile {
         let ours = std::fs::read_to_string(&self.path)
             .is_ok_and(|text| text.trim() == self.pid.to_string());
         if ours {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove pidfile");
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => {}
+                // Written as root, in a directory only root may change, before the pool
+                // became `uid` (uWSGI's pidfile stays too); the next start overwrites it.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::info!(
+                    path = %self.path.display(),
+                    "pidfile left in place: its directory is root's and the pool is not"
+                ),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot remove pidfile")
+                }
             }
         }
     }

@@ -106,6 +106,14 @@ struct Master {
 /// Runs a zergling to the end; returns its exit code.
 pub fn run(opts: Options) -> anyhow::Result<i32> {
     let config = Config::load(&opts.config)?;
+    if let Some(run_as) = zerg::privileges::RunAs::from_config(&config) {
+        // A zergling the pool started is this user already (the pool dropped root before it
+        // started any); one started as root by someone else (a blue/green deploy run by root)
+        // becomes it here, before `chdir`, the virtualenv and the app.
+        if let zerg::privileges::Outcome::Dropped { groups } = run_as.become_it()? {
+            tracing::info!(?groups, "started as root; now running as {run_as}");
+        }
+    }
     for kv in config.env.iter() {
         if let Some((k, v)) = kv.split_once('=') {
             // Single-threaded here, and before Python snapshots os.environ.
