@@ -35,6 +35,31 @@ pub struct Config {
     #[serde(default, alias = "uwsgi-socket")]
     pub socket: StringList,
 
+    /// HTTPS listeners, in uWSGI's syntax: `ADDRESS,CERT,KEY`, the address written as for
+    /// `http` and two PEM files: the certificate chain (the server's certificate first) and its
+    /// private key. Each generation reads them as it starts, so a renewed certificate is served
+    /// from the next reload on; a generation that cannot read them, or whose key does not match
+    /// the certificate, fails to start and the serving one serves on. Connections speak
+    /// HTTP/1.1 over TLS 1.2 or 1.3; the app sees `wsgi.url_scheme` `https` and `HTTPS` `on`.
+    /// One value or a list.
+    #[serde(default)]
+    pub https: StringList,
+
+    /// Listeners that answer every request with a redirect to the same URL over HTTPS, never
+    /// calling the app (uWSGI's `http-to-https`): `ADDRESS[,PORT]`. 301 for GET and HEAD, 308
+    /// (which keeps the method and body) otherwise. The URL's port is PORT, or else the first
+    /// `https` listener's; 443 is left out. One value or a list.
+    #[serde(default)]
+    pub http_to_https: StringList,
+
+    /// Addresses named by position from `http`, `socket`, `https` and `http-to-https` (uWSGI's
+    /// `shared-socket`): `http: =0` listens on the first. Like every listener, the pool binds
+    /// it once, before it gives up root if it runs as root (ports below 1024). An `https: =N`
+    /// with no certificate and key takes them from the shared socket's own fields
+    /// (`shared-socket: :443,server.crt,server.key`). One value or a list.
+    #[serde(default)]
+    pub shared_socket: StringList,
+
     /// Permissions of the unix sockets the pool binds for `http` and `socket`, in octal as
     /// uWSGI takes them: `660` lets only the owner and its group (nginx's, say) connect. Given
     /// with no value, or left out, `666`: anyone on the machine may connect.
@@ -388,6 +413,23 @@ pub enum Protocol {
     Http,
     /// The uwsgi protocol nginx's `uwsgi_pass` speaks (`socket`).
     Uwsgi,
+    /// HTTP/1.1 over TLS (`https`).
+    Https,
+    /// HTTP/1.1, every request answered with a redirect to HTTPS (`http-to-https`).
+    #[serde(rename = "http-to-https")]
+    HttpToHttps,
+}
+
+impl Protocol {
+    /// The option that makes listeners of this protocol.
+    pub fn option(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Uwsgi => "socket",
+            Protocol::Https => "https",
+            Protocol::HttpToHttps => "http-to-https",
+        }
+    }
 }
 
 impl fmt::Display for Protocol {
@@ -395,8 +437,30 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Http => "http",
             Protocol::Uwsgi => "uwsgi",
+            Protocol::Https => "https",
+            Protocol::HttpToHttps => "http-to-https",
         })
     }
+}
+
+/// The certificate chain and private key of an `https` listener, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A listener option's value with its `=N` resolved: what the config says of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerOption {
+    pub protocol: Protocol,
+    /// The address as written, or for `=N` the shared socket's.
+    pub address: String,
+    /// For `=N`: N.
+    pub shared: Option<usize>,
+    /// The comma-separated fields after the address (`https` and `http-to-https` only); for
+    /// `=N` with none, the shared socket's.
+    pub fields: Vec<String>,
 }
 
 /// `chmod-socket`: file permissions for unix sockets, written in octal digits as uWSGI takes
@@ -556,20 +620,18 @@ impl Config {
     /// Every check serde cannot express, all reported together.
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.http.is_empty() && self.socket.is_empty() {
+        if self.http.is_empty()
+            && self.socket.is_empty()
+            && self.https.is_empty()
+            && self.http_to_https.is_empty()
+        {
             problems.push(
-                "`http` or `socket`: at least one listener is needed, e.g. \
+                "`http` or `socket` (or `https`): at least one listener is needed, e.g. \
                  `http: 127.0.0.1:8080` or `socket: 127.0.0.1:3031` for nginx's uwsgi_pass"
                     .into(),
             );
         }
-        for (key, list) in [("http", &self.http), ("socket", &self.socket)] {
-            for addr in list.iter() {
-                if let Err(e) = ListenAddr::parse(addr) {
-                    problems.push(format!("`{key}`: {e}"));
-                }
-            }
-        }
+        problems.extend(self.listener_problems());
         let mut addrs = self.listen_addrs();
         addrs.sort_by_key(ToString::to_string);
         if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
@@ -681,14 +743,160 @@ impl Config {
         self.listeners().into_iter().map(|(_, addr)| addr).collect()
     }
 
-    /// The listeners to bind with the protocol each speaks: `http`'s, then `socket`'s, in
-    /// config order.
+    /// The listeners to bind with the protocol each speaks: `http`'s, `socket`'s, `https`'s,
+    /// then `http-to-https`'s, in config order, `=N` resolved to its shared socket's address.
     pub fn listeners(&self) -> Vec<(Protocol, ListenAddr)> {
-        let http = self.http.iter().map(|s| (Protocol::Http, s));
-        let uwsgi = self.socket.iter().map(|s| (Protocol::Uwsgi, s));
-        http.chain(uwsgi)
-            .filter_map(|(protocol, s)| Some((protocol, ListenAddr::parse(s).ok()?)))
+        self.listener_options()
+            .into_iter()
+            .filter_map(|l| Some((l.protocol, ListenAddr::parse(&l.address).ok()?)))
             .collect()
+    }
+
+    /// Every listener option's value, in the order of [`Config::listeners`], `=N` resolved; one
+    /// naming no shared socket is left out (a problem at load).
+    pub fn listener_options(&self) -> Vec<ListenerOption> {
+        self.resolve_listeners().0
+    }
+
+    /// The certificate and key of the `https` listener at `addr`, if the config has one.
+    pub fn tls_files(&self, addr: &ListenAddr) -> Option<TlsFiles> {
+        let l = self.listener_options().into_iter().find(|l| {
+            l.protocol == Protocol::Https
+                && ListenAddr::parse(&l.address).ok().as_ref() == Some(addr)
+        })?;
+        match &l.fields[..] {
+            [cert, key] => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The port the `http-to-https` listener at `addr` redirects to: its own `,PORT`, else the
+    /// first TCP `https` listener's; `None` for neither (the URL then names no port: 443).
+    pub fn https_redirect_port(&self, addr: &ListenAddr) -> Option<u16> {
+        let options = self.listener_options();
+        let own = options.iter().find(|l| {
+            l.protocol == Protocol::HttpToHttps
+                && ListenAddr::parse(&l.address).ok().as_ref() == Some(addr)
+        });
+        if let Some(port) = own.and_then(|l| l.fields.first()) {
+            return port.parse().ok();
+        }
+        options
+            .iter()
+            .filter(|l| l.protocol == Protocol::Https)
+            .find_map(|l| match ListenAddr::parse(&l.address) {
+                Ok(ListenAddr::Tcp(a)) => Some(a.port()),
+                _ => None,
+            })
+    }
+
+    /// The listener options resolved, and what is wrong with `=N` references.
+    fn resolve_listeners(&self) -> (Vec<ListenerOption>, Vec<String>) {
+        let shared: Vec<(String, Vec<String>)> =
+            self.shared_socket.iter().map(split_fields).collect();
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for (protocol, list) in [
+            (Protocol::Http, &self.http),
+            (Protocol::Uwsgi, &self.socket),
+            (Protocol::Https, &self.https),
+            (Protocol::HttpToHttps, &self.http_to_https),
+        ] {
+            // Only these take comma fields (uWSGI's syntax): a unix socket path may hold one.
+            let with_fields = matches!(protocol, Protocol::Https | Protocol::HttpToHttps);
+            for value in list.iter() {
+                let (address, fields) = if with_fields {
+                    split_fields(value)
+                } else {
+                    (value.trim().to_owned(), Vec::new())
+                };
+                let Some(n) = address.strip_prefix('=') else {
+                    out.push(ListenerOption {
+                        protocol,
+                        address,
+                        shared: None,
+                        fields,
+                    });
+                    continue;
+                };
+                match n.parse::<usize>().ok().and_then(|i| Some((i, shared.get(i)?))) {
+                    Some((i, (shared_address, shared_fields))) => out.push(ListenerOption {
+                        protocol,
+                        address: shared_address.clone(),
+                        shared: Some(i),
+                        fields: if fields.is_empty() && with_fields {
+                            shared_fields.clone()
+                        } else {
+                            fields
+                        },
+                    }),
+                    None => problems.push(format!(
+                        "`{}`: `{address}` names no shared socket (there are {}: `=0` is the first)",
+                        protocol.option(),
+                        shared.len()
+                    )),
+                }
+            }
+        }
+        (out, problems)
+    }
+
+    /// What is wrong with the listener options and the shared sockets.
+    fn listener_problems(&self) -> Vec<String> {
+        let (options, mut problems) = self.resolve_listeners();
+        for l in &options {
+            let key = l.protocol.option();
+            if let Err(e) = ListenAddr::parse(&l.address) {
+                problems.push(format!("`{key}`: {e}"));
+            }
+            let written = || {
+                std::iter::once(l.address.as_str())
+                    .chain(l.fields.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            match l.protocol {
+                Protocol::Https => match &l.fields[..] {
+                    [cert, key] if !cert.is_empty() && !key.is_empty() => {}
+                    [_, _, _, ..] => problems.push(format!(
+                        "`https`: `{}` has fields past ADDRESS,CERT,KEY: rustls chooses the \
+                         cipher suites itself (uWSGI's fourth field), and client certificates \
+                         (its fifth) are not supported",
+                        written()
+                    )),
+                    _ => problems.push(format!(
+                        "`https`: `{}` is not ADDRESS,CERT,KEY (a certificate chain and its \
+                         private key, PEM files)",
+                        written()
+                    )),
+                },
+                Protocol::HttpToHttps => match &l.fields[..] {
+                    [] => {}
+                    [port] if port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                    _ => problems.push(format!(
+                        "`http-to-https`: `{}` is not ADDRESS[,PORT]",
+                        written()
+                    )),
+                },
+                Protocol::Http | Protocol::Uwsgi => {}
+            }
+        }
+        for (i, value) in self.shared_socket.iter().enumerate() {
+            let (address, _) = split_fields(value);
+            if let Err(e) = ListenAddr::parse(&address) {
+                problems.push(format!("`shared-socket`: {e}"));
+            } else if !options.iter().any(|l| l.shared == Some(i)) {
+                problems.push(format!(
+                    "`shared-socket`: `{address}` (`={i}`) is named by no listener: nothing \
+                     would answer on it; name it (`http: ={i}`, `https: ={i},CERT,KEY`) or \
+                     remove it"
+                ));
+            }
+        }
+        problems
     }
 
     /// The command that starts a zergling, if the config names one.
@@ -751,6 +959,13 @@ impl Config {
     }
 }
 
+/// `ADDRESS[,FIELD...]`, each part trimmed.
+fn split_fields(value: &str) -> (String, Vec<String>) {
+    let mut parts = value.split(',').map(|p| p.trim().to_owned());
+    let address = parts.next().unwrap_or_default();
+    (address, parts.collect())
+}
+
 /// Turns serde_yaml's message into one an operator can act on: the key, the line, and for an
 /// unknown key the closest valid one.
 fn describe_yaml_error(e: &serde_yaml::Error) -> String {
@@ -794,6 +1009,9 @@ pub const OPTIONS: &[&str] = &[
     "http",
     "socket",
     "uwsgi-socket",
+    "https",
+    "http-to-https",
+    "shared-socket",
     "chmod-socket",
     "wsgi-file",
     "module",
@@ -1003,6 +1221,78 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("0.0.0.0:3031 is given twice"), "{err}");
+    }
+
+    #[test]
+    fn https_redirects_and_shared_sockets_resolve() {
+        let c = parse(concat!(
+            "zerg-server: z\nmodule: a\n",
+            "shared-socket:\n  - 127.0.0.1:8080\n  - ':8443,shared.crt,shared.key'\n",
+            "http: =0\n",
+            "https:\n  - =1\n  - '[::1]:9443, own.crt, own.key'\n",
+            "http-to-https:\n  - 127.0.0.1:8081\n  - 127.0.0.1:8082,4443\n",
+        ))
+        .unwrap();
+        let addr = |s: &str| ListenAddr::parse(s).unwrap();
+        assert_eq!(
+            c.listeners(),
+            vec![
+                (Protocol::Http, addr("127.0.0.1:8080")),
+                (Protocol::Https, addr(":8443")),
+                (Protocol::Https, addr("[::1]:9443")),
+                (Protocol::HttpToHttps, addr("127.0.0.1:8081")),
+                (Protocol::HttpToHttps, addr("127.0.0.1:8082")),
+            ]
+        );
+        let files = |cert: &str, key: &str| TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        };
+        assert_eq!(
+            c.tls_files(&addr("0.0.0.0:8443")),
+            Some(files("shared.crt", "shared.key"))
+        );
+        assert_eq!(
+            c.tls_files(&addr("[::1]:9443")),
+            Some(files("own.crt", "own.key"))
+        );
+        assert_eq!(c.tls_files(&addr("127.0.0.1:8080")), None);
+        // The first https listener's port, unless the redirect names its own.
+        assert_eq!(c.https_redirect_port(&addr("127.0.0.1:8081")), Some(8443));
+        assert_eq!(c.https_redirect_port(&addr("127.0.0.1:8082")), Some(4443));
+        assert_eq!(Protocol::HttpToHttps.to_string(), "http-to-https");
+    }
+
+    #[test]
+    fn https_and_shared_socket_mistakes_are_reported_together() {
+        let err = parse(concat!(
+            "zerg-server: z\nmodule: a\n",
+            "shared-socket: [':80', ':81', nowhere]\n",
+            "http: =0\n",
+            "socket: =3\n",
+            "https: [':443,only.crt', ':444,c,k,HIGH', '=2,c,k']\n",
+            "http-to-https: ':8080,https'\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "`socket`: `=3` names no shared socket (there are 3: `=0` is the first)",
+            "`https`: `:443,only.crt` is not ADDRESS,CERT,KEY",
+            "`https`: `:444,c,k,HIGH` has fields past ADDRESS,CERT,KEY",
+            "`https`: `nowhere` is neither host:port",
+            "`http-to-https`: `:8080,https` is not ADDRESS[,PORT]",
+            "`shared-socket`: `:81` (`=1`) is named by no listener",
+            "`shared-socket`: `nowhere` is neither host:port",
+        ] {
+            assert!(err.contains(expected), "{expected}\n{err}");
+        }
+        // A shared socket named twice is one address given twice.
+        let err = parse("zerg-server: z\nmodule: a\nshared-socket: ':80'\nhttp: =0\nsocket: =0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.0.0.0:80 is given twice"), "{err}");
+        // An https listener alone is listener enough.
+        assert!(parse("zerg-server: z\nmodule: a\nhttps: ':443,c,k'\n").is_ok());
     }
 
     #[test]

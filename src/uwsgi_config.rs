@@ -960,9 +960,6 @@ const IGNORED: &[(&str, &str)] = &[
 /// each is an error, so the site does not start without them unnoticed.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("socket", "not supported yet: zerg does not serve the uwsgi protocol yet; serve `http` and point nginx's proxy_pass at it"),
-    ("https", "not supported yet: zerg does not terminate TLS yet; terminate it in nginx in front of `http`"),
-    ("http-to-https", "not supported yet: redirect HTTP to HTTPS in nginx"),
-    ("shared-socket", "not supported yet: zerg-pool binds every listener itself and keeps it across reloads; write the address in `http` instead of `=N`"),
     ("harakiri", "not supported yet: zerg does not kill a worker stuck in one request"),
     ("max-requests", "not supported yet: zerg does not recycle a worker after a number of requests"),
     ("max-worker-lifetime", "not supported yet: zerg does not recycle workers by age"),
@@ -1191,7 +1188,6 @@ fn map_entries(
             }
         })
         .collect();
-    let shared_supported = OPTIONS.contains(&"shared-socket");
     let mut listeners = Vec::new();
     for entry in &entries {
         if entry.placeholder_only || SET_KEYS.contains(&entry.key.as_str()) {
@@ -1222,12 +1218,28 @@ fn map_entries(
                 },
                 None => ListenerAddress::Direct(address),
             };
-            if !shared_supported {
-                // zerg binds the shared socket's address itself (the pool holds every listener).
-                value = std::iter::once(address.address().to_owned())
-                    .chain(extra.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(",");
+            // `=N` goes on to the config, which resolves it as zerg's own YAML does.
+            if kind == ListenerKind::Https && extra.len() > 2 {
+                // uWSGI's `ADDR,CERT,KEY[,CIPHERS[,CLIENT_CA]]`.
+                let notice = |message: String| Notice {
+                    line: entry.line,
+                    key: entry.key.clone(),
+                    message,
+                };
+                if let Some(ciphers) = extra.get(2).filter(|c| !c.is_empty()) {
+                    warnings.push(notice(format!(
+                        "ignored: the ciphers `{ciphers}`: rustls offers its own (TLS 1.3, and \
+                         TLS 1.2 suites with forward secrecy)"
+                    )));
+                }
+                if let Some(ca) = extra.get(3).filter(|c| !c.is_empty()) {
+                    errors.push(notice(format!(
+                        "not supported yet: client certificates (the CA `{ca}`): zerg asks \
+                         clients for none; check them in nginx in front of `http`"
+                    )));
+                }
+                let (written, _) = entry.value.split_once(',').unwrap_or((&entry.value, ""));
+                value = format!("{},{},{}", written.trim(), extra[0], extra[1]);
             }
             listeners.push(Listener {
                 kind,
@@ -1806,7 +1818,10 @@ mod tests {
         ));
         assert_eq!(t.source.shared_sockets.len(), 2);
         assert_eq!(t.source.shared_sockets[1].extra, vec!["c.crt", "c.key"]);
-        assert_eq!(option(&t, "http"), vec!["127.0.0.1:8080"]);
+        // The config resolves `=N` itself, as in zerg's own YAML.
+        assert_eq!(option(&t, "http"), vec!["=0"]);
+        assert_eq!(option(&t, "https"), vec!["=1,s.crt,s.key"]);
+        assert_eq!(option(&t, "shared-socket").len(), 2);
         let https = &t.source.listeners[1];
         assert_eq!(https.kind, ListenerKind::Https);
         assert_eq!(
@@ -1822,6 +1837,62 @@ mod tests {
             errors.contains(
                 &"line 6: `socket`: `=2` names no shared socket (there are 2: `=0` is the first)"
                     .to_owned()
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn galaxys_https_layout_loads_with_the_shared_sockets_certificate() {
+        use crate::config::{ListenAddr, Protocol, TlsFiles};
+        let text = concat!(
+            "uwsgi:\n",
+            "  shared-socket: 127.0.0.1:8080\n",
+            "  shared-socket: 127.0.0.1:8443,server.crt,server.key\n",
+            "  http: =0\n",
+            "  https: =1\n",
+            "  module: a\n",
+        );
+        let c = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
+        let https: ListenAddr = ListenAddr::parse("127.0.0.1:8443").unwrap();
+        assert_eq!(
+            c.listeners(),
+            vec![
+                (Protocol::Http, ListenAddr::parse("127.0.0.1:8080").unwrap()),
+                (Protocol::Https, https.clone()),
+            ]
+        );
+        assert_eq!(
+            c.tls_files(&https),
+            Some(TlsFiles {
+                cert: "server.crt".into(),
+                key: "server.key".into()
+            })
+        );
+    }
+
+    #[test]
+    fn https_ciphers_are_warned_about_and_a_client_ca_refused() {
+        let t = yaml(concat!(
+            "uwsgi:\n",
+            "  https: :8443,s.crt,s.key,HIGH:!aNULL\n",
+            "  https: :9443,s.crt,s.key,,ca.crt\n",
+        ));
+        assert_eq!(
+            option(&t, "https"),
+            vec![":8443,s.crt,s.key", ":9443,s.crt,s.key"]
+        );
+        let warnings: Vec<String> = t.source.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("line 2: `https`: ignored: the ciphers `HIGH:!aNULL`"),
+            "{warnings:?}"
+        );
+        let errors: Vec<String> = t.errors.iter().map(|w| w.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "line 3: `https`: not supported yet: client certificates (the CA `ca.crt`)"
             ),
             "{errors:?}"
         );

@@ -92,6 +92,8 @@ struct Master {
     signals: SelfPipe,
     listeners: Vec<OwnedFd>,
     manifest: Vec<ListenerInfo>,
+    /// The `https` listeners' certificates, read as the generation started.
+    certs: worker::tls::Certs,
     app: python::App,
     slots: Vec<Slot>,
     reported_ready: bool,
@@ -184,6 +186,17 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    // Read by each generation as it starts, never by the pool: a renewed certificate is served
+    // from the next reload on, and one that cannot be used fails this generation, not the
+    // serving one (see worker::tls).
+    let certs = match worker::tls::load(&config, &manifest) {
+        Ok(certs) => certs,
+        Err(reason) => {
+            tracing::error!("cannot serve https: {reason}");
+            let _ = conn.send(&Message::Failed { reason }, &[]);
+            return Ok(1);
+        }
+    };
     locks::create(config.locks).context("cannot create the user locks")?;
     uwsgi_api::install(uwsgi_api::Setup {
         numproc: config.processes,
@@ -230,6 +243,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         signals,
         listeners,
         manifest,
+        certs,
         app,
         slots,
         reported_ready: false,
@@ -538,6 +552,7 @@ impl Master {
             config: &self.config,
             listeners: &self.listeners,
             manifest: &self.manifest,
+            certs: &self.certs,
             app: &self.app,
             ready: ready_write,
             scoreboard: self.scoreboard,

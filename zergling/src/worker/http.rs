@@ -1,7 +1,8 @@
 //! HTTP/1.1 on the worker's listeners with hyper: keep-alive, pipelining, chunked bodies, HEAD
 //! and `Expect: 100-continue` (hyper answers it when the app first reads `wsgi.input`). A
 //! uwsgi listener's connections are served here too, once `worker::uwsgi` has restated their
-//! packet as the HTTP/1.0 request it stands for.
+//! packet as the HTTP/1.0 request it stands for, and an `https` listener's once `worker::tls`
+//! has made the handshake; an `http-to-https` listener's get `worker::redirect`'s answer.
 //!
 //! A stop never closes a keep-alive connection under a client that may be sending on it (the
 //! race that makes gunicorn and HAProxy reset requests after a reload): each connection's next
@@ -41,11 +42,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use zerg::config::Protocol;
 
+use super::redirect::Redirect;
 use super::refuse::{self, Limits, Refusal};
 use super::woken::WhenWoken;
-use super::Tracker;
+use super::{Serves, Tracker};
 use crate::wsgi::environ::{ConnEnv, Peer};
 use crate::wsgi::input::Lease;
 use crate::wsgi::reply::{Reply, ResponseBody};
@@ -85,7 +86,7 @@ pub struct State {
 /// itself stays open in the pool and in other workers).
 pub async fn accept_loop(
     acceptor: Acceptor,
-    protocol: Protocol,
+    serves: Serves,
     state: Arc<State>,
     tracker: Arc<Tracker>,
     mut stop: watch::Receiver<bool>,
@@ -106,13 +107,14 @@ pub async fn accept_loop(
                 let guard = tracker.enter();
                 let state = state.clone();
                 let stop = stop.clone();
+                let serves = serves.clone();
                 tokio::spawn(async move {
                     match io {
                         Stream::Tcp(s) => {
                             let _ = s.set_nodelay(true);
-                            serve(s, peer, protocol, state, stop).await
+                            serve(s, peer, serves, state, stop).await
                         }
-                        Stream::Unix(s) => serve(s, peer, protocol, state, stop).await,
+                        Stream::Unix(s) => serve(s, peer, serves, state, stop).await,
                     }
                     drop(guard);
                 });
@@ -146,28 +148,41 @@ async fn accept(acceptor: &Acceptor) -> std::io::Result<(Stream, Peer)> {
 }
 
 /// Serves an accepted connection in its listener's protocol.
-async fn serve<S>(
+async fn serve<S>(io: S, peer: Peer, serves: Serves, state: Arc<State>, stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match serves {
+        Serves::Http => serve_connection(io, Arc::new(ConnEnv::new(peer)), state, stop).await,
+        Serves::Uwsgi => super::uwsgi::serve(io, peer, state, stop).await,
+        Serves::Https(tls) => super::tls::serve(io, tls, peer, state, stop).await,
+        Serves::Redirect(redirect) => {
+            let conn_env = Arc::new(ConnEnv::new(peer));
+            serve_answering(io, conn_env, state, stop, Some(redirect)).await
+        }
+    }
+}
+
+/// Serves HTTP/1 on a connection whose environ keys are `conn_env`'s: a client's connection,
+/// a TLS one (`worker::tls`), or a uwsgi one restated as HTTP (`worker::uwsgi`).
+pub(super) async fn serve_connection<S>(
     io: S,
-    peer: Peer,
-    protocol: Protocol,
+    conn_env: Arc<ConnEnv>,
     state: Arc<State>,
     stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match protocol {
-        Protocol::Http => serve_connection(io, Arc::new(ConnEnv::new(peer)), state, stop).await,
-        Protocol::Uwsgi => super::uwsgi::serve(io, peer, state, stop).await,
-    }
+    serve_answering(io, conn_env, state, stop, None).await
 }
 
-/// Serves HTTP/1 on a connection whose environ keys are `conn_env`'s: a client's connection,
-/// or a uwsgi one restated as HTTP (`worker::uwsgi`).
-pub(super) async fn serve_connection<S>(
+/// [`serve_connection`], every request answered with `redirect` if there is one.
+async fn serve_answering<S>(
     io: S,
     conn_env: Arc<ConnEnv>,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
+    redirect: Option<Redirect>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -176,7 +191,7 @@ pub(super) async fn serve_connection<S>(
     let max_fields = state.max_fields;
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| handle(req, &conn_env, &state, activity.begin()))
+        service_fn(move |req| handle(req, &conn_env, &state, activity.begin(), redirect))
     };
     let io = Noted {
         io: TokioIo::new(io),
@@ -496,10 +511,14 @@ fn handle(
     conn: &Arc<ConnEnv>,
     state: &Arc<State>,
     in_flight: InFlight,
+    redirect: Option<Redirect>,
 ) -> Handled {
     state.yielder.before_request();
     if let Some(refusal) = refuse::check(req.method(), req.uri(), req.headers(), &state.limits) {
         return Handled::now(respond(refused(refusal, &req), in_flight));
+    }
+    if let Some(redirect) = redirect {
+        return Handled::now(respond(redirect.reply(&req), in_flight));
     }
     if let Some(file) = state.statics.resolve(req.method(), req.uri().path()) {
         // No Python here, and file system calls that may block: no kept GIL across them.

@@ -1,5 +1,6 @@
-//! A web worker process: accepts on the inherited listeners with tokio + hyper (HTTP, or the
-//! uwsgi protocol on `socket` listeners) and runs the WSGI app on `threads` OS threads.
+//! A web worker process: accepts on the inherited listeners with tokio + hyper (HTTP, the
+//! uwsgi protocol on `socket` listeners, HTTP over TLS on `https` ones, redirects on
+//! `http-to-https` ones) and runs the WSGI app on `threads` OS threads.
 //!
 //! Lifecycle: build the runtime and the Python threads, register every listener, tell the
 //! master "ready" through the pipe, serve. On SIGTERM (from the master, or as the death signal
@@ -7,8 +8,10 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
 
 mod http;
+mod redirect;
 pub mod refuse;
 mod static_files;
+pub mod tls;
 mod uwsgi;
 mod woken;
 mod yielding;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use zerg::config::{Config, ListenAddr};
+use zerg::config::{Config, ListenAddr, Protocol};
 use zerg::control::ListenerInfo;
 
 use crate::python::App;
@@ -33,6 +36,8 @@ pub struct Spec<'a> {
     pub config: &'a Config,
     pub listeners: &'a [OwnedFd],
     pub manifest: &'a [ListenerInfo],
+    /// The TLS setup of the `https` listeners, read by the master as the generation started.
+    pub certs: &'a tls::Certs,
     pub app: &'a App,
     /// Write end of the readiness pipe.
     pub ready: OwnedFd,
@@ -51,6 +56,38 @@ pub fn run(spec: Spec<'_>) -> i32 {
             tracing::error!("worker failed: {e:#}");
             1
         }
+    }
+}
+
+/// What a listener's connections get.
+#[derive(Clone)]
+pub enum Serves {
+    Http,
+    Uwsgi,
+    /// HTTP/1.1 after a TLS handshake with this generation's certificate.
+    Https(tokio_rustls::TlsAcceptor),
+    /// A redirect to HTTPS for every request.
+    Redirect(redirect::Redirect),
+}
+
+impl Serves {
+    /// What the `index`th listener of the manifest, `info`, serves.
+    fn of(
+        index: usize,
+        info: &ListenerInfo,
+        config: &Config,
+        certs: &tls::Certs,
+    ) -> anyhow::Result<Serves> {
+        Ok(match info.protocol {
+            Protocol::Http => Serves::Http,
+            Protocol::Uwsgi => Serves::Uwsgi,
+            Protocol::Https => Serves::Https(certs.acceptor(index).ok_or_else(|| {
+                anyhow::anyhow!("listener {}: no certificate was loaded for it", info.name)
+            })?),
+            Protocol::HttpToHttps => Serves::Redirect(redirect::Redirect::new(
+                config.https_redirect_port(&info.addr),
+            )),
+        })
     }
 }
 
@@ -131,16 +168,20 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let limits = refuse::Limits::from_config(config);
     let max_fields = config.limit_request_fields as usize;
     let id = spec.id;
-    let listeners: Vec<(ListenerInfo, OwnedFd)> = spec
+    let listeners: Vec<(ListenerInfo, Serves, OwnedFd)> = spec
         .manifest
         .iter()
-        .cloned()
+        .enumerate()
+        .map(|(i, info)| Ok((info.clone(), Serves::of(i, info, config, spec.certs)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
         .zip(
             spec.listeners
                 .iter()
                 .map(OwnedFd::try_clone)
                 .collect::<Result<Vec<_>, _>>()?,
         )
+        .map(|((info, serves), fd)| (info, serves, fd))
         .collect();
     let served = runtime.block_on(async move {
         let stop = stop_signals()?;
@@ -154,11 +195,11 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             limits,
             max_fields,
         });
-        for (info, fd) in listeners {
+        for (info, serves, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
             tokio::spawn(http::accept_loop(
                 acceptor,
-                info.protocol,
+                serves,
                 state.clone(),
                 tracker.clone(),
                 stop_rx.clone(),

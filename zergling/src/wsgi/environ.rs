@@ -128,6 +128,8 @@ pub struct ConnEnv {
     /// The CGI variables a gateway sent with the request (see [`ConnEnv::forwarded`]); empty
     /// for HTTP.
     forwarded: Vec<(bytes::Bytes, bytes::Bytes)>,
+    /// Over TLS (an `https` listener): `wsgi.url_scheme` is `https` and `HTTPS` is `on`.
+    tls: bool,
     base: OnceLock<Py<PyDict>>,
     state: Mutex<State>,
 }
@@ -198,6 +200,15 @@ impl ConnEnv {
         ConnEnv::forwarded(peer, Vec::new())
     }
 
+    /// A client's connection over TLS: its environ says so as uWSGI's HTTPS router does
+    /// (`wsgi.url_scheme` `https`, `HTTPS` `on`).
+    pub fn tls(peer: Peer) -> ConnEnv {
+        ConnEnv {
+            tls: true,
+            ..ConnEnv::new(peer)
+        }
+    }
+
     /// A connection on which a gateway (nginx's `uwsgi_pass`) forwards one request with these
     /// CGI variables. Its environ takes them as they are, over whatever zerg would set from
     /// the request and the socket, as uWSGI makes its environ of them: REMOTE_ADDR is the
@@ -207,6 +218,7 @@ impl ConnEnv {
         ConnEnv {
             peer,
             forwarded,
+            tls: false,
             base: OnceLock::new(),
             state: Mutex::new(State {
                 base: Holds::default(),
@@ -237,6 +249,10 @@ impl ConnEnv {
                 env.set_item(intern!(py, "SERVER_NAME"), path.as_str())?;
                 env.set_item(intern!(py, "SERVER_PORT"), "0")?;
             }
+        }
+        if self.tls {
+            env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+            env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
         }
         let _ = self.base.set(env.clone().unbind());
         Ok(env)
