@@ -8,6 +8,7 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
 
 mod http;
+mod opening;
 mod redirect;
 pub mod refuse;
 mod static_files;

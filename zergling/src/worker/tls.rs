@@ -12,7 +12,7 @@
 //! (see `process`); each worker gets its copy, and its own session cache.
 //!
 //! A handshake is bounded by `header-timeout`, like the request head after it (a client that
-//! connects and says nothing costs a socket, not a worker), and by [`IDLE_DRAIN_GRACE`] once
+//! connects and says nothing costs a socket, not a worker), and by [`IDLE_DRAIN_GRACE`](super::http::IDLE_DRAIN_GRACE) once
 //! the worker stops.
 
 use std::sync::Arc;
@@ -22,16 +22,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use zerg::config::{Config, Protocol, TlsFiles};
 use zerg::control::ListenerInfo;
 
-use super::http::{State, IDLE_DRAIN_GRACE};
+use super::http::State;
 use crate::wsgi::environ::{ConnEnv, Peer};
-
-/// How long a handshake may take without a `header-timeout`.
-const FOREVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// The TLS setup of each `https` listener of a generation, in manifest order.
 #[derive(Clone, Default)]
@@ -128,36 +124,17 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = acceptor.accept(io);
-    tokio::pin!(handshake);
-    let timer = tokio::time::sleep(state.header_timeout.unwrap_or(FOREVER));
-    tokio::pin!(timer);
-    let mut stopping = false;
-    let tls = loop {
-        if !stopping && *stop.borrow_and_update() {
-            stopping = true;
-            let grace = Instant::now() + IDLE_DRAIN_GRACE;
-            if grace < timer.deadline() {
-                timer.as_mut().reset(grace);
+    let tls =
+        match super::opening::within(acceptor.accept(io), state.header_timeout, &mut stop).await {
+            Some(Ok(tls)) => tls,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed; connection closed");
+                return;
             }
-        }
-        tokio::select! {
-            done = handshake.as_mut() => match done {
-                Ok(tls) => break tls,
-                Err(e) => {
-                    tracing::debug!(error = %e, "TLS handshake failed; connection closed");
-                    return;
-                }
-            },
-            _ = timer.as_mut() => {
+            None => {
                 tracing::debug!("no TLS handshake in time; connection closed");
                 return;
             }
-            changed = stop.changed(), if !stopping => {
-                // The worker is gone if the sender is: as good as a stop.
-                stopping |= changed.is_err();
-            }
-        }
-    };
+        };
     super::http::serve_connection(tls, Arc::new(ConnEnv::tls(peer)), state, stop).await;
 }

@@ -32,15 +32,13 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::http::{State, IDLE_DRAIN_GRACE};
+use super::http::State;
 use crate::wsgi::environ::{ConnEnv, Peer};
 
 /// The size of a packet's header.
@@ -52,9 +50,6 @@ const MODIFIER_WSGI: u8 = 0;
 /// modifier1 30 (uWSGI's `UWSGI_MODIFIER_MANAGE_PATH_INFO`, nginx's `uwsgi_modifier1 30;`): a
 /// WSGI request whose PATH_INFO begins with its SCRIPT_NAME, which is taken off it.
 const MODIFIER_MANAGE_PATH_INFO: u8 = 30;
-
-/// How long a connection waits for its packet without a `header-timeout`.
-const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A decoded packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,36 +398,14 @@ async fn read_packet<S: AsyncRead + Unpin>(
 }
 
 /// Serves one uwsgi connection: its packet, then its request through the HTTP path. A stop
-/// that comes before the packet leaves it [`IDLE_DRAIN_GRACE`] to come (nginx sends it as it
+/// that comes before the packet leaves it [`IDLE_DRAIN_GRACE`](super::http::IDLE_DRAIN_GRACE) to come (nginx sends it as it
 /// connects), and the request is then answered like any in flight.
 pub async fn serve<S>(mut io: S, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let read = {
-        let read = read_packet(&mut io, state.limits.head_size);
-        tokio::pin!(read);
-        let timer = tokio::time::sleep(state.header_timeout.unwrap_or(FOREVER));
-        tokio::pin!(timer);
-        let mut stopping = false;
-        loop {
-            if !stopping && *stop.borrow_and_update() {
-                stopping = true;
-                let grace = Instant::now() + IDLE_DRAIN_GRACE;
-                if grace < timer.deadline() {
-                    timer.as_mut().reset(grace);
-                }
-            }
-            tokio::select! {
-                read = read.as_mut() => break Some(read),
-                _ = timer.as_mut() => break None,
-                changed = stop.changed(), if !stopping => {
-                    // The worker is gone if the sender is: as good as a stop.
-                    stopping |= changed.is_err();
-                }
-            }
-        }
-    };
+    let packet = read_packet(&mut io, state.limits.head_size);
+    let read = super::opening::within(packet, state.header_timeout, &mut stop).await;
     let restated = match read {
         Some(Ok((packet, rest))) => restate(packet).map(|r| (r, rest)),
         Some(Err(Unread::Bad(bad))) => Err(bad),
