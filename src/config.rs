@@ -79,6 +79,18 @@ pub struct Config {
     #[serde(default = "default_callable")]
     pub callable: String,
 
+    /// What the app is: `wsgi` (PEP 3333, the default) or `asgi` (ASGI 3: an `async def
+    /// app(scope, receive, send)`, as FastAPI and Starlette make). An ASGI app runs on one
+    /// asyncio event loop per worker; its lifespan `startup` runs in each worker before the
+    /// worker counts as accepting, and `shutdown` once the worker has drained.
+    #[serde(default)]
+    pub interface: Interface,
+
+    /// The asyncio event loop of an ASGI worker: `auto` (uvloop if the app's Python can import
+    /// it, else asyncio's own), `asyncio` or `uvloop` (which must then be installed).
+    #[serde(default, rename = "loop")]
+    pub event_loop: EventLoop,
+
     /// Directories prepended to `sys.path`. One value or a list.
     #[serde(default)]
     pub pythonpath: StringList,
@@ -400,6 +412,39 @@ pub struct Farm {
     pub name: String,
     /// Mule positions, from 1.
     pub mules: Vec<u32>,
+}
+
+/// `interface`: the calling convention of the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// PEP 3333.
+    #[default]
+    Wsgi,
+    /// ASGI 3 (HTTP and lifespan).
+    Asgi,
+}
+
+/// `loop`: which asyncio event loop an ASGI worker runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoop {
+    /// uvloop when it can be imported, else asyncio's.
+    #[default]
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
+impl EventLoop {
+    /// The option's value, as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventLoop::Auto => "auto",
+            EventLoop::Asyncio => "asyncio",
+            EventLoop::Uvloop => "uvloop",
+        }
+    }
 }
 
 /// What a listener's connections speak.
@@ -1016,6 +1061,8 @@ pub const OPTIONS: &[&str] = &[
     "wsgi-file",
     "module",
     "callable",
+    "interface",
+    "loop",
     "pythonpath",
     "virtualenv",
     "venv",
@@ -1107,6 +1154,30 @@ mod tests {
         assert!(err.contains("unknown key `procesess`"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("did you mean `processes`"), "{err}");
+    }
+
+    #[test]
+    fn interface_and_loop_take_their_words_and_name_a_bad_one() {
+        let c = parse("zerg-server: z\nhttp: :1\nmodule: a:app\n").unwrap();
+        assert_eq!(
+            (c.interface, c.event_loop),
+            (Interface::Wsgi, EventLoop::Auto)
+        );
+        let c = parse("zerg-server: z\nhttp: :1\nmodule: a:app\ninterface: asgi\nloop: uvloop\n")
+            .unwrap();
+        assert_eq!(
+            (c.interface, c.event_loop),
+            (Interface::Asgi, EventLoop::Uvloop)
+        );
+        let err = parse("zerg-server: z\nhttp: :1\nmodule: a:app\ninterface: rsgi\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("`rsgi`"), "{err}");
+        assert!(err.contains("`wsgi`") && err.contains("`asgi`"), "{err}");
+        let err = parse("zerg-server: z\nhttp: :1\nmodule: a:app\nloop: tokio\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("`uvloop`"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `zergling`: one generation's master. Attaches to a zerg-pool, imports the WSGI app once,
 //! forks the web workers and supervises them.
 
+mod asgi;
 mod health;
 mod locks;
 mod master;

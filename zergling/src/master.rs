@@ -405,8 +405,19 @@ impl Master {
         let Some(pipe) = slot.ready_pipe.take() else {
             return;
         };
-        let mut byte = [0u8; 1];
-        if matches!(nix::unistd::read(&pipe, &mut byte), Ok(1)) {
+        // One byte says ready; `F` and a reason say the worker cannot serve (an ASGI app's
+        // lifespan startup failed), in one write of less than PIPE_BUF.
+        let mut said = [0u8; 4096];
+        let read = nix::unistd::read(&pipe, &mut said);
+        if let Ok(n @ 1..) = read {
+            if said[0] == b'F' {
+                let reason = String::from_utf8_lossy(&said[1..n]).into_owned();
+                self.worker_failed(i, reason);
+                return;
+            }
+        }
+        let slot = &mut self.slots[i];
+        if matches!(read, Ok(1..)) {
             slot.ready = true;
             tracing::info!(
                 worker = slot.id,
@@ -442,6 +453,21 @@ impl Master {
                 "every worker accepts: generation ready"
             );
             self.send(Message::Ready);
+        }
+    }
+
+    /// Worker `i` says it cannot serve, and exits. Before the generation is ready, that
+    /// fails the generation with the worker's reason (a reload rolls back and `zergctl`
+    /// prints it); after, the worker is respawned as any that dies.
+    fn worker_failed(&mut self, i: usize, reason: String) {
+        let id = self.slots[i].id;
+        tracing::error!(worker = id, "worker cannot serve: {reason}");
+        if self.stopping.is_none() && !self.reported_ready {
+            self.reported_ready = true;
+            self.send(Message::Failed {
+                reason: format!("worker {id}: {reason}"),
+            });
+            self.begin_stop(Duration::ZERO, "a worker cannot serve");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The app's Python side in the master: start the interpreter, set up `sys.path`, import the
-//! WSGI callable once (workers then share it copy-on-write).
+//! WSGI or ASGI callable once (workers then share it copy-on-write; an ASGI app's event loop
+//! and lifespan start in each worker, after the fork).
 
 pub mod fast_paths;
 mod interp;
@@ -8,9 +9,9 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
-use zerg::config::Config;
+use zerg::config::{Config, EventLoop, Interface};
 
-/// The imported WSGI callable.
+/// The imported app: a WSGI callable, or an ASGI one.
 pub struct App {
     pub callable: Py<PyAny>,
 }
@@ -37,10 +38,24 @@ fn import_app(py: Python<'_>, config: &Config) -> PyResult<App> {
         let spec = config.module.as_deref().unwrap_or_default();
         load_module(py, spec, &config.callable)?
     };
+    let interface = match config.interface {
+        Interface::Wsgi => "WSGI",
+        Interface::Asgi => "ASGI",
+    };
     if !callable.bind(py).is_callable() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
-            "the WSGI app is not callable",
-        ));
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "the {interface} app is not callable"
+        )));
+    }
+    if config.interface == Interface::Asgi && config.event_loop == EventLoop::Uvloop {
+        // Imported here, once, so that a missing uvloop fails the generation with one line,
+        // not each worker; its loops are made in the workers, after the fork.
+        py.import("uvloop").map_err(|e| {
+            pyo3::exceptions::PyImportError::new_err(format!(
+                "`loop: uvloop`, but uvloop cannot be imported ({e}): pip install uvloop, \
+                 or use `loop: auto`"
+            ))
+        })?;
     }
     Ok(App { callable })
 }

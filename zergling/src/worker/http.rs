@@ -69,9 +69,15 @@ const COARSE_TICK: Duration = Duration::from_millis(10);
 /// The watchdog's deadline without a `header-timeout` (its branch is off then).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The app a worker calls.
+pub enum App {
+    Wsgi(Arc<Pool>),
+    Asgi(Arc<crate::asgi::Bridge>),
+}
+
 /// What every connection of the worker shares.
 pub struct State {
-    pub python: Pool,
+    pub app: App,
     pub statics: super::static_files::StaticMap,
     pub yielder: super::yielding::Yielder,
     /// `header-timeout`.
@@ -480,6 +486,9 @@ struct Answer {
     body: ResponseBody,
     _in_flight: InFlight,
     _lease: Option<Lease>,
+    /// An ASGI request's: tells the app's `receive()` if the response is let go of before
+    /// it is complete (the client went away).
+    _watch: Option<crate::asgi::Watch>,
 }
 
 impl Body for Answer {
@@ -526,21 +535,46 @@ fn handle(
         let reply = super::static_files::serve(&file, req.method(), req.headers());
         return Handled::now(respond(reply, in_flight));
     }
-    let slot = state.python.slot_now(req.body());
+    let python = match &state.app {
+        App::Wsgi(pool) => pool,
+        App::Asgi(bridge) => return call_asgi(req, conn, bridge, in_flight),
+    };
+    let slot = python.slot_now(req.body());
     let (parts, body) = req.into_parts();
     let Some(slot) = slot else {
-        let (conn, state) = (conn.clone(), state.clone());
+        let (conn, python) = (conn.clone(), python.clone());
         return Handled::Later(Box::pin(async move {
-            let (reply, lease) = state.python.call(parts, conn, body).await;
+            let (reply, lease) = python.call(parts, conn, body).await;
             respond_lent(reply, in_flight, lease)
         }));
     };
-    match state.python.call_now(parts, conn, slot) {
+    match python.call_now(parts, conn, slot) {
         Called::Answered(reply) => Handled::now(respond(reply, in_flight)),
         Called::Pending(answer) => Handled::Later(Box::pin(async move {
             respond(crate::wsgi::reply_from_thread(answer).await, in_flight)
         })),
     }
+}
+
+/// Answers a request through an ASGI app, on its loop. A WebSocket upgrade is refused at
+/// once: zerg serves none yet.
+fn call_asgi(
+    req: Request<Incoming>,
+    conn: &Arc<ConnEnv>,
+    bridge: &Arc<crate::asgi::Bridge>,
+    in_flight: InFlight,
+) -> Handled {
+    if let Some(refusal) = crate::asgi::refuse_websocket(req.headers()) {
+        return Handled::now(respond(refusal, in_flight));
+    }
+    let (parts, body) = req.into_parts();
+    let (conn, bridge) = (conn.clone(), bridge.clone());
+    Handled::Later(Box::pin(async move {
+        let (reply, lease, watch) = bridge.call(parts, conn, body).await;
+        let mut response = respond_lent(reply, in_flight, lease);
+        response.body_mut()._watch = watch;
+        response
+    }))
 }
 
 /// The answer to a request refused before the app saw it; the connection closes after it, as
@@ -603,6 +637,7 @@ fn respond_lent(reply: Reply, in_flight: InFlight, lease: Option<Lease>) -> Resp
         body,
         _in_flight: in_flight,
         _lease: lease,
+        _watch: None,
     })
 }
 

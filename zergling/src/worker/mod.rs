@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use zerg::config::{Config, ListenAddr, Protocol};
+use zerg::config::{Config, Interface, ListenAddr, Protocol};
 use zerg::control::ListenerInfo;
 
+use crate::asgi;
 use crate::python::App;
 use crate::scoreboard::Scoreboard;
 use crate::wsgi::{self, Pool};
@@ -146,16 +147,32 @@ impl Drop for ConnGuard {
 fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let config = spec.config;
     let threads = config.threads as usize;
-    let python = Pool::start(
-        spec.app,
-        wsgi::Static {
-            multithread: threads > 1,
-            multiprocess: config.processes > 1,
-            worker_id: spec.id,
-            post_buffering: config.post_buffering,
+    let (app, asgi) = match config.interface {
+        Interface::Wsgi => {
+            let pool = Pool::start(
+                spec.app,
+                wsgi::Static {
+                    multithread: threads > 1,
+                    multiprocess: config.processes > 1,
+                    worker_id: spec.id,
+                    post_buffering: config.post_buffering,
+                },
+                threads,
+            )?;
+            (http::App::Wsgi(Arc::new(pool)), None)
+        }
+        // The app's lifespan startup runs here, before the worker says it accepts.
+        Interface::Asgi => match asgi::Bridge::start(spec.app, config, spec.id) {
+            Ok(bridge) => {
+                let bridge = Arc::new(bridge);
+                (http::App::Asgi(bridge.clone()), Some(bridge))
+            }
+            Err(err) => {
+                report_failure(&spec.ready, &err.to_string());
+                return Err(err.into());
+            }
         },
-        threads,
-    )?;
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .on_thread_park(wsgi::gil::release)
         .on_thread_unpark(yielding::woke)
@@ -163,6 +180,11 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         .build()?;
     crate::signals::flag_worker_stop()?;
     let mercy = config.worker_reload_mercy();
+    // An ASGI app's lifespan shutdown runs once the requests are done, within the mercy.
+    let shutdown_reserve = match asgi {
+        Some(_) => (mercy / 4).min(ASGI_SHUTDOWN_MAX),
+        None => Duration::ZERO,
+    };
     let statics = config.static_maps();
     let busy_yield_us = config.busy_yield_us;
     let header_timeout = config.header_timeout();
@@ -189,7 +211,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = Arc::new(Tracker::new(spec.scoreboard, id));
         let state = Arc::new(http::State {
-            python,
+            app,
             statics: static_files::StaticMap::new(statics),
             yielder: yielding::Yielder::new(busy_yield_us),
             header_timeout,
@@ -214,7 +236,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             "stopping: no new connections, finishing in-flight requests"
         );
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(mercy, tracker.wait_idle())
+        if tokio::time::timeout(mercy - shutdown_reserve, tracker.wait_idle())
             .await
             .is_err()
         {
@@ -230,9 +252,36 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     // Whatever the loop ended with, the GIL it may keep goes before anything else runs.
     wsgi::gil::release();
     served?;
-    // Python threads may be blocked waiting for work; the process exit ends them.
+    // Python threads may be blocked waiting for work; the process exit ends them. Dropped
+    // with the runtime, the connections still open let go of their requests: an ASGI app's
+    // `receive()` says `http.disconnect` to each (a stream past the mercy ends so).
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(bridge) = asgi {
+        bridge.shutdown(shutdown_reserve.max(Duration::from_millis(100)));
+    }
     Ok(())
+}
+
+/// The longest part of `worker-reload-mercy` kept for an ASGI app's lifespan shutdown (a
+/// quarter of the mercy, up to this).
+const ASGI_SHUTDOWN_MAX: Duration = Duration::from_secs(5);
+
+/// The most bytes of a failure the ready pipe carries: one write of at most `PIPE_BUF` is
+/// read whole by the master.
+const FAILURE_MAX: usize = 4000;
+
+/// Tells the master, instead of "ready", why this worker cannot serve: `F` and the reason
+/// (the app's own message, for a failed lifespan startup), which the master reports to the
+/// pool for a generation that was not ready yet.
+fn report_failure(ready: &OwnedFd, reason: &str) {
+    let mut end = reason.len().min(FAILURE_MAX - 1);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut message = Vec::with_capacity(end + 1);
+    message.push(b'F');
+    message.extend_from_slice(&reason.as_bytes()[..end]);
+    let _ = nix::unistd::write(ready, &message);
 }
 
 /// The signals that stop a worker, as tokio streams. Made before the worker says it is ready:

@@ -227,6 +227,21 @@ impl ConnEnv {
         }
     }
 
+    /// The connection's socket addresses.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The CGI variables a gateway forwarded (empty for HTTP).
+    pub fn forwarded_vars(&self) -> &[(bytes::Bytes, bytes::Bytes)] {
+        &self.forwarded
+    }
+
+    /// Whether the connection came over TLS (an `https` listener).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     fn base<'py>(
         &self,
         py: Python<'py>,

@@ -88,6 +88,19 @@ impl LentBody {
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Starts reading the body, on the connection's runtime, into a channel of depth
+    /// [`DEPTH`] (chunks coalesced up to [`COALESCE`] bytes): what `wsgi.input` and an ASGI
+    /// app's `receive()` read. `None` if it was started already, or taken back.
+    pub fn pump(self: &Arc<Self>) -> Option<mpsc::Receiver<io::Result<Bytes>>> {
+        let mut held = self.held();
+        let Held::Unread { body, runtime } = std::mem::replace(&mut *held, Held::Over) else {
+            return None;
+        };
+        let (tx, rx) = mpsc::channel(DEPTH);
+        *held = Held::Pumping(runtime.spawn(pump(body, tx, self.clone())).abort_handle());
+        Some(rx)
+    }
 }
 
 /// The connection's claim on a body it lent: dropped once the response is done, it takes the
@@ -181,18 +194,11 @@ impl Source {
                     }
                     return Ok(next);
                 }
-                Source::Lent(lent) => {
-                    let mut held = lent.held();
-                    let Held::Unread { body, runtime } = std::mem::replace(&mut *held, Held::Over)
-                    else {
-                        // Taken back: the request is over.
-                        return Ok(None);
-                    };
-                    let (tx, rx) = mpsc::channel(DEPTH);
-                    *held =
-                        Held::Pumping(runtime.spawn(pump(body, tx, lent.clone())).abort_handle());
-                    *self = Source::Streaming(rx);
-                }
+                Source::Lent(lent) => match lent.pump() {
+                    Some(rx) => *self = Source::Streaming(rx),
+                    // Taken back: the request is over.
+                    None => return Ok(None),
+                },
                 Source::Streaming(mut rx) => match rx.blocking_recv() {
                     Some(Ok(chunk)) => {
                         *self = Source::Streaming(rx);

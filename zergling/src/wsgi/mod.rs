@@ -537,7 +537,7 @@ const ZERO_COPY_MIN: usize = 64 * 1024;
 /// One body chunk as `Bytes`. A big one keeps a reference to the immutable Python object
 /// instead of copying it; the reference is dropped off the GIL after the write, which pyo3
 /// defers to the next time a thread attaches.
-fn body_bytes(chunk: &Bound<'_, PyBytes>) -> bytes::Bytes {
+pub(crate) fn body_bytes(chunk: &Bound<'_, PyBytes>) -> bytes::Bytes {
     let data = chunk.as_bytes();
     if data.len() < ZERO_COPY_MIN {
         return bytes::Bytes::copy_from_slice(data);

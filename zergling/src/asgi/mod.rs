@@ -1,0 +1,288 @@
+//! The ASGI bridge (ASGI 3; asgiref's "HTTP & WebSocket" spec 2.4 for HTTP, and "Lifespan"):
+//! a worker whose `interface` is `asgi` runs its app on one asyncio loop, on a Python thread
+//! of its own, while hyper's tasks run on the worker's tokio thread as for WSGI.
+//!
+//! What crosses between the two threads, and how often:
+//! - hyper's side never takes the GIL. A request crosses as Rust data (its parsed head, its
+//!   connection's addresses, its body still in hyper or read whole before) through the
+//!   [`inbox`]: a queue and a pipe the loop watches, written only when the loop has no
+//!   wake-up pending, so that a busy loop takes any number of requests per wake-up. The scope
+//!   is made on the loop's thread.
+//! - The app's `receive()` and `send()` return an awaitable that completes at once whenever
+//!   they need not wait (the body is there, the stream has room): no future, no callback, no
+//!   turn of the loop. Only one that must wait returns an asyncio future, resolved when the
+//!   loop is woken for it through the same inbox (by a `Waker` that hyper's side calls).
+//! - The response goes back as the WSGI side's [`Reply`]: the head and a whole body in one
+//!   hand-over (waking the connection's task once), or a head and a bounded stream of
+//!   chunks.
+//!
+//! The refusals of `worker::refuse`, static files, the request-body lease of `wsgi::input`,
+//! the drain's `Connection: close` and the watchdog are the connection's, before and around
+//! this bridge, and apply to ASGI requests unchanged.
+
+mod awaitable;
+mod cycle;
+mod event_loop;
+mod inbox;
+mod lifespan;
+mod scope;
+
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use zerg::config::Config;
+
+use crate::python::App;
+use crate::wsgi::environ::ConnEnv;
+use crate::wsgi::input::{self, Lease, Prefetched, Source};
+use crate::wsgi::reply::{Reply, ResponseBody};
+use cycle::{Call, Cycle, RequestBody};
+use inbox::{Event, Inbox};
+use lifespan::{Lifespan, Report};
+
+pub use cycle::Watch;
+
+/// What both threads of the bridge share.
+pub struct Shared {
+    inbox: Inbox,
+    worker_id: u32,
+    /// Requests whose app task has not ended yet; the lifespan shutdown waits for none.
+    live: Mutex<usize>,
+    ended: Condvar,
+    /// Made on the loop's thread once the loop exists.
+    python: OnceLock<LoopObjects>,
+}
+
+struct LoopObjects {
+    create_future: Py<PyAny>,
+    done: Py<PyAny>,
+}
+
+impl Shared {
+    /// A request's task is on its way.
+    fn task_begins(&self) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    /// A request's task has ended.
+    fn task_ended(&self) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        *live = live.saturating_sub(1);
+        if *live == 0 {
+            self.ended.notify_all();
+        }
+    }
+
+    /// Waits until no request's task is left, up to `deadline`.
+    fn wait_for_tasks(&self, deadline: Instant) -> usize {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (live, _) = self
+            .ended
+            .wait_timeout_while(live, wait, |live| *live > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *live
+    }
+
+    fn set_loop(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+        let objects = LoopObjects {
+            create_future: event_loop.getattr("create_future")?.unbind(),
+            done: Bound::new(py, awaitable::Done)?.into_any().unbind(),
+        };
+        let _ = self.python.set(objects);
+        Ok(())
+    }
+
+    fn objects(&self) -> PyResult<&LoopObjects> {
+        self.python
+            .get()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no event loop yet"))
+    }
+
+    /// A new future of the loop.
+    fn create_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.objects()?.create_future.bind(py).call0()
+    }
+
+    /// The awaitable that completes at once with `None`.
+    fn done<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self.objects() {
+            Ok(objects) => objects.done.bind(py).clone(),
+            Err(_) => py.None().into_bound(py),
+        }
+    }
+}
+
+/// Why an ASGI worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The app's lifespan startup failed: its message.
+    #[error("the app's lifespan startup failed: {0}")]
+    Startup(String),
+    #[error("the ASGI event loop could not start: {0}")]
+    Loop(String),
+    #[error("cannot start the ASGI event loop: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot make the ASGI inbox: {0}")]
+    Pipe(#[from] nix::Error),
+}
+
+/// A worker's ASGI app, on its loop.
+pub struct Bridge {
+    shared: Arc<Shared>,
+    post_buffering: u64,
+    /// The lifespan's reports after its startup (its shutdown's).
+    reports: Mutex<mpsc::Receiver<Report>>,
+    /// The app took part in the lifespan protocol: its shutdown is asked for.
+    lifespan: bool,
+}
+
+impl Bridge {
+    /// Starts the loop's thread and the app's lifespan, and waits for its startup (the
+    /// ready-timeout of the pool bounds how long).
+    pub fn start(app: &App, config: &Config, worker_id: u32) -> Result<Bridge, StartError> {
+        let shared = Arc::new(Shared {
+            inbox: Inbox::new()?,
+            worker_id,
+            live: Mutex::new(0),
+            ended: Condvar::new(),
+            python: OnceLock::new(),
+        });
+        let (tx, reports) = mpsc::channel();
+        let lifespan = Lifespan::new(shared.clone(), tx);
+        let callable = Python::attach(|py| app.callable.clone_ref(py));
+        event_loop::spawn(event_loop::Setup {
+            shared: shared.clone(),
+            app: callable,
+            choice: config.event_loop,
+            lifespan,
+        })?;
+        let took_part = match reports.recv() {
+            Ok(Report::Started) => {
+                tracing::info!(worker = worker_id, "lifespan startup complete");
+                true
+            }
+            Ok(Report::Unsupported(why)) => {
+                tracing::info!(
+                    worker = worker_id,
+                    "the app does not take part in the ASGI lifespan protocol ({why}); \
+                     serving it without"
+                );
+                false
+            }
+            Ok(Report::StartupFailed(message)) => return Err(StartError::Startup(message)),
+            Ok(Report::LoopFailed(message)) => return Err(StartError::Loop(message)),
+            Ok(other) => return Err(StartError::Loop(format!("unexpected {other:?}"))),
+            Err(_) => return Err(StartError::Loop("its thread ended".into())),
+        };
+        Ok(Bridge {
+            shared,
+            post_buffering: config.post_buffering,
+            reports: Mutex::new(reports),
+            lifespan: took_part,
+        })
+    }
+
+    /// Answers one request through the app. Called on the worker's event-loop thread. A body
+    /// streamed to the app comes with its [`Lease`], and the response with its [`Watch`]: the
+    /// connection keeps both until the response is done.
+    pub async fn call(
+        &self,
+        parts: Parts,
+        conn: Arc<ConnEnv>,
+        body: Incoming,
+    ) -> (Reply, Option<Lease>, Option<Watch>) {
+        let (body, lease) = if http_body::Body::is_end_stream(&body) {
+            (RequestBody::Empty, None)
+        } else {
+            // A small announced body is read first, so a slow client never holds the app.
+            match input::prefetch(&parts, body, self.post_buffering).await {
+                Ok(Prefetched::Whole(Source::Buffered(chunks))) => {
+                    (RequestBody::Whole(chunks), None)
+                }
+                Ok(Prefetched::Whole(_)) => (RequestBody::Empty, None),
+                Ok(Prefetched::Later(Source::Lent(lent), lease)) => {
+                    (RequestBody::Lent(lent), Some(lease))
+                }
+                Ok(Prefetched::Later(_, lease)) => (RequestBody::Empty, Some(lease)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "request body unreadable");
+                    return (Reply::error(StatusCode::BAD_REQUEST), None, None);
+                }
+            }
+        };
+        let (cycle, reply) = Cycle::new(self.shared.clone(), body, parts.method == Method::HEAD);
+        let watch = Watch(cycle.clone());
+        self.shared
+            .inbox
+            .push(Event::Call(Box::new(Call { parts, conn, cycle })));
+        let reply = reply
+            .await
+            .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR));
+        (reply, lease, Some(watch))
+    }
+
+    /// Once the worker has drained (its connections closed, the apps of those still open
+    /// told `http.disconnect`): waits for the requests' tasks to end, then asks the app's
+    /// lifespan `shutdown` and waits for it; all within `within`.
+    pub fn shutdown(&self, within: Duration) {
+        let worker = self.shared.worker_id;
+        let deadline = Instant::now() + within;
+        let left = self.shared.wait_for_tasks(deadline);
+        if left > 0 {
+            tracing::warn!(
+                worker,
+                tasks = left,
+                "requests' tasks still running at shutdown"
+            );
+        }
+        if !self.lifespan {
+            return;
+        }
+        self.shared.inbox.push(Event::Shutdown);
+        let reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        match reports.recv_timeout(wait) {
+            Ok(Report::ShutdownDone) => tracing::info!(worker, "lifespan shutdown complete"),
+            Ok(Report::ShutdownFailed(message)) => {
+                tracing::error!(worker, "lifespan shutdown failed: {message}")
+            }
+            Ok(other) => tracing::warn!(worker, "lifespan shutdown: unexpected {other:?}"),
+            Err(_) => tracing::warn!(
+                worker,
+                seconds = within.as_secs_f32(),
+                "lifespan shutdown did not finish in time"
+            ),
+        }
+    }
+}
+
+/// The answer to a WebSocket upgrade: zerg does not serve WebSockets yet, and says so at
+/// once (501, then the connection closes) rather than leave the client waiting.
+pub fn refuse_websocket(headers: &HeaderMap) -> Option<Reply> {
+    let upgrade = headers.get(http::header::UPGRADE)?;
+    if !upgrade.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    tracing::info!("WebSocket upgrade refused: zerg does not serve WebSockets");
+    Some(Reply {
+        status: StatusCode::NOT_IMPLEMENTED,
+        reason: None,
+        headers: vec![
+            (
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            ),
+            (http::header::CONNECTION, HeaderValue::from_static("close")),
+        ],
+        body: ResponseBody::Full(Some(bytes::Bytes::from_static(
+            b"501 Not Implemented: this server does not serve WebSockets\n",
+        ))),
+    })
+}
