@@ -91,6 +91,16 @@ pub struct Config {
     #[serde(default, rename = "loop")]
     pub event_loop: EventLoop,
 
+    /// Import the app in each web worker, after its fork, instead of once in the master
+    /// (uWSGI's `lazy-apps`). Threads the app starts while it is built (an event loop, a job
+    /// manager, heartbeats: Galaxy's) then run in the process that serves its requests; a
+    /// master that imported the app would fork workers without them. The master imports
+    /// nothing of the app and mules import only their own entry. The ready gate waits for
+    /// every worker's import; the cost is memory (no copy-on-write sharing of the app) and
+    /// the import time in each worker, in parallel.
+    #[serde(default)]
+    pub lazy_apps: bool,
+
     /// Directories prepended to `sys.path`. One value or a list.
     #[serde(default)]
     pub pythonpath: StringList,
@@ -1063,6 +1073,7 @@ pub const OPTIONS: &[&str] = &[
     "callable",
     "interface",
     "loop",
+    "lazy-apps",
     "pythonpath",
     "virtualenv",
     "venv",

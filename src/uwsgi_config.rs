@@ -917,6 +917,9 @@ const ALIASES: &[(&str, &str)] = &[
     // speak HTTP themselves; zerg's workers always do.
     ("http-socket", "http"),
     ("uwsgi-socket", "socket"),
+    // uWSGI's older name: apps load in the workers (it also reloads them on SIGHUP, which
+    // zerg's generations do anyway).
+    ("lazy", "lazy-apps"),
 ];
 
 /// Options zerg has no use for, or does anyway: each is named in one warning, with why.
@@ -967,8 +970,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("evil-reload-on-rss", "not supported yet: zerg does not recycle workers by memory"),
     ("reload-on-as", "not supported yet: zerg does not recycle workers by memory"),
     ("limit-as", "not supported yet: zerg does not limit a worker's memory"),
-    ("lazy-apps", "not supported yet: zerg imports the app once in the master and forks the workers"),
-    ("lazy", "not supported yet: zerg imports the app once in the master and forks the workers"),
     ("mule-reload-mercy", "not supported yet: mules get `worker-reload-mercy`; set that instead"),
     ("mule-harakiri", "not supported yet: zerg does not kill a mule stuck on one message"),
     ("touch-reload", "not supported yet: reload with `zergctl reload` or SIGHUP to zerg-pool"),
@@ -1920,6 +1921,18 @@ mod tests {
         let source = c.uwsgi.unwrap();
         assert_eq!(source.opt()[0], ("yaml".into(), "/srv/x/site.yml".into()));
         assert_eq!(source.opt().len(), 8);
+    }
+
+    #[test]
+    fn lazy_apps_and_its_old_name_import_in_each_worker() {
+        for key in ["lazy-apps", "lazy"] {
+            let text = format!("uwsgi:\n  http: :1\n  module: a\n  {key}: true\n");
+            let c = parse(&text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
+            assert!(c.lazy_apps, "{key}");
+        }
+        let text = "uwsgi:\n  http: :1\n  module: a\n  lazy-apps: false\n";
+        let c = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
+        assert!(!c.lazy_apps);
     }
 
     #[test]

@@ -19,6 +19,7 @@ http:
   - /run/zerg/http.sock
 module: galaxy.webapps.galaxy.buildapp:uwsgi_app()
 callable: application
+lazy-apps: true
 pythonpath: [lib, /srv/galaxy/lib]
 virtualenv: /srv/galaxy/venv
 chdir: /srv/galaxy

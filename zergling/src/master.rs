@@ -1,5 +1,5 @@
-//! The zergling master: attaches to the pool, imports the app once, forks the web workers and
-//! supervises them in one single-threaded loop (gunicorn's arbiter shape: signals and pool
+//! The zergling master: attaches to the pool, imports the app once (or, under `lazy-apps`,
+//! leaves that to each worker), forks the web workers and mules and supervises them in one single-threaded loop (gunicorn's arbiter shape: signals and pool
 //! messages wake a poll(2); `reap`, `spawn` and `murder` are separate steps).
 //!
 //! The loop runs no tokio runtime and starts no thread, because it forks (see `process`).
@@ -94,7 +94,8 @@ struct Master {
     manifest: Vec<ListenerInfo>,
     /// The `https` listeners' certificates, read as the generation started.
     certs: worker::tls::Certs,
-    app: python::App,
+    /// The app, imported here once; `None` under `lazy-apps`, where each worker imports it.
+    app: Option<python::App>,
     slots: Vec<Slot>,
     reported_ready: bool,
     stopping: Option<Stopping>,
@@ -206,7 +207,12 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         farms: config.farms().unwrap_or_default(),
     });
     let started = Instant::now();
-    let app = match python::load(&config) {
+    let app = if config.lazy_apps {
+        python::start(&config).map(|()| None)
+    } else {
+        python::load(&config).map(Some)
+    };
+    let app = match app {
         Ok(app) => app,
         Err(reason) => {
             tracing::error!("cannot import the app: {reason}");
@@ -214,7 +220,13 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    tracing::info!(ms = started.elapsed().as_millis() as u64, "app imported");
+    match app {
+        Some(_) => {
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "app imported");
+            warn_of_threads();
+        }
+        None => tracing::info!("lazy-apps: each worker imports the app after its fork"),
+    }
     let workers = (1..=config.processes).map(|id| (ProcessKind::Worker, id));
     let mules = (1..=config.mule.0.len() as u32).map(|id| (ProcessKind::Mule, id));
     let slots = workers
@@ -579,7 +591,7 @@ impl Master {
             listeners: &self.listeners,
             manifest: &self.manifest,
             certs: &self.certs,
-            app: &self.app,
+            app: self.app.as_ref(),
             ready: ready_write,
             scoreboard: self.scoreboard,
         };
@@ -796,6 +808,21 @@ impl Master {
         if let Err(e) = conn.send(&msg, &[]) {
             self.lose_pool(&e);
         }
+    }
+}
+
+/// The threads an app starts while it is built (an event loop, a job manager, heartbeats)
+/// stay in the master: a fork copies only the thread that forks. Requests that wait on them
+/// hang, silently; this says so once, as the generation starts.
+fn warn_of_threads() {
+    let threads = python::other_threads();
+    if !threads.is_empty() {
+        tracing::warn!(
+            threads = %threads.join(", "),
+            "the app started threads while it was imported; the workers and mules forked \
+             from this master will not have them: set `lazy-apps: true` to import the app in \
+             each worker"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
-//! The app's Python side in the master: start the interpreter, set up `sys.path`, import the
-//! WSGI or ASGI callable once (workers then share it copy-on-write; an ASGI app's event loop
-//! and lifespan start in each worker, after the fork).
+//! The app's Python side: start the interpreter and set up `sys.path` in the master, and
+//! import the WSGI or ASGI callable, once in the master (workers then share it copy-on-write;
+//! an ASGI app's event loop and lifespan start in each worker, after the fork) or, under
+//! `lazy-apps`, in each worker after its fork.
 
 pub mod fast_paths;
 mod interp;
@@ -19,19 +20,35 @@ pub struct App {
 /// Starts Python and imports the app named by the config. The error is one line for the
 /// operator plus the traceback, if Python raised.
 pub fn load(config: &Config) -> Result<App, String> {
+    start(config)?;
+    import(config)
+}
+
+/// Starts Python and sets up `sys.path`, without importing the app: the master's part under
+/// `lazy-apps`, where each worker then calls [`import`] after its fork.
+pub fn start(config: &Config) -> Result<(), String> {
     interp::start(config.virtualenv.as_deref())?;
+    Python::attach(|py| set_path(py, config).map_err(|e| describe(py, &e)))
+}
+
+/// Imports the app named by the config in an interpreter [`start`] started (in this process
+/// or, before a fork, in the master).
+pub fn import(config: &Config) -> Result<App, String> {
     Python::attach(|py| import_app(py, config).map_err(|e| describe(py, &e)))
 }
 
-fn import_app(py: Python<'_>, config: &Config) -> PyResult<App> {
-    let sys = py.import("sys")?;
-    let path = sys.getattr("path")?.cast_into::<PyList>()?;
-    // Like uWSGI: the working directory (after chdir) first, then each pythonpath entry.
+/// Like uWSGI: the working directory (after chdir) first, then each pythonpath entry.
+fn set_path(py: Python<'_>, config: &Config) -> PyResult<()> {
+    let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
     let mut front: Vec<String> = vec![std::env::current_dir()?.display().to_string()];
     front.extend(config.pythonpath.iter().map(absolute));
     for (i, dir) in front.iter().enumerate() {
         path.insert(i, dir)?;
     }
+    Ok(())
+}
+
+fn import_app(py: Python<'_>, config: &Config) -> PyResult<App> {
     let callable = if let Some(file) = &config.wsgi_file {
         load_wsgi_file(py, file, &config.callable)?
     } else {
@@ -122,4 +139,32 @@ pub fn describe(py: Python<'_>, err: &PyErr) -> String {
         Ok(lines) => format!("{}\n{}", err, lines.concat().trim_end()),
         Err(_) => err.to_string(),
     }
+}
+
+/// The Python threads running beside the calling one, by name: in the master after the
+/// import, threads the app started while it was built, which no forked worker or mule has.
+pub fn other_threads() -> Vec<String> {
+    Python::attach(|py| -> PyResult<Vec<String>> {
+        // Counts threads started through `threading` and `_thread` alike.
+        let count: usize = py.import("_thread")?.call_method0("_count")?.extract()?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut names = Vec::new();
+        let modules = py.import("sys")?.getattr("modules")?;
+        if let Ok(threading) = modules.get_item("threading") {
+            let main = threading.call_method0("main_thread")?;
+            for thread in threading.call_method0("enumerate")?.try_iter()? {
+                let thread = thread?;
+                if !thread.is(&main) {
+                    names.push(thread.getattr("name")?.extract::<String>()?);
+                }
+            }
+        }
+        if names.len() < count {
+            names.push(format!("{} more", count - names.len()));
+        }
+        Ok(names)
+    })
+    .unwrap_or_default()
 }

@@ -2,8 +2,9 @@
 //! uwsgi protocol on `socket` listeners, HTTP over TLS on `https` ones, redirects on
 //! `http-to-https` ones) and runs the WSGI app on `threads` OS threads.
 //!
-//! Lifecycle: build the runtime and the Python threads, register every listener, tell the
-//! master "ready" through the pipe, serve. On SIGTERM (from the master, or as the death signal
+//! Lifecycle: import the app (under `lazy-apps`; otherwise the master did), build the runtime
+//! and the Python threads, register every listener, tell the master "ready" through the pipe,
+//! serve. On SIGTERM (from the master, or as the death signal
 //! when the master dies) stop accepting, let each connection finish its current request
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
 
@@ -40,7 +41,8 @@ pub struct Spec<'a> {
     pub manifest: &'a [ListenerInfo],
     /// The TLS setup of the `https` listeners, read by the master as the generation started.
     pub certs: &'a tls::Certs,
-    pub app: &'a App,
+    /// The app the master imported, or `None` under `lazy-apps`: this worker imports it.
+    pub app: Option<&'a App>,
     /// Write end of the readiness pipe.
     pub ready: OwnedFd,
     /// The generation's open connections per worker.
@@ -147,10 +149,18 @@ impl Drop for ConnGuard {
 fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let config = spec.config;
     let threads = config.threads as usize;
+    let imported;
+    let app = match spec.app {
+        Some(app) => app,
+        None => {
+            imported = import_here(config, &spec.ready, spec.id)?;
+            &imported
+        }
+    };
     let (app, asgi) = match config.interface {
         Interface::Wsgi => {
             let pool = Pool::start(
-                spec.app,
+                app,
                 wsgi::Static {
                     multithread: threads > 1,
                     multiprocess: config.processes > 1,
@@ -162,7 +172,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             (http::App::Wsgi(Arc::new(pool)), None)
         }
         // The app's lifespan startup runs here, before the worker says it accepts.
-        Interface::Asgi => match asgi::Bridge::start(spec.app, config, spec.id) {
+        Interface::Asgi => match asgi::Bridge::start(app, config, spec.id) {
             Ok(bridge) => {
                 let bridge = Arc::new(bridge);
                 (http::App::Asgi(bridge.clone()), Some(bridge))
@@ -260,6 +270,28 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         bridge.shutdown(shutdown_reserve.max(Duration::from_millis(100)));
     }
     Ok(())
+}
+
+/// `lazy-apps`: imports the app in this worker, after its fork, so that the threads it starts
+/// while it is built run here. A failure is told to the master as the worker's reason, which
+/// fails a generation that is not ready yet with the app's own error.
+fn import_here(config: &Config, ready: &OwnedFd, id: u32) -> anyhow::Result<App> {
+    let started = std::time::Instant::now();
+    match crate::python::import(config) {
+        Ok(app) => {
+            tracing::info!(
+                worker = id,
+                ms = started.elapsed().as_millis() as u64,
+                "app imported in this worker (lazy-apps)"
+            );
+            Ok(app)
+        }
+        Err(reason) => {
+            let reason = format!("cannot import the app: {reason}");
+            report_failure(ready, &reason);
+            Err(anyhow::anyhow!(reason))
+        }
+    }
 }
 
 /// The longest part of `worker-reload-mercy` kept for an ASGI app's lifespan shutdown (a
