@@ -9,14 +9,12 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use common::{apps_dir, free_port, wait_for, Client, Server};
+use common::load::{keep_alive, Load};
+use common::{apps_dir, free_port, Client, Response, Server, DEADLINE};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -81,100 +79,36 @@ impl Leaf {
     }
 }
 
-/// One HTTPS connection, handshake done.
-struct TlsClient {
-    reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+/// One HTTPS connection.
+type TlsClient = Client<StreamOwned<ClientConnection, TcpStream>>;
+
+/// Connects to `addr` over TLS, trusting what `config` trusts; the handshake is done.
+fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> std::io::Result<TlsClient> {
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(DEADLINE))?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(Client::over(StreamOwned::new(conn, sock)))
 }
 
-/// A response as the tests read it.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// The certificate the server showed.
+fn peer_cert(client: &TlsClient) -> CertificateDer<'static> {
+    client.stream().conn.peer_certificates().unwrap()[0].clone()
 }
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn environ(&self) -> Value {
-        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
-        serde_json::from_slice::<Value>(&self.body).unwrap()["environ"].clone()
-    }
+fn get(client: &mut TlsClient, path: &str) -> Response {
+    client
+        .request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        .unwrap()
 }
 
-impl TlsClient {
-    fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> std::io::Result<TlsClient> {
-        let mut sock = TcpStream::connect(addr)?;
-        sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut conn =
-            ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
-        while conn.is_handshaking() {
-            conn.complete_io(&mut sock)?;
-        }
-        Ok(TlsClient {
-            reader: BufReader::new(StreamOwned::new(conn, sock)),
-        })
-    }
-
-    /// The certificate the server showed.
-    fn peer_cert(&self) -> CertificateDer<'static> {
-        self.reader.get_ref().conn.peer_certificates().unwrap()[0].clone()
-    }
-
-    /// Sends `raw` and reads one response (with a Content-Length, as the test apps send).
-    fn request(&mut self, raw: &str) -> std::io::Result<Answer> {
-        self.reader.get_mut().write_all(raw.as_bytes())?;
-        self.reader.get_mut().flush()?;
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            if self.reader.read_until(b'\n', &mut line)? == 0 {
-                return Err(std::io::Error::other(
-                    "the connection closed before a response",
-                ));
-            }
-            head.extend_from_slice(&line);
-            if line == b"\r\n" {
-                break;
-            }
-        }
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut fields);
-        parsed.parse(&head).map_err(std::io::Error::other)?;
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        let mut answer = Answer {
-            status: parsed.code.unwrap_or(0),
-            headers,
-            body: Vec::new(),
-        };
-        let len: usize = answer
-            .header("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        answer.body.resize(len, 0);
-        self.reader.read_exact(&mut answer.body)?;
-        Ok(answer)
-    }
-
-    fn get(&mut self, path: &str) -> Answer {
-        self.request(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
-            .unwrap()
-    }
+/// The environ echo_environ.py answered.
+fn environ(r: &Response) -> Value {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice::<Value>(&r.body).unwrap()["environ"].clone()
 }
 
 /// A pool serving echo_environ.py on a plain `http` listener and an `https` one whose
@@ -217,12 +151,12 @@ fn https_serves_the_app_with_an_https_environ_over_keep_alive() {
     let ca = Ca::new();
     let leaf = ca.leaf("first");
     let (server, https) = start_https(&leaf, "");
-    let mut client = TlsClient::connect(https, &ca.client()).unwrap();
-    assert_eq!(client.peer_cert(), leaf.der);
+    let mut client = tls_connect(https, &ca.client()).unwrap();
+    assert_eq!(peer_cert(&client), leaf.der);
     for _ in 0..3 {
-        let answer = client.get("/over/tls?x=1");
+        let answer = get(&mut client, "/over/tls?x=1");
         assert_eq!(answer.header("connection"), None, "kept alive");
-        let env = answer.environ();
+        let env = environ(&answer);
         assert_eq!(env["wsgi.url_scheme"], "https");
         assert_eq!(env["HTTPS"], "on");
         assert_eq!(env["PATH_INFO"], "/over/tls");
@@ -244,7 +178,7 @@ fn https_serves_the_app_with_an_https_environ_over_keep_alive() {
 
     // A client that does not trust the certificate gets no answer.
     let stranger = Ca::new();
-    assert!(TlsClient::connect(https, &stranger.client()).is_err());
+    assert!(tls_connect(https, &stranger.client()).is_err());
     // And a plain HTTP request on the TLS port is no request.
     let mut plain = Client::connect(https);
     plain.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -284,8 +218,8 @@ fn http_to_https_redirects_every_request_without_calling_the_app() {
     assert_eq!(c.response().status, 400);
 
     // The redirect's URL leads to the app, over TLS.
-    let mut tls = TlsClient::connect(https, &ca.client()).unwrap();
-    let env = tls.get("/api/jobs?state=new").environ();
+    let mut tls = tls_connect(https, &ca.client()).unwrap();
+    let env = environ(&get(&mut tls, "/api/jobs?state=new"));
     assert_eq!(env["wsgi.url_scheme"], "https");
 
     // To 443 the URL names no port.
@@ -298,96 +232,24 @@ fn http_to_https_redirects_every_request_without_calling_the_app() {
     drop(server);
 }
 
-/// Keeps `conns` HTTPS keep-alive connections busy until told to stop; a connection the
-/// server asks to close is replaced. Every error is a failure: no retries.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answered: Arc<Mutex<usize>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, config: Arc<ClientConfig>, conns: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(Mutex::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..conns)
-            .map(|_| {
-                let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
-                let config = config.clone();
-                std::thread::spawn(move || {
-                    let started = Instant::now();
-                    let mut conn: Option<TlsClient> = None;
-                    // Bounded in count and time, whatever the test does.
-                    for _ in 0..200_000 {
-                        if stop.load(Ordering::Relaxed)
-                            || started.elapsed() > Duration::from_secs(120)
-                        {
-                            break;
-                        }
-                        let result = match conn.as_mut() {
-                            Some(c) => c.request("GET / HTTP/1.1\r\nHost: load\r\n\r\n"),
-                            None => TlsClient::connect(addr, &config).and_then(|mut c| {
-                                let r = c.request("GET / HTTP/1.1\r\nHost: load\r\n\r\n");
-                                conn = Some(c);
-                                r
-                            }),
-                        };
-                        match result {
-                            Ok(a) if a.status == 200 => {
-                                *answered.lock().unwrap() += 1;
-                                if a.header("connection") == Some("close") {
-                                    conn = None;
-                                }
-                            }
-                            Ok(a) => {
-                                failures
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("status {}", a.status));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                failures.lock().unwrap().push(e.to_string());
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            answered,
-            failures,
-            threads,
-        }
-    }
-
-    fn answered(&self) -> usize {
-        *self.answered.lock().unwrap()
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let answered = *self.answered.lock().unwrap();
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (answered, failures)
-    }
-}
-
 #[test]
 fn a_reload_serves_renewed_certificate_files_and_fails_no_request() {
     let ca = Ca::new();
     let first = ca.leaf("first");
     let (server, https) = start_https(&first, "");
     let client = ca.client();
-    let load = Load::start(https, client.clone(), 8);
-    wait_for("load to flow", || (load.answered() > 200).then_some(()));
+    let load = {
+        let client = client.clone();
+        Load::start(8, move |conn: &mut Option<TlsClient>| {
+            let raw = "GET / HTTP/1.1\r\nHost: load\r\n\r\n";
+            let r = keep_alive(conn, || tls_connect(https, &client), raw)?;
+            match r.status {
+                200 => Ok(()),
+                status => Err(format!("status {status}")),
+            }
+        })
+    };
+    load.wait_for_more("load to flow", 200);
     for name in ["second", "third", "fourth"] {
         let renewed = ca.leaf(name);
         renewed.install(server.dir.path());
@@ -395,20 +257,17 @@ fn a_reload_serves_renewed_certificate_files_and_fails_no_request() {
         assert!(ok, "reload to the {name} certificate failed: {out}");
         // Once the reload has returned, every new connection gets the renewed certificate.
         for _ in 0..4 {
-            let c = TlsClient::connect(https, &client).unwrap();
-            assert_eq!(c.peer_cert(), renewed.der, "after the reload to {name}");
+            let c = tls_connect(https, &client).unwrap();
+            assert_eq!(peer_cert(&c), renewed.der, "after the reload to {name}");
         }
-        let seen = load.answered();
-        wait_for("traffic after the reload", || {
-            (load.answered() > seen + 200).then_some(())
-        });
+        load.wait_for_more("traffic after the reload", 200);
     }
     let (answered, failures) = load.finish();
     assert!(
         failures.is_empty(),
         "{} of {} requests failed: {:?}",
         failures.len(),
-        answered + failures.len(),
+        answered.len() + failures.len(),
         &failures[..failures.len().min(10)]
     );
 }
@@ -419,8 +278,8 @@ fn a_broken_key_rolls_the_reload_back_and_the_old_certificate_serves_on() {
     let first = ca.leaf("first");
     let (server, https) = start_https(&first, "");
     let client = ca.client();
-    let mut kept = TlsClient::connect(https, &client).unwrap();
-    assert_eq!(kept.get("/").status, 200);
+    let mut kept = tls_connect(https, &client).unwrap();
+    assert_eq!(get(&mut kept, "/").status, 200);
 
     // A renewed certificate with the key of another one: they do not match.
     let renewed = ca.leaf("second");
@@ -434,10 +293,10 @@ fn a_broken_key_rolls_the_reload_back_and_the_old_certificate_serves_on() {
         "the reason reaches the operator: {out}"
     );
     // The old generation serves on, with the certificate it read.
-    assert_eq!(kept.get("/").status, 200, "a kept-alive connection");
-    let mut fresh = TlsClient::connect(https, &client).unwrap();
-    assert_eq!(fresh.peer_cert(), first.der);
-    assert_eq!(fresh.get("/").status, 200);
+    assert_eq!(get(&mut kept, "/").status, 200, "a kept-alive connection");
+    let mut fresh = tls_connect(https, &client).unwrap();
+    assert_eq!(peer_cert(&fresh), first.der);
+    assert_eq!(get(&mut fresh, "/").status, 200);
 
     // A key that is no PEM at all is named too; then a good pair reloads.
     std::fs::write(server.dir.path().join("server.key"), "not a key\n").unwrap();
@@ -447,7 +306,7 @@ fn a_broken_key_rolls_the_reload_back_and_the_old_certificate_serves_on() {
     let (ok, out) = reload(&server);
     assert!(ok, "{out}");
     assert_eq!(
-        TlsClient::connect(https, &client).unwrap().peer_cert(),
+        peer_cert(&tls_connect(https, &client).unwrap()),
         renewed.der
     );
 }
@@ -494,8 +353,8 @@ fn galaxys_shared_socket_layout_serves_http_and_https() {
     let (server, plain, tls) = galaxy_layout(&ca, "http");
     let r = server.get("/plain");
     assert_eq!(r.status, 200, "{}", r.text());
-    let mut c = TlsClient::connect(tls, &ca.client()).unwrap();
-    let env = c.get("/secure").environ();
+    let mut c = tls_connect(tls, &ca.client()).unwrap();
+    let env = environ(&get(&mut c, "/secure"));
     assert_eq!(env["wsgi.url_scheme"], "https");
     let status = server.status().unwrap();
     let names: Vec<String> = status

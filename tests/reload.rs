@@ -2,13 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{alive, wait_for, Server};
+use common::load::{keep_alive, Load};
+use common::{alive, wait_for, Client, Server};
 
 /// An app that answers its version; the test rewrites VERSION and reloads.
 fn versioned_app(version: &str) -> String {
@@ -37,127 +36,20 @@ struct Answer {
     version: String,
 }
 
-/// Keeps `conns` keep-alive connections busy until `stop`; a connection that the server asks to
-/// close (`Connection: close`) is replaced. Every error is a failure: no retries.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Answer>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, conns: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..conns)
-            .map(|_| {
-                let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let started = Instant::now();
-                    let mut conn: Option<BufReader<TcpStream>> = None;
-                    // Bounded in count and time, whatever the test does.
-                    for _ in 0..1_000_000 {
-                        if stop.load(Ordering::Relaxed)
-                            || started.elapsed() > Duration::from_secs(180)
-                        {
-                            break;
-                        }
-                        let sent = Instant::now();
-                        match request(&mut conn, addr) {
-                            Ok((200, close, body)) => {
-                                answers.lock().unwrap().push(Answer {
-                                    sent,
-                                    version: body,
-                                });
-                                if close {
-                                    conn = None;
-                                }
-                            }
-                            Ok((status, _, body)) => {
-                                failures
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("status {status}: {body}"));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                failures.lock().unwrap().push(format!("{e}"));
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            answers,
-            failures,
-            threads,
+/// `conns` connections asking GET / on `addr`; a status other than 200 is a failure.
+fn load_versions(addr: SocketAddr, conns: usize) -> Load<Answer> {
+    Load::start(conns, move |conn: &mut Option<Client>| {
+        let sent = Instant::now();
+        let raw = "GET / HTTP/1.1\r\nHost: load\r\n\r\n";
+        let r = keep_alive(conn, || Client::try_connect(addr), raw)?;
+        if r.status != 200 {
+            return Err(format!("status {}: {}", r.status, r.text()));
         }
-    }
-
-    fn finish(self) -> (Vec<Answer>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (answers, failures)
-    }
-}
-
-/// One GET / on the connection (opening one if needed): (status, server closes, body).
-fn request(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: SocketAddr,
-) -> std::io::Result<(u16, bool, String)> {
-    let fresh = conn.is_none();
-    if fresh {
-        let s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().unwrap();
-    c.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
-    let mut status_line = String::new();
-    if c.read_line(&mut status_line)? == 0 {
-        let which = if fresh {
-            "a new"
-        } else {
-            "a reused keep-alive"
-        };
-        return Err(std::io::Error::other(format!(
-            "{which} connection closed before the response"
-        )));
-    }
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (mut len, mut close) = (0usize, false);
-    loop {
-        let mut line = String::new();
-        c.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if lower.starts_with("connection:") && lower.contains("close") {
-            close = true;
-        }
-    }
-    let mut body = vec![0; len];
-    c.read_exact(&mut body)?;
-    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
+        Ok(Answer {
+            sent,
+            version: r.text(),
+        })
+    })
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -178,10 +70,8 @@ fn reload_under_load_fails_no_request_and_leaks_nothing() {
         .chain(first.master_pid)
         .collect();
 
-    let load = Load::start(server.http, 32);
-    wait_for("load to flow", || {
-        (load.answers.lock().unwrap().len() > 100).then_some(())
-    });
+    let load = load_versions(server.http, 32);
+    load.wait_for_more("load to flow", 100);
     let mut reloaded_at = Vec::new();
     for i in 0..20 {
         let version = if i % 2 == 0 { "v2" } else { "v1" };
@@ -196,10 +86,7 @@ fn reload_under_load_fails_no_request_and_leaks_nothing() {
         );
         reloaded_at.push((asked, Instant::now(), version));
         // Let some traffic reach the new generation before the next reload.
-        let seen = load.answers.lock().unwrap().len();
-        wait_for("traffic after the reload", || {
-            (load.answers.lock().unwrap().len() > seen + 50).then_some(())
-        });
+        load.wait_for_more("traffic after the reload", 50);
     }
     let (answers, failures) = load.finish();
 
@@ -287,7 +174,7 @@ fn request_in_flight_during_reload_completes_from_the_old_generation() {
 fn assert_rolled_back(server: &Server, broken: &str, expect_reason: &str) {
     let before = server.wait_serving().generations[0].generation;
     server.write_app(broken);
-    let load = Load::start(server.http, 4);
+    let load = load_versions(server.http, 4);
     let out = server.zergctl(&["reload"]);
     let (answers, failures) = load.finish();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -372,14 +259,14 @@ fn killed_master_is_healed_and_requests_wait_in_the_backlog() {
     let during: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut conn = None;
-                request(&mut conn, addr)
+                Client::try_connect(addr)
+                    .and_then(|mut c| c.request("GET / HTTP/1.1\r\nHost: load\r\n\r\n"))
             })
         })
         .collect();
     for t in during {
-        let (status, _, body) = t.join().unwrap().expect("a request during the gap fails");
-        assert_eq!((status, body.as_str()), (200, "v"));
+        let r = t.join().unwrap().expect("a request during the gap fails");
+        assert_eq!((r.status, r.text().as_str()), (200, "v"));
     }
     wait_for("generation 2 to serve in place of the dead one", || {
         let s = server.status()?;
@@ -412,10 +299,8 @@ fn chain_reload_replaces_workers_one_at_a_time_without_failures() {
     let server = Server::start_with_app_source(&versioned_app("v"), "processes: 3\n");
     let before = server.wait_serving().generations[0].clone();
     let old_workers: Vec<u32> = before.processes.iter().map(|p| p.pid).collect();
-    let load = Load::start(server.http, 8);
-    wait_for("load to flow", || {
-        (load.answers.lock().unwrap().len() > 50).then_some(())
-    });
+    let load = load_versions(server.http, 8);
+    load.wait_for_more("load to flow", 50);
     let out = server.zergctl(&["chain-reload"]);
     let (_, failures) = load.finish();
     assert!(

@@ -8,16 +8,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use common::load::{keep_alive, Load};
 use common::{free_port, wait_for, Client, Server, DEADLINE};
 
 /// nginx's own list of CGI variables for uWSGI, as distributions install it.
@@ -385,48 +383,6 @@ fn a_keep_alive_client_of_nginx_gets_every_answer() {
     assert_eq!(c.response().status, 200);
 }
 
-/// One GET /hello through nginx on a kept connection (opened if needed): the status, or what
-/// went wrong.
-fn hello(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr) -> Result<u16, String> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().unwrap();
-    let io = |e: std::io::Error| e.to_string();
-    c.get_mut()
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: zerg.test\r\n\r\n")
-        .map_err(io)?;
-    let mut status_line = String::new();
-    if c.read_line(&mut status_line).map_err(io)? == 0 {
-        return Err("nginx closed the connection".into());
-    }
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (mut len, mut close) = (0, false);
-    loop {
-        let mut line = String::new();
-        if c.read_line(&mut line).map_err(io)? == 0 || line == "\r\n" {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        close |= lower.starts_with("connection:") && lower.contains("close");
-    }
-    let mut body = vec![0; len];
-    c.read_exact(&mut body).map_err(io)?;
-    if close {
-        *conn = None;
-    }
-    Ok(status)
-}
-
 #[test]
 fn twenty_reloads_under_load_through_nginx_fail_no_request() {
     let uwsgi = format!("127.0.0.1:{}", free_port());
@@ -438,35 +394,18 @@ fn twenty_reloads_under_load_through_nginx_fail_no_request() {
     let Some(nginx) = Nginx::start(&location(None, &uwsgi, "")) else {
         return;
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(Mutex::new(0usize));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let load: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
-            let addr = nginx.addr;
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut conn = None;
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300)
-                {
-                    match hello(&mut conn, addr) {
-                        Ok(200) => *answered.lock().unwrap() += 1,
-                        Ok(status) => {
-                            failures.lock().unwrap().push(format!("status {status}"));
-                            conn = None;
-                        }
-                        Err(e) => {
-                            failures.lock().unwrap().push(e);
-                            conn = None;
-                        }
-                    }
-                }
-            })
+    let load = {
+        let addr = nginx.addr;
+        Load::start(8, move |conn: &mut Option<Client>| {
+            let raw = "GET /hello HTTP/1.1\r\nHost: zerg.test\r\n\r\n";
+            let r = keep_alive(conn, || Client::try_connect(addr), raw)?;
+            match r.status {
+                200 => Ok(()),
+                status => Err(format!("status {status}")),
+            }
         })
-        .collect();
-    let count = || *answered.lock().unwrap();
-    wait_for("load to flow", || (count() > 50).then_some(()));
+    };
+    load.wait_for_more("load to flow", 50);
     // A request in the app while the first reload drains its worker is answered by it.
     let slow = {
         let addr = nginx.addr;
@@ -484,23 +423,16 @@ fn twenty_reloads_under_load_through_nginx_fail_no_request() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let seen = count();
-        wait_for("traffic after the reload", || {
-            (count() > seen + 20).then_some(())
-        });
+        load.wait_for_more("traffic after the reload", 20);
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    let (answered, failures) = load.finish();
     let slow = slow.join().unwrap();
     assert_eq!((slow.status, slow.text().as_str()), (200, "slow done"));
-    let failures = failures.lock().unwrap();
     assert!(
         failures.is_empty(),
         "{} of {} requests failed, e.g. {:?}",
         failures.len(),
-        count() + failures.len(),
+        answered.len() + failures.len(),
         &failures[..failures.len().min(5)]
     );
     let status = server.wait_serving();

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -212,12 +214,27 @@ impl Server {
         http: SocketAddr,
         env: &[(&str, String)],
     ) -> Server {
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        Server::launch(dir, &args, env, config.clone(), control, http)
+    }
+
+    /// Starts zerg-pool with `args` naming its config, logging to `server.log` in `dir`; the
+    /// caller says where that config has it listen. `ZERG_CONFIG` is removed, so that the
+    /// test's own environment cannot name a second config.
+    fn launch(
+        dir: tempfile::TempDir,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, String)],
+        config: PathBuf,
+        control: PathBuf,
+        http: SocketAddr,
+    ) -> Server {
         let log = dir.path().join("server.log");
         let logfile = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin_dir().join("zerg-pool"))
-            .arg("--config")
-            .arg(&config)
+            .args(args)
             .current_dir(dir.path())
+            .env_remove("ZERG_CONFIG")
             .env(
                 "ZERG_LOG",
                 std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -409,17 +426,32 @@ impl Response {
     }
 }
 
-/// A raw HTTP/1.1 client on one connection: what it sends is exactly what the test wrote.
-pub struct Client {
-    reader: BufReader<TcpStream>,
+/// A raw HTTP/1.1 client on one connection: what it sends is exactly what the test wrote. The
+/// connection is a TCP socket, or any stream over one (a TLS session).
+///
+/// Its methods panic on what the test did not expect, except the `try_` ones and
+/// [`Client::request`], which return the error for a caller that counts failures (`load`).
+pub struct Client<S = TcpStream> {
+    reader: BufReader<S>,
     /// Set for responses to HEAD, which have no body whatever their headers say.
     pub head: bool,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Client::try_connect(addr).expect("connect")
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        Ok(Client::over(stream))
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on a stream that is already open (and whose read timeout is set).
+    pub fn over(stream: S) -> Client<S> {
         Client {
             reader: BufReader::new(stream),
             head: false,
@@ -430,22 +462,43 @@ impl Client {
         self.send_bytes(raw.as_bytes());
     }
 
-    /// The connection's socket, e.g. to clone for a writer thread.
-    pub fn stream(&self) -> &TcpStream {
+    /// The connection's stream, e.g. to clone a socket for a writer thread.
+    pub fn stream(&self) -> &S {
         self.reader.get_ref()
     }
 
     pub fn send_bytes(&mut self, raw: &[u8]) {
-        self.reader.get_mut().write_all(raw).expect("write request");
+        self.try_send(raw).expect("write request");
+    }
+
+    fn try_send(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(raw)?;
+        stream.flush()
+    }
+
+    /// Sends `raw` and reads one whole response.
+    pub fn request(&mut self, raw: &str) -> std::io::Result<Response> {
+        self.try_send(raw.as_bytes())?;
+        self.try_response()
     }
 
     /// Reads a status line and headers (used alone for `100 Continue`).
     pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        self.try_read_head()
+            .unwrap_or_else(|e| panic!("reading a response head: {e}"))
+    }
+
+    pub fn try_read_head(&mut self) -> std::io::Result<(u16, Vec<(String, String)>)> {
         let mut head = Vec::new();
         loop {
             let mut line = Vec::new();
-            let n = self.reader.read_until(b'\n', &mut line).expect("read head");
-            assert!(n > 0, "connection closed before a response");
+            if self.reader.read_until(b'\n', &mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection closed before a response",
+                ));
+            }
             head.extend_from_slice(&line);
             if line == b"\r\n" {
                 break;
@@ -453,8 +506,10 @@ impl Client {
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
-        resp.parse(&head).expect("parse response head");
-        let status = resp.code.expect("status");
+        resp.parse(&head).map_err(std::io::Error::other)?;
+        let status = resp
+            .code
+            .ok_or_else(|| std::io::Error::other("no status code"))?;
         let headers = resp
             .headers
             .iter()
@@ -465,46 +520,51 @@ impl Client {
                 )
             })
             .collect();
-        (status, headers)
+        Ok((status, headers))
     }
 
     /// Reads one whole response (Content-Length, chunked, or until close).
     pub fn response(&mut self) -> Response {
-        let (status, headers) = self.read_head();
+        self.try_response()
+            .unwrap_or_else(|e| panic!("reading a response: {e}"))
+    }
+
+    pub fn try_response(&mut self) -> std::io::Result<Response> {
+        let (status, headers) = self.try_read_head()?;
         let mut r = Response {
             status,
             headers,
             body: Vec::new(),
         };
         if self.head || status == 204 || status == 304 {
-            return r;
+            return Ok(r);
         }
         if let Some(len) = r.header("content-length") {
-            let len: usize = len.parse().unwrap();
+            let len: usize = len.parse().map_err(std::io::Error::other)?;
             r.body.resize(len, 0);
-            self.reader.read_exact(&mut r.body).expect("read body");
+            self.reader.read_exact(&mut r.body)?;
         } else if r
             .header("transfer-encoding")
             .is_some_and(|te| te.contains("chunked"))
         {
             loop {
                 let mut size = String::new();
-                self.reader.read_line(&mut size).expect("chunk size");
-                let size =
-                    usize::from_str_radix(size.trim().split(';').next().unwrap(), 16).unwrap();
+                self.reader.read_line(&mut size)?;
+                let size = size.trim().split(';').next().unwrap_or_default();
+                let size = usize::from_str_radix(size, 16).map_err(std::io::Error::other)?;
                 let start = r.body.len();
                 r.body.resize(start + size, 0);
-                self.reader.read_exact(&mut r.body[start..]).expect("chunk");
+                self.reader.read_exact(&mut r.body[start..])?;
                 let mut crlf = String::new();
-                self.reader.read_line(&mut crlf).unwrap();
+                self.reader.read_line(&mut crlf)?;
                 if size == 0 {
                     break;
                 }
             }
         } else {
-            self.reader.read_to_end(&mut r.body).expect("body to close");
+            self.reader.read_to_end(&mut r.body)?;
         }
-        r
+        Ok(r)
     }
 
     /// Exactly `n` bytes of what the server sends next.
@@ -558,28 +618,6 @@ impl Server {
         control: PathBuf,
         http: SocketAddr,
     ) -> Server {
-        let log = dir.path().join("server.log");
-        let logfile = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin_dir().join("zerg-pool"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("ZERG_CONFIG")
-            .env(
-                "ZERG_LOG",
-                std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(logfile.try_clone().unwrap())
-            .stderr(logfile)
-            .spawn()
-            .expect("start zerg-pool");
-        Server {
-            dir,
-            config,
-            control,
-            http,
-            log,
-            child: Some(child),
-        }
+        Server::launch(dir, args, &[], config, control, http)
     }
 }
