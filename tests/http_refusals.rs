@@ -372,3 +372,23 @@ fn a_graceful_stop_does_not_wait_on_a_body_the_app_left_unread() {
 fn client_writer(client: &Client) -> std::net::TcpStream {
     client.stream().try_clone().expect("clone the socket")
 }
+
+/// A client that goes away halfway through its chunked body must never look, to the app, like
+/// one that sent a shorter body: the read raises.
+#[test]
+fn an_upload_cut_short_raises_in_the_app_instead_of_ending() {
+    let server = Server::start("refusals.py", "processes: 1\nthreads: 2\n");
+    // Read at once (the cut comes while the app waits for the next chunk), and read only
+    // once the connection is gone.
+    for path in ["/read-record", "/read-record?late"] {
+        let mut client = Client::connect(server.http);
+        client.send(&chunked(path, "5\r\nhello\r\n"));
+        drop(client);
+        let verdict = common::wait_for("the app's read to end", || {
+            let last = server.get("/last").text();
+            (last != "nothing yet").then_some(last)
+        });
+        server.get("/reset");
+        assert!(verdict.ends_with("Error"), "{path}: the app read {verdict}");
+    }
+}

@@ -7,6 +7,8 @@ import os
 # wsgi.input objects kept past their response, as a traceback or a reference cycle keeps them
 # until the collector runs (Flask's abort() under httpbin does this).
 _kept = []
+# What /read-record's last call made of its body.
+_last = []
 
 
 def _send(start_response, body, status="200 OK"):
@@ -37,6 +39,23 @@ def application(environ, start_response):
         seen = _seen(environ)
         seen["length"] = len(environ["wsgi.input"].read())
         return _send(start_response, json.dumps(seen))
+    if path == "/read-record":
+        # What the app made of its body, for /last to tell: its length, or the error.
+        if environ.get("QUERY_STRING") == "late":
+            # Reads once the client may have gone.
+            import time
+
+            time.sleep(0.5)
+        try:
+            _last[:] = [str(len(environ["wsgi.input"].read()))]
+        except OSError as e:
+            _last[:] = [type(e).__name__]
+        return _send(start_response, _last[0])
+    if path == "/reset":
+        _last.clear()
+        return _send(start_response, "reset")
+    if path == "/last":
+        return _send(start_response, _last[0] if _last else "nothing yet")
     if path == "/read-swallow":
         # An app that catches the read's error and answers 200: the client still gets 400.
         try:

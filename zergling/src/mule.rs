@@ -27,11 +27,13 @@ pub struct StopPipe {
 /// Runs mule `id` with `entry` (a `.py` path or `pkg.mod:callable`); returns the exit code.
 pub fn run(id: u32, entry: &str, stop: StopPipe) -> i32 {
     let _span = tracing::info_span!("mule", id).entered();
-    if let Err(e) = crate::signals::mule_stop_on_signals(stop.write) {
+    // Open for the mule's whole life: signal handlers and `uwsgi_api` write it at any time.
+    let wake = std::os::fd::IntoRawFd::into_raw_fd(stop.write);
+    if let Err(e) = crate::signals::mule_stop_on_signals(wake) {
         tracing::error!(error = %e, "cannot install the stop signal handlers");
         return 1;
     }
-    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop.read));
+    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop.read), wake);
     uwsgi_api::requeue_in_hand();
     uwsgi_api::run_post_fork_hook();
     tracing::info!(entry, "mule running");
@@ -50,7 +52,7 @@ pub fn run(id: u32, entry: &str, stop: StopPipe) -> i32 {
             1
         }
     });
-    uwsgi_api::forget_loopback();
+    uwsgi_api::mule_ends();
     tracing::info!(code, "mule exits");
     drop(stop.read);
     code

@@ -130,18 +130,15 @@ pub const MULE_STOP: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGTERM, libc::SIGI
 /// write end of the mule's stop pipe, so that its next `farm_get_msg` raises SystemExit. A
 /// mule script that installs a Python handler for one of them replaces this one, and stops
 /// its own way (Galaxy's does); the master writes the pipe itself too, so that way out stays.
-pub fn mule_stop_on_signals(wake: std::os::fd::OwnedFd) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    // Open for the mule's whole life: the handlers may run at any time.
-    let fd = wake.into_raw_fd();
+pub fn mule_stop_on_signals(wake: std::os::fd::RawFd) -> std::io::Result<()> {
     for signal in MULE_STOP {
-        // SAFETY: the action only calls write(2) on an fd that is never closed, which is
-        // async-signal-safe; a full pipe (EAGAIN, non-blocking) needs no second byte, and
-        // errno is saved and restored around the call.
+        // SAFETY: the action only calls write(2) on `wake`, which the caller keeps open for
+        // the mule's whole life; write is async-signal-safe, a full pipe (EAGAIN, non-blocking)
+        // needs no second byte, and errno is saved and restored around the call.
         unsafe {
             signal_hook_registry::register(signal, move || {
                 let saved = *libc::__errno_location();
-                let _ = libc::write(fd, b"s".as_ptr().cast(), 1);
+                let _ = libc::write(wake, b"s".as_ptr().cast(), 1);
                 *libc::__errno_location() = saved;
             })?;
         }

@@ -54,6 +54,8 @@ static MULE_ID: AtomicU32 = AtomicU32::new(0);
 static MASTER_PID: AtomicI32 = AtomicI32::new(0);
 /// In a mule: the read end of its stop pipe, readable once the mule is asked to stop.
 static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+/// In a mule: the write end of its stop pipe, to wake its own `farm_get_msg`.
+static STOP_WAKE: AtomicI32 = AtomicI32::new(-1);
 /// In a stopping mule: what it sent, for itself only (see the module doc).
 static LOOPBACK: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
 
@@ -69,10 +71,12 @@ pub fn set_worker(id: u32) {
     WORKER_ID.store(id, Ordering::Relaxed);
 }
 
-/// In a mule: its position and the fd that says "stop".
-pub fn set_mule(id: u32, stop: BorrowedFd<'_>) {
+/// In a mule: its position, the fd that says "stop" and the one that makes it say so. Both
+/// stay open until [`mule_ends`].
+pub fn set_mule(id: u32, stop: BorrowedFd<'_>, wake: std::os::fd::RawFd) {
     MULE_ID.store(id, Ordering::Relaxed);
     STOP_FD.store(stop.as_raw_fd(), Ordering::Relaxed);
+    STOP_WAKE.store(wake, Ordering::Relaxed);
 }
 
 fn setup() -> PyResult<&'static Setup> {
@@ -115,24 +119,41 @@ fn name_of(obj: &Bound<'_, PyAny>) -> PyResult<String> {
         .map_err(|_| PyValueError::new_err("a farm name must be UTF-8"))
 }
 
-/// In a mule: whether it has been asked to stop (its stop pipe is readable).
+/// In a mule: whether it has been asked to stop (its stop pipe is readable), or its master is
+/// gone (then it got SIGTERM, which its own Python handler may have taken).
 fn stop_requested() -> bool {
     let stop = STOP_FD.load(Ordering::Relaxed);
     if stop < 0 {
         return false;
     }
-    // SAFETY: `stop` is the mule's stop pipe, open for the mule's whole life.
+    if nix::unistd::getppid().as_raw() != MASTER_PID.load(Ordering::Relaxed) {
+        return true;
+    }
+    // SAFETY: `stop` is the mule's stop pipe, open until `mule_ends` sets STOP_FD to -1.
     let fd = unsafe { BorrowedFd::borrow_raw(stop) };
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Makes the stop pipe readable, so that a `farm_get_msg` blocked in this mule takes what
+/// was just kept for it (a Python signal handler may have replaced zerg's, which does this).
+fn wake_self() {
+    let wake = STOP_WAKE.load(Ordering::Relaxed);
+    if wake >= 0 {
+        // SAFETY: the write end is open for the mule's whole life (never closed, see mule.rs).
+        let fd = unsafe { BorrowedFd::borrow_raw(wake) };
+        let _ = nix::unistd::write(fd, b"s");
+    }
 }
 
 fn loopback() -> std::sync::MutexGuard<'static, VecDeque<Vec<u8>>> {
     LOOPBACK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// At a mule's exit: what it sent itself while stopping and never took is dropped.
-pub fn forget_loopback() {
+/// At a mule's exit: its stop pipe is no longer looked at, and what it sent itself while
+/// stopping and never took is dropped.
+pub fn mule_ends() {
+    STOP_FD.store(-1, Ordering::Relaxed);
     let left = std::mem::take(&mut *loopback());
     if !left.is_empty() {
         tracing::info!(
@@ -145,11 +166,6 @@ pub fn forget_loopback() {
 /// Queues one message without blocking; every failure is an exception the caller sees. A
 /// stopping mule's message goes to itself (see the module doc).
 fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
-    if MULE_ID.load(Ordering::Relaxed) != 0 && stop_requested() {
-        tracing::debug!(to = what, "a stopping mule's message kept for itself");
-        loopback().push_back(msg.to_vec());
-        return Ok(());
-    }
     if msg.len() > MAX_MESSAGE {
         return Err(PyValueError::new_err(format!(
             "message of {} bytes is larger than the {MAX_MESSAGE}-byte limit",
@@ -157,6 +173,16 @@ fn put(queue_name: &str, what: &str, msg: &[u8]) -> PyResult<()> {
         )));
     }
     let q = queue(queue_name).ok_or_else(|| PyValueError::new_err(format!("unknown {what}")))?;
+    if MULE_ID.load(Ordering::Relaxed) != 0
+        && stop_requested()
+        && mule_queues(true).is_ok_and(|mine| mine.iter().any(|m| std::ptr::eq(*m, q)))
+    {
+        // A queue this mule reads: the next generation's mule would read it too.
+        tracing::debug!(to = what, "a stopping mule's message kept for itself");
+        loopback().push_back(msg.to_vec());
+        wake_self();
+        return Ok(());
+    }
     match send(
         q.send.as_raw_fd(),
         msg,

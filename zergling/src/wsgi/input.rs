@@ -60,7 +60,7 @@ pub enum Source {
     /// Lent by the connection and not read yet (or taken back).
     Lent(Arc<LentBody>),
     /// A pump task is feeding chunks.
-    Streaming(mpsc::Receiver<io::Result<Bytes>>),
+    Streaming(mpsc::Receiver<io::Result<Bytes>>, Arc<LentBody>),
     /// Read whole before the call (see [`prefetch`]), as the chunks it came in.
     Buffered(VecDeque<Bytes>),
     /// End of body.
@@ -72,6 +72,11 @@ pub struct LentBody {
     held: Mutex<Held>,
     /// The client framed the body wrongly: the request is answered 400.
     malformed: AtomicBool,
+    /// The pump read the body to its end: a channel that closes after this is an end of
+    /// body, before it an aborted request (the connection died, or the body was taken back).
+    ended: AtomicBool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expects_continue: bool,
 }
 
 /// Where a lent body is.
@@ -101,6 +106,20 @@ impl LentBody {
         *held = Held::Pumping(runtime.spawn(pump(body, tx, self.clone())).abort_handle());
         Some(rx)
     }
+
+    /// Whether the pump read the body to its end (see [`LentBody::pump`]).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// The error a read gets when the body stops short of its end.
+    pub fn cut_short() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the request is over before the end of its body (the client went away, or the \
+             response was done)",
+        )
+    }
 }
 
 /// The connection's claim on a body it lent: dropped once the response is done, it takes the
@@ -117,6 +136,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         match std::mem::replace(&mut *self.0.held(), Held::Over) {
+            // A client that waits for 100 Continue sends no body now that the response is
+            // out: hyper closes the connection rather than read the next request as one.
+            Held::Unread { body, .. } if self.0.expects_continue => drop(body),
             Held::Unread { body, runtime } => drop(runtime.spawn(discard(body))),
             // A body read in part: the pump lets go of it.
             Held::Pumping(pump) => pump.abort(),
@@ -159,13 +181,16 @@ pub async fn prefetch(parts: &Parts, mut body: Incoming, max: u64) -> hyper::Res
         return Ok(Prefetched::Whole(Source::Done));
     }
     let small = body.size_hint().exact().is_some_and(|n| n <= max);
-    if !small || parts.headers.contains_key(http::header::EXPECT) {
+    let expects_continue = parts.headers.contains_key(http::header::EXPECT);
+    if !small || expects_continue {
         let lent = Arc::new(LentBody {
             held: Mutex::new(Held::Unread {
                 body,
                 runtime: Handle::current(),
             }),
             malformed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            expects_continue,
         });
         return Ok(Prefetched::Later(Source::Lent(lent.clone()), Lease(lent)));
     }
@@ -195,19 +220,20 @@ impl Source {
                     return Ok(next);
                 }
                 Source::Lent(lent) => match lent.pump() {
-                    Some(rx) => *self = Source::Streaming(rx),
-                    // Taken back: the request is over.
-                    None => return Ok(None),
+                    Some(rx) => *self = Source::Streaming(rx, lent),
+                    // Taken back before it was read.
+                    None => return Err(LentBody::cut_short()),
                 },
-                Source::Streaming(mut rx) => match rx.blocking_recv() {
+                Source::Streaming(mut rx, lent) => match rx.blocking_recv() {
                     Some(Ok(chunk)) => {
-                        *self = Source::Streaming(rx);
+                        *self = Source::Streaming(rx, lent);
                         if !chunk.is_empty() {
                             return Ok(Some(chunk));
                         }
                     }
                     Some(Err(e)) => return Err(e),
-                    None => return Ok(None),
+                    None if lent.ended() => return Ok(None),
+                    None => return Err(LentBody::cut_short()),
                 },
             }
         }
@@ -221,7 +247,10 @@ const COALESCE: usize = 64 * 1024;
 async fn pump(mut body: Incoming, tx: mpsc::Sender<io::Result<Bytes>>, lent: Arc<LentBody>) {
     loop {
         let chunk = std::future::poll_fn(|cx| poll_coalesced(Pin::new(&mut body), cx)).await;
-        let Some(chunk) = chunk else { return };
+        let Some(chunk) = chunk else {
+            lent.ended.store(true, Ordering::Release);
+            return;
+        };
         let failed = chunk.is_err();
         if chunk
             .as_ref()
