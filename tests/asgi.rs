@@ -640,6 +640,18 @@ fn a_fastapi_app_answers_json_streams_and_sees_its_lifespan() {
 }
 
 #[test]
+fn an_app_that_imports_nothing_runs_on_uvloop() {
+    // asyncio and threading are first imported by zerg: in the master's main thread, or
+    // uvloop would take a worker's loop thread for the main one.
+    let Some(venv) = venv() else { return };
+    let (server, _events) = start(
+        "asgi_no_lifespan.py",
+        &format!("virtualenv: {}\nloop: uvloop\n", venv.display()),
+    );
+    assert_eq!(server.get("/").text(), "served without lifespan");
+}
+
+#[test]
 fn a_starlette_app_answers_on_asyncio_or_uvloop() {
     let Some(venv) = venv() else { return };
     for event_loop in ["asyncio", "uvloop"] {

@@ -264,8 +264,8 @@ impl Cycle {
     }
 
     /// The app could not be called: 500.
-    pub fn fail(self: &Arc<Self>) {
-        self.side().give_up(self);
+    pub fn fail(self: &Arc<Self>, py: Python<'_>) {
+        self.side().give_up(py, self);
         self.task_ended();
     }
 
@@ -294,25 +294,25 @@ impl Cycle {
                 describe(py, err)
             );
         }
-        self.side().give_up(self);
+        self.side().give_up(py, self);
         self.task_ended();
     }
 
     /// The app's coroutine returned.
-    pub fn returned(self: &Arc<Self>, request: &Request) {
-        self.side().returned(self, request);
+    pub fn returned(self: &Arc<Self>, py: Python<'_>, request: &Request) {
+        self.side().returned(py, self, request);
         self.task_ended();
     }
 }
 
 impl Side {
-    fn returned(&mut self, cycle: &Arc<Cycle>, request: &Request) {
+    fn returned(&mut self, py: Python<'_>, cycle: &Arc<Cycle>, request: &Request) {
         let what = match self.response {
             Progress::Over => return,
             Progress::Waiting => "without sending a response",
             Progress::Started(_) => "without sending the response body",
             Progress::Streaming(_) if cycle.gone.load(Ordering::Acquire) => {
-                self.give_up(cycle);
+                self.give_up(py, cycle);
                 return;
             }
             Progress::Streaming(_) => "before the end of its streamed body",
@@ -323,7 +323,7 @@ impl Side {
             path = request.uri.path(),
             "the ASGI app returned {what}"
         );
-        self.give_up(cycle);
+        self.give_up(py, cycle);
     }
 }
 
@@ -436,7 +436,7 @@ impl Side {
         match std::mem::replace(&mut self.response, Progress::Over) {
             Progress::Started(head) if last => {
                 let reply = head.full_reply(chunk, self.head_request);
-                self.deliver(reply);
+                self.deliver(py, cycle, reply);
                 self.complete(py, cycle)?;
                 Ok(cycle.shared.done(py))
             }
@@ -444,7 +444,7 @@ impl Side {
                 let (tx, rx) = mpsc::channel(STREAM_DEPTH);
                 let owed = head.content_length;
                 let body = ResponseBody::Stream(Chunks::bounded(rx, owed));
-                self.deliver(head.into_reply(body));
+                self.deliver(py, cycle, head.into_reply(body));
                 self.response = Progress::Streaming(Stream {
                     tx,
                     owed,
@@ -564,9 +564,9 @@ impl Side {
         Ok(())
     }
 
-    fn deliver(&mut self, reply: Reply) {
-        if let Some(tx) = self.reply.take() {
-            let _ = tx.send(reply);
+    fn deliver(&mut self, py: Python<'_>, cycle: &Cycle, reply: Reply) {
+        if let Some(to) = self.reply.take() {
+            cycle.shared.deliver(py, to, reply);
         }
     }
 
@@ -581,10 +581,10 @@ impl Side {
     /// The app failed or returned early: a 500 if nothing went out, else the stream is cut
     /// (hyper closes the connection, so the client sees a response cut short, not one that
     /// looks complete).
-    fn give_up(&mut self, cycle: &Arc<Cycle>) {
+    fn give_up(&mut self, py: Python<'_>, cycle: &Arc<Cycle>) {
         match std::mem::replace(&mut self.response, Progress::Over) {
             Progress::Waiting | Progress::Started(_) => {
-                self.deliver(Reply::error(StatusCode::INTERNAL_SERVER_ERROR))
+                self.deliver(py, cycle, Reply::error(StatusCode::INTERNAL_SERVER_ERROR))
             }
             Progress::Streaming(stream) => {
                 let _ = stream
@@ -801,7 +801,7 @@ impl Send {
             .raised(py, &PyErr::from_value(exc.clone()), &self.request);
     }
 
-    fn returned(&self) {
-        self.cycle.returned(&self.request);
+    fn returned(&self, py: Python<'_>) {
+        self.cycle.returned(py, &self.request);
     }
 }

@@ -157,7 +157,7 @@ impl Drain {
                             "cannot call the ASGI app: {}",
                             describe(py, &err)
                         );
-                        cycle.fail();
+                        cycle.fail(py);
                     }
                 }
                 Event::Wake(cycle) => cycle.on_wake(py),

@@ -27,6 +27,7 @@ mod inbox;
 mod lifespan;
 mod scope;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
+use tokio::sync::{mpsc as mpsc_tokio, oneshot};
 use zerg::config::Config;
 
 use crate::python::App;
@@ -51,47 +53,133 @@ pub struct Shared {
     inbox: Inbox,
     worker_id: u32,
     /// Requests whose app task has not ended yet; the lifespan shutdown waits for none.
-    live: Mutex<usize>,
+    live: AtomicUsize,
+    /// Locked to wait for `live` to reach 0, and to say it did.
+    waiting: Mutex<()>,
     ended: Condvar,
+    /// Replies made on the loop, not handed over yet.
+    outbox: Mutex<Outbox>,
+    /// To the task on hyper's thread that hands replies to their connections.
+    replies: mpsc_tokio::UnboundedSender<Vec<Delivery>>,
     /// Made on the loop's thread once the loop exists.
     python: OnceLock<LoopObjects>,
 }
 
 struct LoopObjects {
     create_future: Py<PyAny>,
+    call_soon: Py<PyAny>,
     done: Py<PyAny>,
+    /// The callback that hands the outbox over.
+    flush: Py<PyAny>,
+}
+
+/// A reply and where it goes.
+type Delivery = (oneshot::Sender<Reply>, Reply);
+
+/// Replies made during a turn of the loop (see [`Shared::deliver`]).
+#[derive(Default)]
+struct Outbox {
+    pending: Vec<Delivery>,
+    /// A flush is scheduled on the loop.
+    scheduled: bool,
+}
+
+/// The loop callback that hands over the replies of a turn.
+#[pyclass(module = "zerg", frozen)]
+struct Flush {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl Flush {
+    fn __call__(&self) {
+        self.shared.flush();
+    }
 }
 
 impl Shared {
     /// A request's task is on its way.
     fn task_begins(&self) {
-        *self.live.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.live.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A request's task has ended.
     fn task_ended(&self) {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        *live = live.saturating_sub(1);
-        if *live == 0 {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock, so that a waiter between its check and its wait cannot miss it.
+            let _waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
             self.ended.notify_all();
         }
     }
 
-    /// Waits until no request's task is left, up to `deadline`.
+    /// Waits until no request's task is left, up to `deadline`; returns how many are.
     fn wait_for_tasks(&self, deadline: Instant) -> usize {
-        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         let wait = deadline.saturating_duration_since(Instant::now());
-        let (live, _) = self
+        let _ = self
             .ended
-            .wait_timeout_while(live, wait, |live| *live > 0)
+            .wait_timeout_while(waiting, wait, |_| self.live.load(Ordering::Acquire) > 0)
             .unwrap_or_else(PoisonError::into_inner);
-        *live
+        self.live.load(Ordering::Acquire)
     }
 
-    fn set_loop(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// On the loop: hands `reply` to its connection's task. Not at once: the replies made
+    /// during one turn of the loop go together, from a callback the first of them schedules
+    /// behind the callbacks already due (the other requests' task steps), as one batch to
+    /// one task on hyper's thread ([`hand_over`]), which gives each to its connection there.
+    /// hyper's thread is thus woken once per batch: tokio writes its eventfd for every task
+    /// woken from another thread, so a reply sent to its connection from here cost a
+    /// wake-up each (~0.9 per request, measured; see benches/RESULTS.md).
+    fn deliver(&self, py: Python<'_>, to: oneshot::Sender<Reply>, reply: Reply) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        outbox.pending.push((to, reply));
+        if outbox.scheduled {
+            return;
+        }
+        let scheduled = self
+            .objects()
+            .and_then(|o| o.call_soon.bind(py).call1((o.flush.bind(py),)));
+        match scheduled {
+            Ok(_) => outbox.scheduled = true,
+            Err(err) => {
+                tracing::error!("cannot schedule the replies' hand-over: {err}");
+                drop(outbox);
+                self.flush();
+            }
+        }
+    }
+
+    /// Hands every reply of the outbox over.
+    fn flush(&self) {
+        let pending = {
+            let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            outbox.scheduled = false;
+            std::mem::take(&mut outbox.pending)
+        };
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(mpsc_tokio::error::SendError(pending)) = self.replies.send(pending) {
+            // No runtime to hand them over (the worker is going): straight to each.
+            for (to, reply) in pending {
+                let _ = to.send(reply);
+            }
+        }
+    }
+
+    fn set_loop(self: &Arc<Self>, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
         let objects = LoopObjects {
             create_future: event_loop.getattr("create_future")?.unbind(),
+            call_soon: event_loop.getattr("call_soon")?.unbind(),
             done: Bound::new(py, awaitable::Done)?.into_any().unbind(),
+            flush: Bound::new(
+                py,
+                Flush {
+                    shared: self.clone(),
+                },
+            )?
+            .into_any()
+            .unbind(),
         };
         let _ = self.python.set(objects);
         Ok(())
@@ -134,6 +222,9 @@ pub enum StartError {
 /// A worker's ASGI app, on its loop.
 pub struct Bridge {
     shared: Arc<Shared>,
+    /// The replies' way to their connections, until [`hand_over`] takes it on hyper's
+    /// thread (at the first request: the runtime does not exist yet when the bridge starts).
+    deliveries: Mutex<Option<mpsc_tokio::UnboundedReceiver<Vec<Delivery>>>>,
     post_buffering: u64,
     /// The lifespan's reports after its startup (its shutdown's).
     reports: Mutex<mpsc::Receiver<Report>>,
@@ -145,11 +236,15 @@ impl Bridge {
     /// Starts the loop's thread and the app's lifespan, and waits for its startup (the
     /// ready-timeout of the pool bounds how long).
     pub fn start(app: &App, config: &Config, worker_id: u32) -> Result<Bridge, StartError> {
+        let (replies, deliveries) = mpsc_tokio::unbounded_channel();
         let shared = Arc::new(Shared {
             inbox: Inbox::new()?,
             worker_id,
-            live: Mutex::new(0),
+            live: AtomicUsize::new(0),
+            waiting: Mutex::new(()),
             ended: Condvar::new(),
+            outbox: Mutex::new(Outbox::default()),
+            replies,
             python: OnceLock::new(),
         });
         let (tx, reports) = mpsc::channel();
@@ -181,6 +276,7 @@ impl Bridge {
         };
         Ok(Bridge {
             shared,
+            deliveries: Mutex::new(Some(deliveries)),
             post_buffering: config.post_buffering,
             reports: Mutex::new(reports),
             lifespan: took_part,
@@ -196,6 +292,14 @@ impl Bridge {
         conn: Arc<ConnEnv>,
         body: Incoming,
     ) -> (Reply, Option<Lease>, Option<Watch>) {
+        if let Some(deliveries) = self
+            .deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            tokio::spawn(hand_over(deliveries));
+        }
         let (body, lease) = if http_body::Body::is_end_stream(&body) {
             (RequestBody::Empty, None)
         } else {
@@ -259,6 +363,16 @@ impl Bridge {
                 seconds = within.as_secs_f32(),
                 "lifespan shutdown did not finish in time"
             ),
+        }
+    }
+}
+
+/// On hyper's thread: gives each reply of each batch from the loop to its connection (a wake
+/// of a task on its own thread: no system call).
+async fn hand_over(mut deliveries: mpsc_tokio::UnboundedReceiver<Vec<Delivery>>) {
+    while let Some(batch) = deliveries.recv().await {
+        for (to, reply) in batch {
+            let _ = to.send(reply);
         }
     }
 }

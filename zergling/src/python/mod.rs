@@ -64,17 +64,40 @@ fn import_app(py: Python<'_>, config: &Config) -> PyResult<App> {
             "the {interface} app is not callable"
         )));
     }
-    if config.interface == Interface::Asgi && config.event_loop == EventLoop::Uvloop {
-        // Imported here, once, so that a missing uvloop fails the generation with one line,
-        // not each worker; its loops are made in the workers, after the fork.
-        py.import("uvloop").map_err(|e| {
-            pyo3::exceptions::PyImportError::new_err(format!(
-                "`loop: uvloop`, but uvloop cannot be imported ({e}): pip install uvloop, \
-                 or use `loop: auto`"
-            ))
-        })?;
+    if config.interface == Interface::Asgi {
+        import_event_loop(py, config.event_loop)?;
     }
     Ok(App { callable })
+}
+
+/// Imports what an ASGI worker's loop needs, here in the master's main thread, before any
+/// fork: workers share it, and `threading` learns which thread is the main one. Were it first
+/// imported on a worker's loop thread, `threading.main_thread()` would be that thread, and
+/// uvloop would take it for the main one and fail to set up signals there. A missing uvloop
+/// with `loop: uvloop` fails the generation with one line, not each worker. The loops
+/// themselves are made in the workers, after the fork.
+fn import_event_loop(py: Python<'_>, event_loop: EventLoop) -> PyResult<()> {
+    py.import("threading")?;
+    py.import("asyncio")?;
+    match event_loop {
+        EventLoop::Asyncio => {}
+        EventLoop::Auto => {
+            if let Err(e) = py.import("uvloop") {
+                if !e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
+                    return Err(e);
+                }
+            }
+        }
+        EventLoop::Uvloop => {
+            py.import("uvloop").map_err(|e| {
+                pyo3::exceptions::PyImportError::new_err(format!(
+                    "`loop: uvloop`, but uvloop cannot be imported ({e}): pip install uvloop, \
+                     or use `loop: auto`"
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn absolute(p: &str) -> String {
