@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn, SockaddrIn6, UnixAddr,
 };
+use nix::sys::stat::{umask, Mode};
 use zerg::config::{ListenAddr, Protocol};
 use zerg::control::ListenerInfo;
 
@@ -103,13 +104,14 @@ pub fn bind_one(addr: &ListenAddr, backlog: u32, mode: u32) -> Result<OwnedFd, B
             let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None)
                 .map_err(bind_err(addr))?;
             let ua = UnixAddr::new(path.as_path()).map_err(bind_err(addr))?;
-            bind(fd.as_raw_fd(), &ua).map_err(bind_err(addr))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
-                |source| BindError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                },
-            )?;
+            // The node is made with `mode` by bind itself, under a umask that leaves just that:
+            // a chmod by path afterwards could be sent through a symlink swapped in meanwhile
+            // (the pool may be root here). The pool has no other thread to see the umask.
+            let mask = Mode::from_bits_truncate(!mode & 0o777);
+            let before = umask(mask);
+            let bound = bind(fd.as_raw_fd(), &ua);
+            umask(before);
+            bound.map_err(bind_err(addr))?;
             listen(&fd, backlog).map_err(bind_err(addr))?;
             Ok(fd)
         }

@@ -139,11 +139,13 @@ impl Startup {
 }
 
 /// Points stdout and stderr at `path`, appending (uWSGI's `logto`: mode 0640 before umask).
+/// A symlink is not followed: the pool may be root here, and the directory the app's user's.
 fn log_to(path: &Path) -> anyhow::Result<()> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot open logto {}", path.display()))?;
     nix::unistd::dup2_stdout(&file)
@@ -164,8 +166,21 @@ impl PidFile {
         let path =
             std::path::absolute(path).with_context(|| format!("pidfile {}", path.display()))?;
         let pid = std::process::id();
-        std::fs::File::create(&path)
-            .and_then(|mut f| writeln!(f, "{pid}"))
+        // Neither through a symlink nor into anything but a plain file, and truncated only once
+        // it is known to be one: the pool may be root here, and the directory the app's user's.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| {
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                f.set_len(0)?;
+                writeln!(f, "{pid}")
+            })
             .with_context(|| format!("cannot write pidfile {}", path.display()))?;
         Ok(PidFile { path, pid })
     }
@@ -189,5 +204,40 @@ impl Drop for PidFile {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory of this test's own under the system temp dir.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("zerg-startup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_pidfile_and_the_log_are_never_written_through_a_symlink() {
+        let dir = scratch("symlink");
+        let target = dir.join("precious");
+        std::fs::write(&target, "keep me\n").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(PidFile::write(&link).is_err());
+        assert!(log_to(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+        let plain = dir.join("zerg.pid");
+        std::fs::write(&plain, "a much longer old content\n").unwrap();
+        let pidfile = PidFile::write(&plain).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&plain).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(pidfile);
+        assert!(!plain.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
