@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::load::{keep_alive, Load};
 use common::{apps_dir, wait_for, Client, Server};
 use serde_json::Value;
 
@@ -354,111 +352,18 @@ fn a_failed_lifespan_startup_rolls_the_reload_back_with_the_apps_message() {
     assert_eq!(server.get("/version").status, 200);
 }
 
-/// One GET on the connection (opening one if needed): (status, server closes, body).
-fn request(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: SocketAddr,
-    path: &str,
-) -> std::io::Result<(u16, bool, String)> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().unwrap();
-    write!(c.get_mut(), "GET {path} HTTP/1.1\r\nHost: load\r\n\r\n")?;
-    let mut line = String::new();
-    if c.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::other("closed before the response"));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (mut len, mut close) = (0, false);
-    loop {
-        let mut line = String::new();
-        c.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        close |= lower.starts_with("connection:") && lower.contains("close");
-    }
-    let mut body = vec![0; len];
-    c.read_exact(&mut body)?;
-    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Keeps `conns` keep-alive connections asking `path` until stopped; every error is a
+/// Keeps `conns` keep-alive connections asking `/version` until finished; every error is a
 /// failure (no retries). Each answer is kept with when it was asked.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(Instant, String)>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, conns: usize, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..conns)
-            .map(|_| {
-                let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let started = Instant::now();
-                    let mut conn = None;
-                    while !stop.load(Ordering::Relaxed)
-                        && started.elapsed() < Duration::from_secs(180)
-                    {
-                        let asked = Instant::now();
-                        match request(&mut conn, addr, path) {
-                            Ok((200, close, body)) => {
-                                answers.lock().unwrap().push((asked, body));
-                                if close {
-                                    conn = None;
-                                }
-                            }
-                            Ok((status, _, body)) => {
-                                failures.lock().unwrap().push(format!("{status}: {body}"));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                failures.lock().unwrap().push(e.to_string());
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            answers,
-            failures,
-            threads,
+fn load(addr: SocketAddr, conns: usize) -> Load<(Instant, String)> {
+    Load::start(conns, move |conn: &mut Option<Client>| {
+        let asked = Instant::now();
+        let raw = "GET /version HTTP/1.1\r\nHost: load\r\n\r\n";
+        let r = keep_alive(conn, || Client::try_connect(addr), raw)?;
+        if r.status != 200 {
+            return Err(format!("status {}: {}", r.status, r.text()));
         }
-    }
-
-    fn answered(&self) -> usize {
-        self.answers.lock().unwrap().len()
-    }
-
-    fn finish(self) -> (Vec<(Instant, String)>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (answers, failures)
-    }
+        Ok((asked, r.text()))
+    })
 }
 
 /// A server running the conformance app from a copy in its temp dir, whose `version` file
@@ -475,7 +380,7 @@ fn set_version(server: &Server, version: &str) {
 #[test]
 fn reloads_under_load_fail_no_request_of_an_asgi_app() {
     let server = start_versioned("processes: 2\n");
-    let load = Load::start(server.http, 16, "/version");
+    let load = load(server.http, 16);
     wait_for("load to flow", || (load.answered() > 100).then_some(()));
     let mut reloaded = Vec::new();
     for i in 0..20 {
@@ -489,10 +394,7 @@ fn reloads_under_load_fail_no_request_of_an_asgi_app() {
             String::from_utf8_lossy(&out.stderr)
         );
         reloaded.push((asked, Instant::now(), version));
-        let seen = load.answered();
-        wait_for("traffic after the reload", || {
-            (load.answered() > seen + 50).then_some(())
-        });
+        load.wait_for_more("traffic after the reload", 50);
     }
     let (answers, failures) = load.finish();
     assert!(
@@ -522,7 +424,7 @@ fn a_broken_asgi_release_is_rolled_back() {
     set_version(&server, "good");
     assert!(server.zergctl(&["reload"]).status.success());
     server.write_app("import no_such_module_in_this_release\n");
-    let load = Load::start(server.http, 4, "/version");
+    let load = load(server.http, 4);
     let out = server.zergctl(&["reload"]);
     let (answers, failures) = load.finish();
     let stderr = String::from_utf8_lossy(&out.stderr);
