@@ -542,6 +542,24 @@ fn a_fastapi_app_answers_json_streams_and_sees_its_lifespan() {
 }
 
 #[test]
+fn the_fastapi_example_answers() {
+    let Some(venv) = venv() else { return };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fastapi/app.py");
+    let server = Server::start(
+        example.to_str().unwrap(),
+        &format!(
+            "interface: asgi\ncallable: app\nvirtualenv: {}\n",
+            venv.display()
+        ),
+    );
+    assert_eq!(
+        server.get("/items/5?q=x").text(),
+        r#"{"item_id":5,"q":"x"}"#
+    );
+    assert!(server.get("/whoami").text().contains("worker_pid"));
+}
+
+#[test]
 fn an_app_that_imports_nothing_runs_on_uvloop() {
     // asyncio and threading are first imported by zerg: in the master's main thread, or
     // uvloop would take a worker's loop thread for the main one.
