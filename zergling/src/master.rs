@@ -78,11 +78,18 @@ impl PoolLink {
     }
 }
 
-/// How the master is stopping, once it is.
+/// Where this generation is in its life. It only moves forward (starting, serving,
+/// stopping), in [`Master::enter`], which logs each move once.
 #[derive(Clone, Copy)]
-enum Stopping {
-    Graceful { deadline: Instant },
-    Immediate,
+enum Phase {
+    /// Workers are starting; the pool has not been told READY.
+    Starting,
+    /// READY was sent: the generation serves.
+    Serving,
+    /// Draining: the workers finish what they hold by `deadline`, then are killed.
+    Stopping { deadline: Instant },
+    /// Killing every process; the master exits once they are reaped.
+    Killing,
 }
 
 struct Master {
@@ -97,8 +104,7 @@ struct Master {
     /// The app, imported here once; `None` under `lazy-apps`, where each worker imports it.
     app: Option<python::App>,
     slots: Vec<Slot>,
-    reported_ready: bool,
-    stopping: Option<Stopping>,
+    phase: Phase,
     /// The health check that gates READY, if configured.
     health: Option<health::Check>,
     chain: Option<Chain>,
@@ -258,8 +264,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         certs,
         app,
         slots,
-        reported_ready: false,
-        stopping: None,
+        phase: Phase::Starting,
         health,
         chain: None,
     };
@@ -270,7 +275,7 @@ impl Master {
     fn run(&mut self) -> anyhow::Result<i32> {
         loop {
             self.spawn_due();
-            if self.stopping.is_some()
+            if self.stopping()
                 && self
                     .slots
                     .iter()
@@ -342,8 +347,8 @@ impl Master {
 
     fn next_deadline(&self) -> Option<Instant> {
         let respawn = self.slots.iter().filter_map(|s| s.respawn_at).min();
-        let stop = match self.stopping {
-            Some(Stopping::Graceful { deadline }) => Some(deadline),
+        let stop = match self.phase {
+            Phase::Stopping { deadline } => Some(deadline),
             _ => None,
         };
         respawn.into_iter().chain(stop).min()
@@ -442,15 +447,13 @@ impl Master {
         }
 
         // Either way the pipe has served its purpose: death is seen through SIGCHLD.
-        if self.stopping.is_none()
-            && !self.reported_ready
+        if matches!(self.phase, Phase::Starting)
             && self
                 .slots
                 .iter()
                 .filter(|s| s.kind == ProcessKind::Worker)
                 .all(|s| s.ready)
         {
-            self.reported_ready = true;
             if let Some(check) = &self.health {
                 if let Err(reason) = check.run() {
                     tracing::error!(%reason, "health check failed; this generation will not serve");
@@ -460,10 +463,7 @@ impl Master {
                 }
                 tracing::info!(path = %check.path, "health check passed against this generation's own workers");
             }
-            tracing::info!(
-                workers = self.slots.len(),
-                "every worker accepts: generation ready"
-            );
+            self.enter(Phase::Serving, "every worker accepts: generation ready");
             self.send(Message::Ready);
         }
     }
@@ -474,8 +474,7 @@ impl Master {
     fn worker_failed(&mut self, i: usize, reason: String) {
         let id = self.slots[i].id;
         tracing::error!(worker = id, "worker cannot serve: {reason}");
-        if self.stopping.is_none() && !self.reported_ready {
-            self.reported_ready = true;
+        if matches!(self.phase, Phase::Starting) {
             self.send(Message::Failed {
                 reason: format!("worker {id}: {reason}"),
             });
@@ -486,6 +485,7 @@ impl Master {
     /// Collects every exited child and schedules respawns.
     fn reap(&mut self) {
         let mut reaped = false;
+        let stopping = self.stopping();
         loop {
             let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -516,7 +516,7 @@ impl Master {
             slot.stop_pipe = None;
             let (kind, id) = (slot.kind, slot.id);
             let how = describe_exit(&status);
-            if self.stopping.is_some() {
+            if stopping {
                 tracing::info!(kind = %kind, id, pid = pid.as_raw(), how, "{kind} exited");
                 continue;
             }
@@ -550,7 +550,7 @@ impl Master {
 
     /// Forks every worker whose respawn time has come.
     fn spawn_due(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping() {
             return;
         }
         let now = Instant::now();
@@ -623,7 +623,7 @@ impl Master {
     /// A chain reload: each worker in turn is replaced by a fresh fork; the old one is stopped
     /// only once the new one accepts, so no moment has fewer accepting workers than `processes`.
     fn begin_chain(&mut self) {
-        if self.stopping.is_some() || self.chain.is_some() {
+        if self.stopping() || self.chain.is_some() {
             let message =
                 "refused: this generation is stopping or already chain-reloading".to_owned();
             self.send(Message::ChainReloaded(ReloadOutcome {
@@ -699,10 +699,11 @@ impl Master {
     /// The pool hands over mule positions: their mules may start now.
     fn grant_mules(&mut self, ids: &[u32]) {
         tracing::info!(mules = ?ids, "mule positions granted by the pool");
+        let stopping = self.stopping();
         for slot in &mut self.slots {
             if slot.kind == ProcessKind::Mule && ids.contains(&slot.id) && !slot.granted {
                 slot.granted = true;
-                if self.stopping.is_none() {
+                if !stopping {
                     slot.respawn_at = Some(Instant::now());
                 }
             }
@@ -710,19 +711,33 @@ impl Master {
         self.report_processes();
     }
 
+    /// The one place the phase changes: each move is logged once, with why.
+    fn enter(&mut self, next: Phase, why: &str) {
+        match next {
+            Phase::Starting => {}
+            Phase::Serving => tracing::info!(workers = self.config.processes, "{why}"),
+            Phase::Stopping { deadline } => tracing::info!(
+                reason = why,
+                mercy_secs = deadline.saturating_duration_since(Instant::now()).as_secs(),
+                "stopping workers gracefully"
+            ),
+            Phase::Killing => tracing::warn!(reason = why, "killing workers"),
+        }
+        self.phase = next;
+    }
+
+    /// Whether this generation is on its way out (draining or killing).
+    fn stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. } | Phase::Killing)
+    }
+
     /// Stop accepting everywhere; workers finish in-flight requests within `mercy`.
     fn begin_stop(&mut self, mercy: Duration, why: &str) {
-        if self.stopping.is_some() {
+        if self.stopping() {
             return;
         }
-        tracing::info!(
-            reason = why,
-            mercy_secs = mercy.as_secs(),
-            "stopping workers gracefully"
-        );
-        self.stopping = Some(Stopping::Graceful {
-            deadline: Instant::now() + mercy,
-        });
+        let deadline = Instant::now() + mercy;
+        self.enter(Phase::Stopping { deadline }, why);
         for slot in &mut self.slots {
             slot.respawn_at = None;
         }
@@ -731,13 +746,12 @@ impl Master {
     }
 
     fn stop_now(&mut self, why: &str) {
-        tracing::warn!(reason = why, "killing workers");
-        self.stopping = Some(Stopping::Immediate);
+        self.enter(Phase::Killing, why);
         self.signal_workers(Signal::SIGKILL);
     }
 
     fn check_deadline(&mut self) {
-        if let Some(Stopping::Graceful { deadline }) = self.stopping {
+        if let Phase::Stopping { deadline } = self.phase {
             if Instant::now() >= deadline {
                 self.stop_now("mercy expired");
             }
@@ -787,7 +801,7 @@ impl Master {
             })
             .collect();
         // While stopping, a mule position is given back once its mule has exited.
-        let stopping = self.stopping.is_some();
+        let stopping = self.stopping();
         let mules_held = self
             .slots
             .iter()
