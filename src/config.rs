@@ -214,8 +214,12 @@ pub struct Config {
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: u64,
 
-    /// A path that must answer 2xx before a generation counts as ready. The request goes to the
-    /// new generation's own workers over a private socket, never to an older generation.
+    /// A path that must answer 2xx from each new worker before its generation counts as
+    /// ready. Each worker is asked on a private socket of its own as soon as it accepts, so
+    /// neither an older generation nor a sibling can answer for it. An error status fails the
+    /// generation at once; no answer fails it at `ready-timeout`, naming the workers that did
+    /// not answer. Without it, a generation is ready once every worker accepts (its app
+    /// imported and, for ASGI, its lifespan started): zerg sends no request of its own.
     #[serde(default)]
     pub health_check: Option<String>,
 

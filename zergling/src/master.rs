@@ -26,6 +26,8 @@ use crate::{health, locks, mule, process, python, uwsgi_api, worker};
 /// A worker that dies sooner than this after its start counts as a crash-loop step.
 const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
+/// How long before the pool's `ready-timeout` a starting generation fails itself.
+const READY_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the zergling was started with.
 pub struct Options {
@@ -53,6 +55,12 @@ struct Slot {
     granted: bool,
     /// A mule's: the write end of its stop pipe (see `mule`).
     stop_pipe: Option<OwnedFd>,
+    /// A web worker's private listener for the health check (see `health`), when one is set.
+    private: Option<health::PrivateListener>,
+    /// The health check in flight against this slot's process.
+    probe: Option<health::Probe>,
+    /// This slot's process answered the health check (or there is none to answer).
+    answered: bool,
 }
 
 /// A chain reload in progress: the slots before `next` have been replaced.
@@ -82,8 +90,10 @@ impl PoolLink {
 /// stopping), in [`Master::enter`], which logs each move once.
 #[derive(Clone, Copy)]
 enum Phase {
-    /// Workers are starting; the pool has not been told READY.
-    Starting,
+    /// Workers are starting and being checked; the pool has not been told READY. Past
+    /// `deadline` (just within the pool's `ready-timeout`) the generation fails itself, saying
+    /// which worker it still waits for.
+    Starting { deadline: Instant },
     /// READY was sent: the generation serves.
     Serving,
     /// Draining: the workers finish what they hold by `deadline`, then are killed.
@@ -105,8 +115,8 @@ struct Master {
     app: Option<python::App>,
     slots: Vec<Slot>,
     phase: Phase,
-    /// The health check that gates READY, if configured.
-    health: Option<health::Check>,
+    /// The path whose 2xx answer from each worker gates READY, if configured.
+    health: Option<String>,
     chain: Option<Chain>,
     /// Open connections per web worker, shared with them (see `scoreboard`).
     scoreboard: Scoreboard,
@@ -114,6 +124,8 @@ struct Master {
 
 /// Runs a zergling to the end; returns its exit code.
 pub fn run(opts: Options) -> anyhow::Result<i32> {
+    // The pool's ready-timeout runs from about now (it started this process).
+    let born = Instant::now();
     let config = Config::load(&opts.config)?;
     if let Some(run_as) = zerg::privileges::RunAs::from_config(&config) {
         // A zergling the pool started is this user already (the pool dropped root before it
@@ -175,24 +187,6 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         listeners = %manifest.iter().map(|l| format!("{}={}", l.name, l.addr)).collect::<Vec<_>>().join(" "),
         "received listeners; importing the app"
     );
-    let mut listeners = listeners;
-    let mut manifest = manifest;
-    let health = match &config.health_check {
-        Some(path) => {
-            let (name, fd) = health::private_listener()?;
-            manifest.push(ListenerInfo {
-                name: "health".into(),
-                addr: zerg::config::ListenAddr::Unix(PathBuf::from(format!("@{name}"))),
-                protocol: zerg::config::Protocol::Http,
-            });
-            listeners.push(fd);
-            Some(health::Check {
-                socket: name,
-                path: path.clone(),
-            })
-        }
-        None => None,
-    };
     // Read by each generation as it starts, never by the pool: a renewed certificate is served
     // from the next reload on, and one that cannot be used fails this generation, not the
     // serving one (see worker::tls).
@@ -237,22 +231,36 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     let mules = (1..=config.mule.0.len() as u32).map(|id| (ProcessKind::Mule, id));
     let slots = workers
         .chain(mules)
-        .map(|(kind, id)| Slot {
-            kind,
-            id,
-            pid: None,
-            started: Instant::now(),
-            ready_pipe: None,
-            ready: false,
-            crashes: 0,
-            // Mules wait for the pool's grant.
-            respawn_at: (kind == ProcessKind::Worker).then(Instant::now),
-            retiring: None,
-            granted: kind == ProcessKind::Worker,
-            stop_pipe: None,
+        .map(|(kind, id)| {
+            let private = match (kind, &config.health_check) {
+                (ProcessKind::Worker, Some(_)) => Some(
+                    health::private_listener(id)
+                        .context("cannot bind a private listener for the health check")?,
+                ),
+                _ => None,
+            };
+            Ok(Slot {
+                kind,
+                id,
+                pid: None,
+                started: Instant::now(),
+                ready_pipe: None,
+                ready: false,
+                crashes: 0,
+                // Mules wait for the pool's grant.
+                respawn_at: (kind == ProcessKind::Worker).then(Instant::now),
+                retiring: None,
+                granted: kind == ProcessKind::Worker,
+                stop_pipe: None,
+                answered: private.is_none(),
+                private,
+                probe: None,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<Slot>>>()?;
     let scoreboard = Scoreboard::new(config.processes as usize)?;
+    let deadline = ready_deadline(born, config.ready_timeout());
+    let health = config.health_check.clone();
     let mut master = Master {
         scoreboard,
         config,
@@ -264,7 +272,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         certs,
         app,
         slots,
-        phase: Phase::Starting,
+        phase: Phase::Starting { deadline },
         health,
         chain: None,
     };
@@ -293,7 +301,8 @@ impl Master {
         }
     }
 
-    /// Sleeps in poll(2) until a signal, a pool message, a worker's readiness or a timer.
+    /// Sleeps in poll(2) until a signal, a pool message, a worker's readiness or health
+    /// answer, or a timer.
     fn wait_for_events(&mut self) -> anyhow::Result<()> {
         let timeout = self
             .next_deadline()
@@ -303,7 +312,7 @@ impl Master {
                     .unwrap_or(PollTimeout::MAX)
             })
             .unwrap_or(PollTimeout::NONE);
-        let (control_ready, ready_fds) = {
+        let (control_ready, ready_fds, answers) = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
             // A lost pool is not polled: its socket is closed.
             let pool_at = self.pool.conn().map(|conn| {
@@ -321,6 +330,14 @@ impl Master {
                     .expect("filtered on is_some");
                 fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
             }
+            let first_probe = fds.len();
+            let probed: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].probe.is_some())
+                .collect();
+            for &i in &probed {
+                let probe = self.slots[i].probe.as_ref().expect("filtered on is_some");
+                fds.push(PollFd::new(probe.fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return Ok(()),
@@ -330,14 +347,23 @@ impl Master {
             let control_ready = pool_at.is_some_and(|i| has(&fds[i]));
             let ready_fds: Vec<usize> = watched
                 .iter()
-                .zip(&fds[first_pipe..])
+                .zip(&fds[first_pipe..first_probe])
                 .filter(|(_, fd)| has(fd))
                 .map(|(&i, _)| i)
                 .collect();
-            (control_ready, ready_fds)
+            let answers: Vec<usize> = probed
+                .iter()
+                .zip(&fds[first_probe..])
+                .filter(|(_, fd)| has(fd))
+                .map(|(&i, _)| i)
+                .collect();
+            (control_ready, ready_fds, answers)
         };
         for i in ready_fds {
             self.on_worker_pipe(i);
+        }
+        for i in answers {
+            self.on_health_answer(i);
         }
         if control_ready {
             self.on_pool_readable();
@@ -348,7 +374,7 @@ impl Master {
     fn next_deadline(&self) -> Option<Instant> {
         let respawn = self.slots.iter().filter_map(|s| s.respawn_at).min();
         let stop = match self.phase {
-            Phase::Stopping { deadline } => Some(deadline),
+            Phase::Starting { deadline } | Phase::Stopping { deadline } => Some(deadline),
             _ => None,
         };
         respawn.into_iter().chain(stop).min()
@@ -444,28 +470,114 @@ impl Master {
             if self.chain.as_ref().is_some_and(|c| c.next == i) {
                 self.chain_advance(i);
             }
-        }
-
-        // Either way the pipe has served its purpose: death is seen through SIGCHLD.
-        if matches!(self.phase, Phase::Starting)
-            && self
-                .slots
-                .iter()
-                .filter(|s| s.kind == ProcessKind::Worker)
-                .all(|s| s.ready)
-        {
-            if let Some(check) = &self.health {
-                if let Err(reason) = check.run() {
-                    tracing::error!(%reason, "health check failed; this generation will not serve");
-                    self.send(Message::Failed { reason });
-                    self.begin_stop(Duration::ZERO, "health check failed");
-                    return;
-                }
-                tracing::info!(path = %check.path, "health check passed against this generation's own workers");
+            if matches!(self.phase, Phase::Starting { .. }) {
+                self.check_health(i);
             }
-            self.enter(Phase::Serving, "every worker accepts: generation ready");
+        }
+        // Either way the pipe has served its purpose: death is seen through SIGCHLD.
+        self.ready_if_proven();
+    }
+
+    /// Worker `i` of a starting generation accepts: the health check, if one is set, goes to
+    /// it alone, on its private listener.
+    fn check_health(&mut self, i: usize) {
+        let (Some(path), Some(private)) = (&self.health, &self.slots[i].private) else {
+            return;
+        };
+        match health::Probe::start(&private.name, path) {
+            Ok(probe) => self.slots[i].probe = Some(probe),
+            Err(reason) => {
+                let id = self.slots[i].id;
+                self.fail_starting(format!("worker {id}: {reason}"), "health check failed");
+            }
+        }
+    }
+
+    /// The health check of worker `i` has something to read.
+    fn on_health_answer(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(probe) = &mut slot.probe else {
+            return;
+        };
+        let (id, pid) = (slot.id, slot.pid.map(|p| p.as_raw()));
+        match probe.advance() {
+            health::Verdict::Waiting => {}
+            health::Verdict::Passed => {
+                tracing::info!(
+                    worker = id,
+                    pid,
+                    ms = probe.sent.elapsed().as_millis() as u64,
+                    "{} passed against this worker",
+                    probe.what()
+                );
+                slot.probe = None;
+                slot.answered = true;
+                self.ready_if_proven();
+            }
+            health::Verdict::Failed(reason) => {
+                slot.probe = None;
+                self.fail_starting(format!("worker {id}: {reason}"), "health check failed");
+            }
+        }
+    }
+
+    /// A starting generation is ready once every web worker accepts and has answered the
+    /// health check (if one is set).
+    fn ready_if_proven(&mut self) {
+        let proven = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Worker)
+            .all(|s| s.ready && s.answered);
+        if matches!(self.phase, Phase::Starting { .. }) && proven {
+            let why = match &self.health {
+                Some(_) => "every worker accepts and answered the health check: generation ready",
+                None => "every worker accepts: generation ready",
+            };
+            self.enter(Phase::Serving, why);
             self.send(Message::Ready);
         }
+    }
+
+    /// Fails a generation that is not ready yet: the pool rolls the reload back (and
+    /// `zergctl reload` prints `reason`); this generation stops at once.
+    fn fail_starting(&mut self, reason: String, why: &str) {
+        if !matches!(self.phase, Phase::Starting { .. }) {
+            return;
+        }
+        tracing::error!(%reason, "this generation will not serve");
+        self.send(Message::Failed { reason });
+        self.begin_stop(Duration::ZERO, why);
+    }
+
+    /// What a starting generation still waits for, worker by worker.
+    fn waiting_for(&self) -> String {
+        let lazy = self.config.lazy_apps;
+        self.slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Worker && !(s.ready && s.answered))
+            .map(|s| {
+                let id = s.id;
+                match (s.pid, &s.probe) {
+                    (None, _) => format!("worker {id} is not running (it died; see the log)"),
+                    (Some(pid), Some(probe)) => format!(
+                        "worker {id} (pid {pid}) accepts, but its app did not answer {} \
+                         (sent {:.1}s ago)",
+                        probe.what(),
+                        probe.sent.elapsed().as_secs_f64()
+                    ),
+                    (Some(pid), None) if lazy => format!(
+                        "worker {id} (pid {pid}) does not accept yet (still importing the app, \
+                         lazy-apps, or in its ASGI lifespan startup)"
+                    ),
+                    (Some(pid), None) => format!(
+                        "worker {id} (pid {pid}) does not accept yet (in its ASGI lifespan \
+                         startup, or starting)"
+                    ),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Worker `i` says it cannot serve, and exits. Before the generation is ready, that
@@ -474,12 +586,7 @@ impl Master {
     fn worker_failed(&mut self, i: usize, reason: String) {
         let id = self.slots[i].id;
         tracing::error!(worker = id, "worker cannot serve: {reason}");
-        if matches!(self.phase, Phase::Starting) {
-            self.send(Message::Failed {
-                reason: format!("worker {id}: {reason}"),
-            });
-            self.begin_stop(Duration::ZERO, "a worker cannot serve");
-        }
+        self.fail_starting(format!("worker {id}: {reason}"), "a worker cannot serve");
     }
 
     /// Collects every exited child and schedules respawns.
@@ -514,6 +621,8 @@ impl Master {
             slot.ready = false;
             slot.ready_pipe = None;
             slot.stop_pipe = None;
+            slot.probe = None;
+            slot.answered = slot.private.is_none();
             let (kind, id) = (slot.kind, slot.id);
             let how = describe_exit(&status);
             if stopping {
@@ -584,6 +693,21 @@ impl Master {
                 .flat_map(|s| s.ready_pipe.iter().chain(&s.stop_pipe))
                 .map(|p| p.as_raw_fd()),
         );
+        // Each private health listener is its own worker's only.
+        close.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .filter_map(|(_, s)| s.private.as_ref())
+                .map(|p| p.fd.as_raw_fd()),
+        );
+        close.extend(
+            self.slots
+                .iter()
+                .filter_map(|s| s.probe.as_ref())
+                .map(|p| p.fd().as_raw_fd()),
+        );
         let spec = worker::Spec {
             id: self.slots[i].id,
             generation: self.generation,
@@ -592,6 +716,7 @@ impl Master {
             manifest: &self.manifest,
             certs: &self.certs,
             app: self.app.as_ref(),
+            private: self.slots[i].private.as_ref(),
             ready: ready_write,
             scoreboard: self.scoreboard,
         };
@@ -714,7 +839,7 @@ impl Master {
     /// The one place the phase changes: each move is logged once, with why.
     fn enter(&mut self, next: Phase, why: &str) {
         match next {
-            Phase::Starting => {}
+            Phase::Starting { .. } => {}
             Phase::Serving => tracing::info!(workers = self.config.processes, "{why}"),
             Phase::Stopping { deadline } => tracing::info!(
                 reason = why,
@@ -751,10 +876,19 @@ impl Master {
     }
 
     fn check_deadline(&mut self) {
-        if let Phase::Stopping { deadline } = self.phase {
-            if Instant::now() >= deadline {
-                self.stop_now("mercy expired");
+        match self.phase {
+            Phase::Starting { deadline } if Instant::now() >= deadline => {
+                let reason = format!(
+                    "not ready within ready-timeout ({}s): {}",
+                    self.config.ready_timeout,
+                    self.waiting_for()
+                );
+                self.fail_starting(reason, "ready-timeout");
             }
+            Phase::Stopping { deadline } if Instant::now() >= deadline => {
+                self.stop_now("mercy expired")
+            }
+            _ => {}
         }
     }
 
@@ -838,6 +972,12 @@ fn warn_of_threads() {
              each worker"
         );
     }
+}
+
+/// When a starting generation gives up on itself: a little before the pool would, so that the
+/// operator reads what it waited for rather than only that the time was up.
+fn ready_deadline(born: Instant, ready_timeout: Duration) -> Instant {
+    born + ready_timeout - (ready_timeout / 4).min(READY_MARGIN)
 }
 
 /// Sends `sig` to the child `pid`. Forked pids are positive, but the check is cheap next to

@@ -43,6 +43,8 @@ pub struct Spec<'a> {
     pub certs: &'a tls::Certs,
     /// The app the master imported, or `None` under `lazy-apps`: this worker imports it.
     pub app: Option<&'a App>,
+    /// This worker's own listener for the master's health check, when one is set.
+    pub private: Option<&'a crate::health::PrivateListener>,
     /// Write end of the readiness pipe.
     pub ready: OwnedFd,
     /// The generation's open connections per worker.
@@ -201,7 +203,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let limits = refuse::Limits::from_config(config);
     let max_fields = config.limit_request_fields as usize;
     let id = spec.id;
-    let listeners: Vec<(ListenerInfo, Serves, OwnedFd)> = spec
+    let mut listeners: Vec<(ListenerInfo, Serves, OwnedFd)> = spec
         .manifest
         .iter()
         .enumerate()
@@ -216,6 +218,14 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
         )
         .map(|((info, serves), fd)| (info, serves, fd))
         .collect();
+    if let Some(private) = spec.private {
+        let info = ListenerInfo {
+            name: "health".into(),
+            addr: ListenAddr::Unix(format!("@{}", private.name).into()),
+            protocol: Protocol::Http,
+        };
+        listeners.push((info, Serves::Http, private.fd.try_clone()?));
+    }
     let served = runtime.block_on(async move {
         let stop = stop_signals()?;
         let (stop_tx, stop_rx) = watch::channel(false);
