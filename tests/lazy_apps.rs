@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-use common::{apps_dir, wait_for, Server};
+use common::load::{self, Load};
+use common::{apps_dir, wait_for, Client, Server};
 
 fn source(app: &str) -> String {
     std::fs::read_to_string(apps_dir().join("lazy").join(app)).unwrap()
@@ -120,7 +116,15 @@ fn a_worker_whose_import_fails_rolls_the_reload_back_with_the_apps_error() {
 fn reloads_with_lazy_apps_under_load_fail_no_request() {
     let server =
         Server::start_with_app_source(&source("threaded.py"), "processes: 2\nlazy-apps: true\n");
-    let load = Load::start(server.http, 8);
+    let addr = server.http;
+    let load = Load::start(8, move |conn: &mut Option<Client>| {
+        let raw = "GET / HTTP/1.1\r\nHost: load\r\n\r\n";
+        let r = load::keep_alive(conn, || Client::try_connect(addr), raw)?;
+        match r.status {
+            200 => Ok(r.text()),
+            status => Err(format!("{status}: {}", r.text())),
+        }
+    });
     wait_for("load to flow", || (load.answered() > 50).then_some(()));
     for i in 0..5 {
         let out = server.zergctl(&["reload"]);
@@ -129,10 +133,7 @@ fn reloads_with_lazy_apps_under_load_fail_no_request() {
             "reload {i}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let seen = load.answered();
-        wait_for("traffic after the reload", || {
-            (load.answered() > seen + 50).then_some(())
-        });
+        load.wait_for_more("traffic after the reload", 50);
     }
     let (answers, failures) = load.finish();
     assert!(
@@ -146,107 +147,4 @@ fn reloads_with_lazy_apps_under_load_fail_no_request() {
     }
     let status = server.wait_serving();
     assert_eq!(status.generations.len(), 1, "{status:?}");
-}
-
-/// One GET / on the keep-alive connection (opening one if needed): (status, closes, body).
-fn request(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: SocketAddr,
-) -> std::io::Result<(u16, bool, String)> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(common::DEADLINE))?;
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().unwrap();
-    c.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
-    let mut line = String::new();
-    if c.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::other("closed before the response"));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (mut len, mut close) = (0, false);
-    loop {
-        let mut line = String::new();
-        c.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        close |= lower.starts_with("connection:") && lower.contains("close");
-    }
-    let mut body = vec![0; len];
-    c.read_exact(&mut body)?;
-    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// `conns` keep-alive connections asking until stopped; every error or non-200 is a
-/// failure (no retries).
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<String>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, conns: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..conns)
-            .map(|_| {
-                let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut conn = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        match request(&mut conn, addr) {
-                            Ok((200, close, body)) => {
-                                answers.lock().unwrap().push(body);
-                                if close {
-                                    conn = None;
-                                }
-                            }
-                            Ok((status, _, body)) => {
-                                failures.lock().unwrap().push(format!("{status}: {body}"));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                failures.lock().unwrap().push(e.to_string());
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            answers,
-            failures,
-            threads,
-        }
-    }
-
-    fn answered(&self) -> usize {
-        self.answers.lock().unwrap().len()
-    }
-
-    fn finish(self) -> (Vec<String>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
-        (answers, failures)
-    }
 }
