@@ -57,14 +57,27 @@ impl Inbox {
 
     /// Queues `event`, waking the loop unless a wake-up is pending already.
     pub fn push(&self, event: Event) {
+        if self.push_later(event) {
+            self.signal();
+        }
+    }
+
+    /// Queues `event`; true if the caller must now wake the loop with [`signal`], soon (a
+    /// wake-up counts as on its way from here on, so none other is sent meanwhile).
+    ///
+    /// [`signal`]: Inbox::signal
+    pub fn push_later(&self, event: Event) -> bool {
         self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(event);
-        if !self.signalled.swap(true, Ordering::SeqCst) {
-            // A full pipe holds a wake-up already; nothing else can fail here.
-            let _ = nix::unistd::write(self.write.as_fd(), b"w");
-        }
+        !self.signalled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Wakes the loop.
+    pub fn signal(&self) {
+        // A full pipe holds a wake-up already; nothing else can fail here.
+        let _ = nix::unistd::write(self.write.as_fd(), b"w");
     }
 
     /// On the loop: everything queued, into `into` (emptied first, its room kept).
