@@ -26,6 +26,19 @@ app with 2 worker processes:
            ceiling is nginx serving the same file
   memory   PSS of each worker process after the app (Flask + httpbin) is imported
 
+ASGI, against granian (--interface asgi), uvicorn (--workers 2, httptools, uvloop) and gunicorn
+with uvicorn's worker (uvicorn-worker; the way Galaxy runs), every server on uvloop (zerg's
+`loop: auto` finds it in the venv):
+
+  asgi-hello   a raw ASGI hello world (benches/apps/asgi_hello.py)
+  starlette    Starlette's plain-text hello (benches/apps/asgi_starlette.py)
+  fastapi      FastAPI's /items/5?q=x, JSON with a validated path and query (asgi_fastapi.py)
+  asgi-big     a 1 MiB response streamed in 64 KiB `more_body` chunks (asgi_mixed.py)
+  asgi-upload  a 1 MiB POST body read whole through receive() (zerg with a 1 MiB
+               post-buffering, as for WSGI)
+
+`--scenarios wsgi` or `--scenarios asgi` runs one family (about half the time each).
+
 Servers run in a rotated order each round, so drift on a busy machine touches them alike;
 the hello servers are all started at once and take turns, so that one round measures them
 tens of seconds apart, not minutes, and the hello ceiling runs right beside zerg (after it in
@@ -47,7 +60,9 @@ from common import APPS, ROOT, VENV, free_port, machine, setup, sh, venv_bin, ze
 
 WORKERS = 2
 PEERS = {"gunicorn": "gunicorn", "granian": "granian", "uwsgi": "uwsgi>=2.0,<2.1",
-         "httpbin": "httpbin", "flask": "flask"}
+         "httpbin": "httpbin", "flask": "flask", "uvicorn": "uvicorn", "httptools": "httptools",
+         "uvloop": "uvloop", "uvicorn_worker": "uvicorn-worker", "starlette": "starlette",
+         "fastapi": "fastapi"}
 SCENARIOS = {
     # name: (app, path, wrk lua script or None)
     "hello": ("hello", "/", None),
@@ -56,8 +71,17 @@ SCENARIOS = {
     "big": ("mixed", "/big", None),
     "upload": ("mixed", "/upload", "upload.lua"),
     "static": ("mixed", "/static/file.bin", None),
+    "asgi-hello": ("asgi_hello", "/", None),
+    "starlette": ("asgi_starlette", "/", None),
+    "fastapi": ("asgi_fastapi", "/items/5?q=x", None),
+    "asgi-big": ("asgi_mixed", "/big", None),
+    "asgi-upload": ("asgi_mixed", "/upload", "upload.lua"),
 }
-SERVERS = ["zerg", "granian", "uwsgi", "gunicorn"]
+ASGI_APPS = {"asgi_hello", "asgi_starlette", "asgi_fastapi", "asgi_mixed"}
+SERVERS = ["zerg", "granian", "uwsgi", "gunicorn", "uvicorn", "gunicorn-uvicorn"]
+# Servers of one interface only.
+WSGI_ONLY = {"uwsgi", "gunicorn"}
+ASGI_ONLY = {"uvicorn", "gunicorn-uvicorn"}
 # Ceilings: what the scenario costs without Python at all.
 CEILING = {"hello": "hyper", "paced": "hyper", "static": "nginx"}
 # The hello ceiling again, each request spinning this many ns before its answer: how steeply
@@ -77,14 +101,30 @@ def debian(*tools):
 
 def command(server, app, port, tmp, static_dir):
     """argv (and environment additions) that start `server` on `port` with `app`."""
+    asgi = app in ASGI_APPS
     if server == "zerg":
         cfg = os.path.join(tmp, "zerg.yml")
+        callable_ = "app\ninterface: asgi" if asgi else "application"
         with open(cfg, "w") as f:
             f.write(f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\n"
-                    f"module: {app}:application\npythonpath: {APPS}\nvirtualenv: {VENV}\n"
+                    f"module: {app}:{callable_}\npythonpath: {APPS}\nvirtualenv: {VENV}\n"
                     f"processes: {WORKERS}\nstatic-map: /static={static_dir}\nlisten: 1024\n"
                     f"post-buffering: {1 << 20}\n")
         return [zerg_bin("zerg-pool"), "--config", cfg], {"ZERG_LOG": "warn"}
+    if server == "granian" and asgi:
+        return [venv_bin("granian"), "--interface", "asgi", "--workers", str(WORKERS),
+                "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port),
+                "--working-dir", APPS, "--backlog", "1024", "--log-level", "warning",
+                f"{app}:app"], {}
+    if server == "uvicorn":
+        return [venv_bin("uvicorn"), "--workers", str(WORKERS), "--http", "httptools",
+                "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port),
+                "--app-dir", APPS, "--backlog", "1024", "--no-access-log",
+                "--log-level", "warning", f"{app}:app"], {}
+    if server == "gunicorn-uvicorn":
+        return [venv_bin("gunicorn"), "-w", str(WORKERS), "-k", "uvicorn_worker.UvicornWorker",
+                "-b", f"127.0.0.1:{port}", "--chdir", APPS, "--backlog", "1024",
+                "--log-level", "warning", f"{app}:app"], {}
     if server == "granian":
         # One app thread per worker, as zerg's default `threads: 1`. Granian's default for
         # WSGI is backpressure/2 = 256 threads per worker: the same req/s here, a worse p99.
@@ -245,7 +285,9 @@ def main():
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--servers", default=",".join(SERVERS))
     args = ap.parse_args()
-    scenarios = [s for s in args.scenarios.split(",") if s]
+    groups = {"wsgi": [s for s in SCENARIOS if SCENARIOS[s][0] not in ASGI_APPS],
+              "asgi": [s for s in SCENARIOS if SCENARIOS[s][0] in ASGI_APPS]}
+    scenarios = [x for s in args.scenarios.split(",") if s for x in groups.get(s, [s])]
     servers = [s for s in args.servers.split(",") if s]
     if "zerg" not in servers:
         sys.exit("zerg must be among --servers: every ratio is to zerg")
@@ -275,7 +317,7 @@ def main():
         everyone += list(CALIBRATION)
     for r in range(args.rounds):
         order = everyone[r % len(everyone):] + everyone[: r % len(everyone)]
-        for app in ("hello", "mixed"):
+        for app in dict.fromkeys(SCENARIOS[s][0] for s in scenarios):
             todo = {server: [s for s in scenarios if SCENARIOS[s][0] == app and measured_in(s, server, servers)]
                     for server in order}
             todo = {server: t for server, t in todo.items() if t}
@@ -299,10 +341,11 @@ def main():
             # One at a time: PSS splits the pages shared between processes (libpython's), so
             # a server's memory is read with no other server running.
             for server, t in todo.items():
-                probe = SCENARIOS[t[0]][1] if t[0] != "upload" else "/get"
+                # A GET the app answers (not an upload).
+                probe = next((SCENARIOS[s][1] for s in t if SCENARIOS[s][2] is None), "/get")
                 proc, port = start(server, app, tmp, static_dir, probe)
                 try:
-                    if server in servers:
+                    if server in servers and app == "mixed":
                         mem.setdefault(server, []).append(memory(proc))
                     for s in t:
                         measure(results, r, s, server, port, args, tmp)
@@ -330,6 +373,9 @@ def measured_in(scenario, server, servers):
     if server in CALIBRATION:
         return scenario == "hello"
     if server in servers:
+        asgi = SCENARIOS[scenario][0] in ASGI_APPS
+        if (server in WSGI_ONLY and asgi) or (server in ASGI_ONLY and not asgi):
+            return False
         return not (server == "gunicorn" and scenario == "static")
     return CEILING.get(scenario) == server
 
@@ -374,6 +420,15 @@ def report(results, mem, scenarios, servers, args):
             ratios = [z["rps"] / c["rps"] for z, c in zip(ours, theirs)]
             print(f"{s}: zerg / {ceiling} ceiling by round: "
                   f"{' '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
+    # The ASGI goals are set against granian: zerg's ratio to it, round by round.
+    for s in scenarios:
+        ours, theirs = results.get((s, "zerg")), results.get((s, "granian"))
+        if SCENARIOS[s][0] in ASGI_APPS and ours and theirs:
+            ratios = [z["rps"] / g["rps"] for z, g in zip(ours, theirs)]
+            p99 = [(z["p99"], g["p99"]) for z, g in zip(ours, theirs)]
+            print(f"{s}: zerg / granian by round: {' '.join(f'{x:.2f}' for x in ratios)} "
+                  f"(median {statistics.median(ratios):.2f}); p99 ms zerg/granian: "
+                  f"{' '.join(f'{a:.1f}/{b:.1f}' for a, b in p99)}")
     bare = results.get(("hello", "hyper"))
     for server, ns in CALIBRATION.items():
         worked = results.get(("hello", server))
