@@ -168,10 +168,15 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: u32,
 
-    /// Mules: processes with no web stack that run Python code, one per entry. A `.py` file runs
-    /// as `__main__`; `pkg.mod:callable` is called. One value or a list.
+    /// Mules: processes with no web stack that run Python code, one per entry. A string is a
+    /// `.py` file run as `__main__`, `pkg.mod:callable` (called), or `pkg.mod` (run as
+    /// `python -m pkg.mod`). A mapping runs a program with a command line and an environment
+    /// of its own: one of `module`, `script` (a console script of the app's environment) or
+    /// `file`, then `args` (a list, or a string split like a shell's words) and `env` (a
+    /// mapping; `~` removes a variable); `%(position)` in them is the mule's position (see
+    /// [`crate::mule_entry`]). One entry or a list.
     #[serde(default)]
-    pub mule: StringList,
+    pub mule: crate::mule_entry::MuleList,
 
     /// Farms group mules by position (from 1, in `mule` order): `NAME:1,2`. Web workers send
     /// with `uwsgi.farm_msg(NAME, msg)`; each message is taken by exactly one mule of the farm.
@@ -781,6 +786,9 @@ impl Config {
             if !kv.contains('=') || kv.starts_with('=') {
                 problems.push(format!("`env`: `{kv}` is not NAME=VALUE"));
             }
+        }
+        for mule in &self.mule.0 {
+            problems.extend(mule.problems());
         }
         if let Some(path) = &self.health_check {
             if !path.starts_with('/') {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod fdpass;
 pub mod logging;
+pub mod mule_entry;
 pub mod mule_record;
 pub mod privileges;
 pub mod uwsgi_config;

@@ -32,6 +32,9 @@ listen: 1024
 mule:
   - lib/galaxy/main.py
   - lib/galaxy/main.py
+  - module: galaxy.main
+    args: -c config/galaxy.yml --server-name handler_%(position) --attach-to-pool job-handlers
+    env: {GALAXY_CONFIG_FILE: config/galaxy.yml, IS_WEBAPP: ~}
 farm: job-handlers:1,2
 locks: 2
 static-map:

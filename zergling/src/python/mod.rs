@@ -191,3 +191,20 @@ pub fn other_threads() -> Vec<String> {
     })
     .unwrap_or_default()
 }
+
+/// Sets (or, for `None`, removes) each variable through `os.environ`, which changes the
+/// process environment too (putenv), so that both the Python code and what it starts see
+/// it. The interpreter was started in the master, so `os.environ` was read before the fork:
+/// the process environment alone would not reach it.
+pub fn set_environ(py: Python<'_>, vars: &[(String, Option<String>)]) -> PyResult<()> {
+    let environ = py.import("os")?.getattr("environ")?;
+    for (name, value) in vars {
+        match value {
+            Some(value) => environ.set_item(name, value)?,
+            None => {
+                environ.call_method1("pop", (name, py.None()))?;
+            }
+        }
+    }
+    Ok(())
+}
