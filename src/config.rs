@@ -199,6 +199,14 @@ pub struct Config {
     #[serde(default)]
     pub env: StringList,
 
+    /// Environment variables of each web worker, set after its fork and before its app is
+    /// imported (under `lazy-apps`; otherwise the master built the app already): `NAME=VALUE`,
+    /// with `%(worker)` replaced by the worker's id (from 1, uWSGI's `worker_id()`). Galaxy
+    /// names each web process from `GUNICORN_WORKER_ID`: `GUNICORN_WORKER_ID=%(worker)` makes
+    /// them `main.1`, `main.2`. One value or a list.
+    #[serde(default)]
+    pub worker_env: StringList,
+
     /// Command that starts a zergling (a string split on white space, or a list). The default is
     /// the `zergling` binary beside `zerg-pool`. It gets `ZERG_POOL`, `ZERG_CONFIG` and
     /// `ZERG_GENERATION` in its environment.
@@ -790,6 +798,11 @@ impl Config {
         for mule in &self.mule.0 {
             problems.extend(mule.problems());
         }
+        for kv in self.worker_env.iter() {
+            if !kv.contains('=') || kv.starts_with('=') {
+                problems.push(format!("`worker-env`: `{kv}` is not NAME=VALUE"));
+            }
+        }
         if let Some(path) = &self.health_check {
             if !path.starts_with('/') {
                 problems.push(format!(
@@ -1021,6 +1034,15 @@ impl Config {
             .collect()
     }
 
+    /// `worker-env` for worker `id`: each variable with `%(worker)` replaced.
+    pub fn worker_env_for(&self, id: u32) -> Vec<(String, Option<String>)> {
+        self.worker_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), Some(v.replace("%(worker)", &id.to_string()))))
+            .collect()
+    }
+
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_secs(self.ready_timeout)
     }
@@ -1107,6 +1129,7 @@ pub const OPTIONS: &[&str] = &[
     "limit-request-field-size",
     "buffer-size",
     "env",
+    "worker-env",
     "zergling",
     "reload-mercy",
     "worker-reload-mercy",

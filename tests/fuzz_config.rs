@@ -43,6 +43,7 @@ static-map:
 env:
   - GALAXY_CONFIG_FILE=config/galaxy.yml
   - PYTHONHASHSEED=0
+worker-env: GUNICORN_WORKER_ID=%(worker)
 zergling: /opt/zerg/bin/zergling --verbose
 reload-mercy: 60
 worker-reload-mercy: 30

@@ -148,3 +148,19 @@ fn reloads_with_lazy_apps_under_load_fail_no_request() {
     let status = server.wait_serving();
     assert_eq!(status.generations.len(), 1, "{status:?}");
 }
+
+#[test]
+fn worker_env_names_each_worker_before_its_app_is_imported() {
+    let server = Server::start_with_app_source(
+        &source("identity.py"),
+        "processes: 2\nlazy-apps: true\nworker-env: GUNICORN_WORKER_ID=%(worker)\n",
+    );
+    let mut seen = std::collections::HashSet::new();
+    wait_for("both workers to answer", || {
+        let answer = server.get("/").text();
+        let (at_import, id) = answer.split_once(' ').unwrap();
+        assert_eq!(at_import, id, "{answer}");
+        seen.insert(answer);
+        (seen.len() == 2).then_some(())
+    });
+}
