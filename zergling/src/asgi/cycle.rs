@@ -228,6 +228,10 @@ impl Cycle {
             .get_item(intern!(py, "type"))?
             .ok_or_else(|| PyValueError::new_err("the message has no \"type\""))?;
         let kind = kind.cast::<PyString>()?.to_str()?;
+        if self.gone.load(Ordering::Acquire) {
+            // Spec 2.4: a send on a closed connection raises an OSError.
+            return Err(ClientDisconnected::new_err("the client went away"));
+        }
         let mut side = self.side();
         match kind {
             "http.response.start" => {
@@ -350,12 +354,18 @@ impl Side {
             return disconnect(py).map(Some);
         }
         let (data, last) = match &mut self.body {
-            RequestBody::Empty => (Bytes::new(), true),
+            RequestBody::Empty => (PyBytes::new(py, b""), true),
             RequestBody::Whole(chunks) => {
-                let data = match chunks.len() {
-                    1 => chunks.pop_front().unwrap_or_default(),
-                    _ => chunks.iter().flat_map(|c| c.iter().copied()).collect(),
-                };
+                // Copied once, from the chunks as they came, into the bytes the app gets.
+                let total = chunks.iter().map(Bytes::len).sum();
+                let data = PyBytes::new_with(py, total, |dst| {
+                    let mut at = 0;
+                    for chunk in chunks.drain(..) {
+                        dst[at..at + chunk.len()].copy_from_slice(&chunk);
+                        at += chunk.len();
+                    }
+                    Ok(())
+                })?;
                 (data, true)
             }
             RequestBody::Lent(lent) => match lent.pump() {
@@ -377,7 +387,7 @@ impl Side {
                     },
                 };
                 match first {
-                    None => (Bytes::new(), true),
+                    None => (PyBytes::new(py, b""), true),
                     Some(Err(e)) => {
                         // A malformed body is answered 400 by the connection (its lease
                         // says so); for the app, the request is over.
@@ -385,14 +395,17 @@ impl Side {
                         self.body = RequestBody::Given;
                         return disconnect(py).map(Some);
                     }
-                    Some(Ok(data)) => match rx.poll_recv(&mut cx) {
-                        Poll::Ready(None) => (data, true),
-                        Poll::Ready(Some(after)) => {
-                            *next = Some(after);
-                            (data, false)
-                        }
-                        Poll::Pending => (data, false),
-                    },
+                    Some(Ok(data)) => {
+                        let last = match rx.poll_recv(&mut cx) {
+                            Poll::Ready(None) => true,
+                            Poll::Ready(Some(after)) => {
+                                *next = Some(after);
+                                false
+                            }
+                            Poll::Pending => false,
+                        };
+                        (PyBytes::new(py, &data), last)
+                    }
                 }
             }
             RequestBody::Given => return Ok(None),
@@ -402,7 +415,7 @@ impl Side {
         }
         let message = PyDict::new(py);
         message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-        message.set_item(intern!(py, "body"), PyBytes::new(py, &data))?;
+        message.set_item(intern!(py, "body"), data)?;
         message.set_item(intern!(py, "more_body"), !last)?;
         Ok(Some(message.into_any()))
     }
