@@ -187,6 +187,43 @@ fn a_streamed_response_goes_out_chunk_by_chunk() {
 }
 
 #[test]
+fn a_stream_to_a_client_that_reads_nothing_holds_the_apps_send_back() {
+    let (server, events) = start("asgi_conformance.py", "");
+    let mut c = Client::connect(server.http);
+    c.send("GET /backpressure HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_head().0, 200);
+    let seen = wait_for("a send() to wait for the client", || {
+        let seen = noted(&events);
+        seen.contains("backpressure:").then_some(seen)
+    });
+    let sent: usize = seen
+        .split("send waited after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the app never waited: {seen}"));
+    // Socket buffers on both sides, hyper's and a few chunks in the channel: megabytes, not
+    // the 64 MiB the app would send.
+    assert!(
+        sent < 300,
+        "{sent} chunks of 64 KiB went out to a client reading nothing"
+    );
+}
+
+#[test]
+fn a_factory_names_the_asgi_app() {
+    let server = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &format!(
+            "module: \"asgi_conformance:make_app()\"\npythonpath: {}\ninterface: asgi\n",
+            apps_dir().display()
+        ),
+    );
+    assert_eq!(server.get("/version").status, 200);
+}
+
+#[test]
 fn a_client_gone_mid_stream_ends_the_apps_sse_loop() {
     let (server, events) = start("asgi_conformance.py", "");
     let mut c = Client::connect(server.http);

@@ -12,6 +12,10 @@ disconnects) in the file named by ASGI_EVENTS, one line each.
   /state       the scope's lifespan state
   /version     VERSION (from the file `version` beside this one, if any)
   /mule        sends the request body to mule 1 with uwsgi.mule_msg
+  /backpressure  streams 64 KiB chunks until a send() waits 2 s for the client, and notes
+               after how many
+
+make_app() is a factory returning the app (`module: "asgi_conformance:make_app()"`).
 
 Lifespan: startup puts {"greeting": ...} in the state, or fails with ASGI_FAIL_STARTUP's
 text as its message; shutdown notes "shutdown".
@@ -163,6 +167,19 @@ async def read_slowly(scope, receive, send):
         await asyncio.sleep(0.01)
 
 
+async def backpressure(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    chunk = b"x" * (64 << 10)
+    for sent in range(1000):
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        try:
+            await asyncio.wait_for(send(message), 2)
+        except asyncio.TimeoutError:
+            note(f"backpressure: send waited after {sent} chunks")
+            return
+    note("backpressure: none")
+
+
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
@@ -184,6 +201,8 @@ async def application(scope, receive, send):
         return await respond(send, 200, json.dumps(dict(scope["state"])).encode(), b"application/json")
     if path == "/version":
         return await respond(send, 200, VERSION.encode())
+    if path == "/backpressure":
+        return await backpressure(scope, receive, send)
     if path == "/mule":
         import uwsgi
 
@@ -191,3 +210,8 @@ async def application(scope, receive, send):
         uwsgi.mule_msg(body, 1)
         return await respond(send, 200, b"sent")
     await respond(send, 404, b"not found")
+
+
+def make_app():
+    """The factory form: called once at import."""
+    return application
