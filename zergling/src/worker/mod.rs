@@ -1,12 +1,15 @@
 //! A web worker process: accepts on the inherited listeners with tokio + hyper (HTTP, the
 //! uwsgi protocol on `socket` listeners, HTTP over TLS on `https` ones, redirects on
-//! `http-to-https` ones) and runs the WSGI app on `threads` OS threads.
+//! `http-to-https` ones) and runs the WSGI app on `threads` OS threads, or an ASGI app on an
+//! asyncio loop of its own (`crate::asgi`).
 //!
 //! Lifecycle: import the app (under `lazy-apps`; otherwise the master did), build the runtime
-//! and the Python threads, register every listener, tell the master "ready" through the pipe,
-//! serve. On SIGTERM (from the master, or as the death signal
+//! and the Python threads (an ASGI app's lifespan startup runs then: a failed one is reported
+//! on the pipe instead of "ready"), register every listener, tell the master "ready" through
+//! the pipe, serve. On SIGTERM (from the master, or as the death signal
 //! when the master dies) stop accepting, let each connection finish its current request
-//! (answered with `Connection: close`), wait for them up to `worker-reload-mercy`, exit.
+//! (answered with `Connection: close`), wait for them up to `worker-reload-mercy` (less a
+//! part kept for an ASGI app's lifespan shutdown, which runs last), exit.
 
 mod http;
 mod opening;
