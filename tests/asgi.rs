@@ -211,6 +211,24 @@ fn a_stream_to_a_client_that_reads_nothing_holds_the_apps_send_back() {
 }
 
 #[test]
+fn an_asgi_app_under_lazy_apps_starts_in_each_worker() {
+    let (server, events) = start("asgi_conformance.py", "lazy-apps: true\nprocesses: 2\n");
+    assert_eq!(
+        server.get("/state").text(),
+        r#"{"greeting": "hello from lifespan"}"#
+    );
+    let seen = noted(&events);
+    let mut pids: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.ends_with(" startup"))
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "one startup per worker: {seen}");
+}
+
+#[test]
 fn a_factory_names_the_asgi_app() {
     let server = Server::start_in(
         tempfile::tempdir().unwrap(),
