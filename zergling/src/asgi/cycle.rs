@@ -91,6 +91,7 @@ pub enum RequestBody {
     Streaming {
         rx: mpsc::Receiver<io::Result<Bytes>>,
         next: Option<io::Result<Bytes>>,
+        lent: Arc<LentBody>,
     },
     /// All given to the app.
     Given,
@@ -370,13 +371,18 @@ impl Side {
             }
             RequestBody::Lent(lent) => match lent.pump() {
                 Some(rx) => {
-                    self.body = RequestBody::Streaming { rx, next: None };
+                    let lent = lent.clone();
+                    self.body = RequestBody::Streaming {
+                        rx,
+                        next: None,
+                        lent,
+                    };
                     return self.message(py, cycle);
                 }
                 // Taken back: the response is over.
                 None => return disconnect(py).map(Some),
             },
-            RequestBody::Streaming { rx, next } => {
+            RequestBody::Streaming { rx, next, lent } => {
                 let waker = cycle.waker();
                 let mut cx = Context::from_waker(&waker);
                 let first = match next.take() {
@@ -387,7 +393,12 @@ impl Side {
                     },
                 };
                 match first {
-                    None => (PyBytes::new(py, b""), true),
+                    None if lent.ended() => (PyBytes::new(py, b""), true),
+                    // Cut short (the client went away): never a shorter whole body.
+                    None => {
+                        self.body = RequestBody::Given;
+                        return disconnect(py).map(Some);
+                    }
                     Some(Err(e)) => {
                         // A malformed body is answered 400 by the connection (its lease
                         // says so); for the app, the request is over.
@@ -397,7 +408,11 @@ impl Side {
                     }
                     Some(Ok(data)) => {
                         let last = match rx.poll_recv(&mut cx) {
-                            Poll::Ready(None) => true,
+                            Poll::Ready(None) if lent.ended() => true,
+                            Poll::Ready(None) => {
+                                *next = Some(Err(LentBody::cut_short()));
+                                false
+                            }
                             Poll::Ready(Some(after)) => {
                                 *next = Some(after);
                                 false
