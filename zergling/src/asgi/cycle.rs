@@ -339,7 +339,7 @@ impl Wake for Cycle {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
-            self.shared.inbox.push(Event::Wake(self.clone()));
+            self.shared.push_soon(Event::Wake(self.clone()));
         }
     }
 }
@@ -524,8 +524,9 @@ impl Side {
             }
             return Ok(cycle.shared.done(py));
         }
-        match stream.tx.try_send(Ok(chunk)) {
-            Ok(()) => {
+        match stream.tx.clone().try_reserve_owned() {
+            Ok(room) => {
+                cycle.shared.deliver_chunk(py, room, Ok(chunk));
                 if last {
                     self.complete(py, cycle)?;
                 }
@@ -536,7 +537,7 @@ impl Side {
                 self.response = Progress::Over;
                 Err(ClientDisconnected::new_err("the client went away"))
             }
-            Err(mpsc::error::TrySendError::Full(Ok(chunk))) => {
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 let future = cycle.shared.create_future(py)?;
                 stream.blocked = Some(Blocked {
                     reserve: Box::pin(stream.tx.clone().reserve_owned()),
@@ -547,7 +548,6 @@ impl Side {
                 self.unblock(py, cycle)?;
                 Ok(future)
             }
-            Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("only data is sent"),
         }
     }
 
@@ -571,9 +571,9 @@ impl Side {
         let future = blocked.future.bind(py);
         let cancelled = future.call_method0(intern!(py, "done"))?.is_truthy()?;
         match reserved {
-            Ok(permit) => {
+            Ok(room) => {
                 if !cancelled {
-                    permit.send(Ok(blocked.chunk));
+                    cycle.shared.deliver_chunk(py, room, Ok(blocked.chunk));
                     if blocked.last {
                         self.complete(py, cycle)?;
                     }
@@ -615,9 +615,12 @@ impl Side {
                 self.deliver(py, cycle, Reply::error(StatusCode::INTERNAL_SERVER_ERROR))
             }
             Progress::Streaming(stream) => {
-                let _ = stream
-                    .tx
-                    .try_send(Err(io::Error::other("the app failed mid-response")));
+                // Behind the chunks on their way, if there is room for it; else the stream
+                // ends short of the rest.
+                if let Ok(room) = stream.tx.try_reserve_owned() {
+                    let broken = Err(io::Error::other("the app failed mid-response"));
+                    cycle.shared.deliver_chunk(py, room, broken);
+                }
             }
             Progress::Over => {}
         }

@@ -27,14 +27,17 @@ mod inbox;
 mod lifespan;
 mod scope;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
 use pyo3::prelude::*;
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc as mpsc_tokio, oneshot, Notify};
 use zerg::config::Config;
 
@@ -61,8 +64,10 @@ pub struct Shared {
     outbox: Mutex<Outbox>,
     /// To the task on hyper's thread that hands replies to their connections.
     replies: mpsc_tokio::UnboundedSender<Vec<Delivery>>,
-    /// Tells the task on hyper's thread that wakes the loop for new requests to do so.
+    /// Tells [`wake_loop`], on hyper's thread, to wake the loop.
     wake_soon: Notify,
+    /// [`wake_loop`] runs (from its first poll until the runtime drops it).
+    waking: AtomicBool,
     /// Made on the loop's thread once the loop exists.
     python: OnceLock<LoopObjects>,
 }
@@ -75,8 +80,26 @@ struct LoopObjects {
     flush: Py<PyAny>,
 }
 
-/// A reply and where it goes.
-type Delivery = (oneshot::Sender<Reply>, Reply);
+/// What the loop hands to hyper's side, and where it goes.
+enum Delivery {
+    /// A response's head (and whole body), to its connection's task.
+    Reply(oneshot::Sender<Reply>, Reply),
+    /// A chunk of a streamed body, into the room reserved for it in the stream's channel.
+    Chunk(OwnedPermit<io::Result<Bytes>>, io::Result<Bytes>),
+}
+
+impl Delivery {
+    fn hand_over(self) {
+        match self {
+            Delivery::Reply(to, reply) => {
+                let _ = to.send(reply);
+            }
+            Delivery::Chunk(room, chunk) => {
+                room.send(chunk);
+            }
+        }
+    }
+}
 
 /// Replies made during a turn of the loop (see [`Shared::deliver`]).
 #[derive(Default)]
@@ -133,8 +156,24 @@ impl Shared {
     /// woken from another thread, so a reply sent to its connection from here cost a
     /// wake-up each (~0.9 per request, measured; see benches/RESULTS.md).
     fn deliver(&self, py: Python<'_>, to: oneshot::Sender<Reply>, reply: Reply) {
+        self.hand_over(py, Delivery::Reply(to, reply));
+    }
+
+    /// On the loop: puts `chunk` in the room reserved for it in its stream, as
+    /// [`deliver`](Shared::deliver) hands replies over (in order with them): the stream's
+    /// connection is woken once per batch, not once per chunk.
+    fn deliver_chunk(
+        &self,
+        py: Python<'_>,
+        room: OwnedPermit<io::Result<Bytes>>,
+        chunk: io::Result<Bytes>,
+    ) {
+        self.hand_over(py, Delivery::Chunk(room, chunk));
+    }
+
+    fn hand_over(&self, py: Python<'_>, delivery: Delivery) {
         let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
-        outbox.pending.push((to, reply));
+        outbox.pending.push(delivery);
         if outbox.scheduled {
             return;
         }
@@ -151,6 +190,19 @@ impl Shared {
         }
     }
 
+    /// Queues `event` for the loop, whose wake-up [`wake_loop`] sends after the tasks due in
+    /// this turn of hyper's thread (or at once, without it: before it first ran, once the
+    /// runtime dropped it).
+    fn push_soon(&self, event: Event) {
+        if self.inbox.push_later(event) {
+            if self.waking.load(Ordering::SeqCst) {
+                self.wake_soon.notify_one();
+            } else {
+                self.inbox.signal();
+            }
+        }
+    }
+
     /// Hands every reply of the outbox over.
     fn flush(&self) {
         let pending = {
@@ -163,9 +215,7 @@ impl Shared {
         }
         if let Err(mpsc_tokio::error::SendError(pending)) = self.replies.send(pending) {
             // No runtime to hand them over (the worker is going): straight to each.
-            for (to, reply) in pending {
-                let _ = to.send(reply);
-            }
+            pending.into_iter().for_each(Delivery::hand_over);
         }
     }
 
@@ -248,6 +298,7 @@ impl Bridge {
             outbox: Mutex::new(Outbox::default()),
             replies,
             wake_soon: Notify::new(),
+            waking: AtomicBool::new(false),
             python: OnceLock::new(),
         });
         let (tx, reports) = mpsc::channel();
@@ -325,12 +376,10 @@ impl Bridge {
         };
         let (cycle, reply) = Cycle::new(self.shared.clone(), body, parts.method == Method::HEAD);
         let watch = Watch(cycle.clone());
-        let call = Event::Call(Box::new(Call { parts, conn, cycle }));
-        if self.shared.inbox.push_later(call) {
-            // Not at once: [`wake_loop`] runs after the connections due in this turn of
-            // hyper's thread, so their requests go in one wake-up.
-            self.shared.wake_soon.notify_one();
-        }
+        // The wake-up waits for the other connections due in this turn of hyper's thread,
+        // so that their requests go in one.
+        self.shared
+            .push_soon(Event::Call(Box::new(Call { parts, conn, cycle })));
         let reply = reply
             .await
             .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR));
@@ -378,9 +427,7 @@ impl Bridge {
 /// of a task on its own thread: no system call).
 async fn hand_over(mut deliveries: mpsc_tokio::UnboundedReceiver<Vec<Delivery>>) {
     while let Some(batch) = deliveries.recv().await {
-        for (to, reply) in batch {
-            let _ = to.send(reply);
-        }
+        batch.into_iter().for_each(Delivery::hand_over);
     }
 }
 
@@ -389,10 +436,25 @@ async fn hand_over(mut deliveries: mpsc_tokio::UnboundedReceiver<Vec<Delivery>>)
 /// it runs after the other tasks due in the same turn: the requests that all the connections
 /// with one ready in that turn queue go to the loop in one wake-up (one pipe write) rather
 /// than the first alone, the loop taking it while the rest are still being read.
+///
+/// The same goes for a request's wake-ups (a body chunk read, room made in a response's
+/// stream, the client gone), which hyper's side mostly calls while it runs its tasks. Dropped
+/// with the runtime, it sends the wake-up it may owe, and any queued after goes at once: no
+/// event is left without one.
 async fn wake_loop(shared: Arc<Shared>) {
+    /// Marks the task as running, and its end.
+    struct Waking(Arc<Shared>);
+    impl Drop for Waking {
+        fn drop(&mut self) {
+            self.0.waking.store(false, Ordering::SeqCst);
+            self.0.inbox.signal();
+        }
+    }
+    shared.waking.store(true, Ordering::SeqCst);
+    let waking = Waking(shared);
     loop {
-        shared.wake_soon.notified().await;
-        shared.inbox.signal();
+        waking.0.wake_soon.notified().await;
+        waking.0.inbox.signal();
     }
 }
 
