@@ -229,6 +229,27 @@ fn an_asgi_app_under_lazy_apps_starts_in_each_worker() {
 }
 
 #[test]
+fn the_health_check_reaches_the_asgi_app_of_each_new_worker() {
+    let (server, _events) = start(
+        "asgi_conformance.py",
+        "processes: 2\nhealth-check: /version\nready-timeout: 10\n",
+    );
+    assert!(server.zergctl(&["reload"]).status.success());
+    // An app whose health path fails keeps the generation from serving.
+    let (server, _events) = start("asgi_conformance.py", "processes: 2\n");
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        config + "health-check: /raise\nready-timeout: 10\n",
+    )
+    .unwrap();
+    let out = server.zergctl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("500"), "{stderr}");
+}
+
+#[test]
 fn a_factory_names_the_asgi_app() {
     let server = Server::start_in(
         tempfile::tempdir().unwrap(),
