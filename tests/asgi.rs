@@ -306,6 +306,21 @@ fn app_failures_answer_500_and_the_worker_serves_on() {
 }
 
 #[test]
+fn a_worker_whose_loop_stopped_is_replaced() {
+    let (server, _events) = start("asgi_conformance.py", "");
+    let before = server.worker_pids();
+    let mut c = Client::connect(server.http);
+    c.send("GET /stop-loop HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Its answer may or may not go out before the worker ends; the connection closes.
+    c.read_until_closed();
+    wait_for("a new worker that serves", || {
+        let now = server.worker_pids();
+        (now != before && server.get("/version").status == 200).then_some(())
+    });
+    assert!(server.log_text().contains("the ASGI event loop ended"));
+}
+
+#[test]
 fn a_websocket_upgrade_is_refused_at_once() {
     let (server, _events) = start("asgi_conformance.py", "");
     let mut c = Client::connect(server.http);

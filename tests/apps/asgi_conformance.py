@@ -14,6 +14,7 @@ disconnects) in the file named by ASGI_EVENTS, one line each.
   /mule        sends the request body to mule 1 with uwsgi.mule_msg
   /backpressure  streams 64 KiB chunks until a send() waits 2 s for the client, and notes
                after how many
+  /stop-loop   stops the worker's event loop (an app's bug)
 
 make_app() is a factory returning the app (`module: "asgi_conformance:make_app()"`).
 
@@ -201,6 +202,9 @@ async def application(scope, receive, send):
         return await respond(send, 200, json.dumps(dict(scope["state"])).encode(), b"application/json")
     if path == "/version":
         return await respond(send, 200, VERSION.encode())
+    if path == "/stop-loop":
+        asyncio.get_running_loop().stop()
+        return await respond(send, 200, b"stopping")
     if path == "/backpressure":
         return await backpressure(scope, receive, send)
     if path == "/mule":

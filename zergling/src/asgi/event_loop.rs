@@ -31,16 +31,26 @@ pub struct Setup {
 }
 
 /// Starts the loop's thread. Its first report (through the lifespan) says whether the app
-/// started.
+/// started. A loop that ends once the app has started (it raised, or the app stopped it)
+/// ends the worker: its requests would wait for ever, and the master forks a new one.
 pub fn spawn(setup: Setup) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("asgi-loop".into())
         .spawn(move || {
             Python::attach(|py| {
-                let lifespan = setup.lifespan.clone();
-                if let Err(err) = run(py, setup) {
-                    lifespan.report(Report::LoopFailed(describe(py, &err)));
+                let (lifespan, shared) = (setup.lifespan.clone(), setup.shared.clone());
+                let why = match run(py, setup) {
+                    Ok(()) => "the app stopped it".to_owned(),
+                    Err(err) => describe(py, &err),
+                };
+                if shared.started.load(std::sync::atomic::Ordering::Acquire) {
+                    tracing::error!(
+                        worker = shared.worker_id,
+                        "the ASGI event loop ended ({why}); the worker exits"
+                    );
+                    std::process::exit(1);
                 }
+                lifespan.report(Report::LoopFailed(why));
             })
         })
 }

@@ -68,6 +68,9 @@ pub struct Shared {
     wake_soon: Notify,
     /// [`wake_loop`] runs (from its first poll until the runtime drops it).
     waking: AtomicBool,
+    /// The app started (its lifespan startup is over): from here on, a loop that ends ends
+    /// the worker.
+    started: AtomicBool,
     /// Made on the loop's thread once the loop exists.
     python: OnceLock<LoopObjects>,
 }
@@ -299,6 +302,7 @@ impl Bridge {
             replies,
             wake_soon: Notify::new(),
             waking: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             python: OnceLock::new(),
         });
         let (tx, reports) = mpsc::channel();
@@ -328,6 +332,7 @@ impl Bridge {
             Ok(other) => return Err(StartError::Loop(format!("unexpected {other:?}"))),
             Err(_) => return Err(StartError::Loop("its thread ended".into())),
         };
+        shared.started.store(true, Ordering::Release);
         Ok(Bridge {
             shared,
             deliveries: Mutex::new(Some(deliveries)),
