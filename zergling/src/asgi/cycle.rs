@@ -747,21 +747,12 @@ impl Head {
     /// as for WSGI: a longer body is cut to it; a shorter one is the app's error, logged, and
     /// the connection closes after it. An empty answer to HEAD keeps the app's length.
     fn full_reply(mut self, mut body: Bytes, head_request: bool) -> Reply {
-        let len = body.len() as u64;
-        match self.content_length.take() {
-            Some(declared) if head_request && len == 0 => self.content_length = Some(declared),
-            Some(declared) if declared > len => {
-                tracing::warn!(
-                    declared,
-                    sent = len,
-                    "the app's body is shorter than its Content-Length; closing the connection"
-                );
-                self.headers
-                    .push((http::header::CONNECTION, HeaderValue::from_static("close")));
-            }
-            Some(declared) => body.truncate(declared as usize),
-            None => {}
-        }
+        crate::wsgi::reply::fit_to_length(
+            &mut self.headers,
+            &mut self.content_length,
+            &mut body,
+            head_request,
+        );
         self.into_reply(ResponseBody::Full(Some(body)))
     }
 

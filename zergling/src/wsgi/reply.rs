@@ -69,6 +69,32 @@ impl Reply {
     }
 }
 
+/// An app's whole body against its declared Content-Length, as PEP 3333 (and zerg's ASGI
+/// side) has it: a longer body is cut to it; a shorter one is the app's error, logged, and the
+/// connection closes after it. An empty answer to HEAD keeps the declared length: it is the
+/// length a GET would have. Otherwise the length is dropped, for hyper to write from the body.
+pub fn fit_to_length(
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+    content_length: &mut Option<u64>,
+    body: &mut Bytes,
+    head_request: bool,
+) {
+    let len = body.len() as u64;
+    match content_length.take() {
+        Some(declared) if head_request && len == 0 => *content_length = Some(declared),
+        Some(declared) if declared > len => {
+            tracing::warn!(
+                declared,
+                sent = len,
+                "the app's body is shorter than its Content-Length; closing the connection"
+            );
+            headers.push((http::header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        Some(declared) => body.truncate(declared as usize),
+        None => {}
+    }
+}
+
 /// The list a reply's headers came in, kept empty for the next reply made on this thread (most
 /// are made and handed to hyper on the event loop's): one allocation and free less a request.
 /// A list grown past [`SPARE_HEADERS_MAX`] is let go of.
