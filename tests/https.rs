@@ -114,6 +114,11 @@ fn environ(r: &Response) -> Value {
 /// A pool serving echo_environ.py on a plain `http` listener and an `https` one whose
 /// certificate is `leaf`, both on free ports; `rest` is more of the config.
 fn start_https(leaf: &Leaf, rest: &str) -> (Server, SocketAddr) {
+    start_https_app(leaf, "echo_environ.py", rest)
+}
+
+/// [`start_https`] with `app` from tests/apps (an ASGI one with `interface: asgi` in `rest`).
+fn start_https_app(leaf: &Leaf, app: &str, rest: &str) -> (Server, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     leaf.install(dir.path());
     let (http, https) = (free_port(), free_port());
@@ -126,7 +131,7 @@ fn start_https(leaf: &Leaf, rest: &str) -> (Server, SocketAddr) {
             "zerg-server: {}\nhttp: 127.0.0.1:{http}\nhttps: 127.0.0.1:{https},server.crt,server.key\n\
              wsgi-file: {}\nprocesses: 2\nreload-mercy: 10\nworker-reload-mercy: 10\n{rest}",
             control.display(),
-            apps_dir().join("echo_environ.py").display()
+            apps_dir().join(app).display()
         ),
     )
     .unwrap();
@@ -184,6 +189,31 @@ fn https_serves_the_app_with_an_https_environ_over_keep_alive() {
     plain.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let answered = plain.read_to_close();
     assert!(!answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+}
+
+#[test]
+fn an_asgi_app_over_https_sees_the_https_scheme_and_its_server() {
+    let ca = Ca::new();
+    let leaf = ca.leaf("first");
+    let (server, https) = start_https_app(&leaf, "asgi_conformance.py", "interface: asgi\n");
+    let mut client = tls_connect(https, &ca.client()).unwrap();
+    for _ in 0..2 {
+        let answer = get(&mut client, "/echo/over/tls?x=1");
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(answer.header("connection"), None, "kept alive");
+        let scope: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(scope["scheme"], "https");
+        assert_eq!(scope["path"], "/echo/over/tls");
+        assert_eq!(scope["query_string"], "x=1");
+        assert_eq!(scope["server"][1], https.port());
+    }
+    let plain: Value = serde_json::from_slice(&server.get("/echo").body).unwrap();
+    assert_eq!(plain["scheme"], "http");
 }
 
 #[test]
