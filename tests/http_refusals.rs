@@ -1,6 +1,6 @@
 //! What zerg refuses, one raw request at a time: each case is the bytes a client sends and the
-//! status it must get, and whether the connection must close after it. The README's "What zerg
-//! refuses" is the same list in words. Refused requests never reach the app, and the worker
+//! status it must get, and whether the connection must close after it. docs/refusals.md is the
+//! same list in words. Refused requests never reach the app, and the worker
 //! that refused them serves on.
 
 mod common;
