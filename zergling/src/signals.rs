@@ -20,6 +20,11 @@ pub const HANDLED: [Signal; 5] = [
     Signal::SIGHUP,
 ];
 
+/// What the master sends a worker or mule it is about to kill for `harakiri`: Python writes
+/// every thread's stack on it (see `python::dump_stacks_on`). Nothing else in zerg uses it
+/// (SIGUSR1 stays free for reopening logs, as uWSGI's `log-reopen`).
+pub const DUMP_STACKS: Signal = Signal::SIGUSR2;
+
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(signo: libc::c_int) {

@@ -58,6 +58,7 @@ pub struct Spec<'a> {
 pub fn run(spec: Spec<'_>) -> i32 {
     let _span = tracing::info_span!("worker", id = spec.id, gen = spec.generation).entered();
     crate::uwsgi_api::set_worker(spec.id);
+    crate::python::dump_stacks_on(crate::signals::DUMP_STACKS);
     let env = spec.config.worker_env_for(spec.id);
     if let Err(e) = pyo3::Python::attach(|py| crate::python::set_environ(py, &env)) {
         tracing::error!("cannot set `worker-env`: {e}");
