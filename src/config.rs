@@ -288,6 +288,13 @@ pub struct Config {
     #[serde(default)]
     pub logto: Option<PathBuf>,
 
+    /// One log line per request, off by default: `uwsgi` writes uWSGI's default request line
+    /// (`[pid: P|worker: W|gen: G] ADDR () [DATE] METHOD URI => generated N bytes in M msecs
+    /// (PROTO STATUS)`), `json` one JSON object with the same fields. The lines go where the
+    /// log goes (stderr or `logto`), at `info`, under the target `access`.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+
     /// The umask the pool sets before it binds its sockets and creates its files; every process
     /// it starts inherits it. Octal digits, as uWSGI and umask(1) take them: `027`.
     #[serde(default)]
@@ -480,6 +487,16 @@ pub struct Farm {
     pub name: String,
     /// Mule positions, from 1.
     pub mules: Vec<u32>,
+}
+
+/// `log-format`: how the access log writes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// uWSGI's default request line.
+    Uwsgi,
+    /// One JSON object per request.
+    Json,
 }
 
 /// `interface`: the calling convention of the app.
@@ -1220,6 +1237,7 @@ pub const OPTIONS: &[&str] = &[
     "health-check",
     "pidfile",
     "logto",
+    "log-format",
     "umask",
     "uid",
     "gid",
@@ -1311,6 +1329,21 @@ mod tests {
         );
         assert!(
             err.contains("`harakiri-verbose` applies to `harakiri`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_access_log_is_off_unless_a_format_is_given() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        assert_eq!(parse(base).unwrap().log_format, None);
+        let c = parse(&format!("{base}log-format: json\n")).unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        let err = parse(&format!("{base}log-format: apache\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: log-format: unknown variant `apache`"),
             "{err}"
         );
     }

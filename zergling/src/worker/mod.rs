@@ -11,6 +11,7 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy` (less a
 //! part kept for an ASGI app's lifespan shutdown, which runs last), exit.
 
+mod access;
 mod http;
 mod opening;
 mod redirect;
@@ -212,6 +213,8 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let limits = refuse::Limits::from_config(config);
     let max_fields = config.limit_request_fields as usize;
     let id = spec.id;
+    let generation = spec.generation;
+    let access_format = config.log_format;
     let mut listeners: Vec<(ListenerInfo, Serves, OwnedFd)> = spec
         .manifest
         .iter()
@@ -247,6 +250,12 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             limits,
             max_fields,
             board: spec.scoreboard.lane(id as usize - 1, std::process::id()),
+            access: access_format.map(|format| access::AccessLog {
+                format,
+                worker: id,
+                generation,
+                pid: std::process::id(),
+            }),
         });
         for (info, serves, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
