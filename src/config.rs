@@ -283,10 +283,17 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
 
     /// A file the pool, and everything it starts (zerglings, workers, mules, what the app
-    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it once,
-    /// at start, relative to the directory it was started in; rotate it with `copytruncate`.
+    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it at
+    /// start, relative to the directory it was started in, and again on SIGUSR1 (logrotate's
+    /// `postrotate`: `kill -USR1 $(cat PIDFILE)`), handing the new file to every process; it
+    /// then runs as `uid`, which must be able to create the file in its directory.
     #[serde(default)]
     pub logto: Option<PathBuf>,
+
+    /// Reopen `logto` at each reload too (uWSGI's `log-reopen`), not only on SIGUSR1 to the
+    /// pool. Either way every process of every generation moves to the file reopened.
+    #[serde(default)]
+    pub log_reopen: bool,
 
     /// One log line per request, off by default: `uwsgi` writes uWSGI's default request line
     /// (`[pid: P|worker: W|gen: G] ADDR () [DATE] METHOD URI => generated N bytes in M msecs
@@ -1237,6 +1244,7 @@ pub const OPTIONS: &[&str] = &[
     "health-check",
     "pidfile",
     "logto",
+    "log-reopen",
     "log-format",
     "umask",
     "uid",
@@ -1337,8 +1345,9 @@ mod tests {
     fn the_access_log_is_off_unless_a_format_is_given() {
         let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
         assert_eq!(parse(base).unwrap().log_format, None);
-        let c = parse(&format!("{base}log-format: json\n")).unwrap();
+        let c = parse(&format!("{base}log-format: json\nlog-reopen: true\n")).unwrap();
         assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert!(c.log_reopen);
         let err = parse(&format!("{base}log-format: apache\n"))
             .unwrap_err()
             .to_string();

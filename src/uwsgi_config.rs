@@ -955,7 +955,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("disable-logging", "zerg logs no request unless `log-format` is set"),
     ("log-date", "zerg's log lines carry a timestamp already"),
     ("logdate", "zerg's log lines carry a timestamp already"),
-    ("log-reopen", "zerg opens `logto` once; rotate it with copytruncate"),
     ("cpu-affinity", "zerg does not pin workers to CPUs"),
 ];
 

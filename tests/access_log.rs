@@ -1,9 +1,12 @@
 //! The access log (`log-format`): off by default; one line per request in uWSGI's format or as
-//! JSON, naming the worker and the generation.
+//! JSON, naming the worker and the generation. And `logto` reopened on SIGUSR1, for logrotate.
 
 mod common;
 
+use std::path::Path;
+
 use common::{wait_for, Server};
+use zerg::control::ProcessKind;
 
 /// The log line of the request for `path`, once it is written.
 fn line_for(server: &Server, path: &str) -> String {
@@ -56,5 +59,67 @@ fn no_request_is_logged_by_default() {
         !server.log_text().contains("/?quiet=1"),
         "{}",
         server.log_text()
+    );
+}
+
+/// Where `pid`'s stderr goes.
+fn stderr_of(pid: u32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn sigusr1_moves_every_process_to_the_reopened_logto() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("zerg.log");
+    let rotated = logs.path().join("zerg.log.1");
+    let mule = common::apps_dir().join("limits/mule.py");
+    let server = Server::start(
+        "limits/app.py",
+        &format!(
+            "processes: 2\nmule: {}\nlog-format: uwsgi\nlogto: {}\n",
+            mule.display(),
+            log.display()
+        ),
+    );
+    let status = server.wait_serving();
+    let g = &status.generations[0];
+    let mut pids: Vec<u32> = g.processes.iter().map(|p| p.pid).collect();
+    pids.extend(g.master_pid);
+    pids.push(server.pool_pid());
+    let workers: Vec<u32> = g
+        .processes
+        .iter()
+        .filter(|p| p.kind == ProcessKind::Worker)
+        .map(|p| p.pid)
+        .collect();
+    assert!(
+        pids.iter().all(|&p| stderr_of(p) == log),
+        "every process logs to logto"
+    );
+
+    // logrotate: move the file away, then tell the pool.
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(libc::SIGUSR1);
+    wait_for("every process to write to the new file", || {
+        pids.iter().all(|&p| stderr_of(p) == log).then_some(())
+    });
+    // Each worker's next request is logged in the new file, none in the old one.
+    wait_for("a request of each worker logged in the new file", || {
+        assert_eq!(server.get("/?after-rotation=1").status, 200);
+        let new = read(&log);
+        workers
+            .iter()
+            .all(|w| new.contains(&format!("[pid: {w}|")))
+            .then_some(())
+    });
+    assert!(!read(&rotated).contains("after-rotation"));
+    assert!(
+        read(&log).contains("SIGUSR1: log reopened"),
+        "{}",
+        read(&log)
     );
 }

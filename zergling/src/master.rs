@@ -72,6 +72,8 @@ struct Slot {
     baseline: u64,
     /// A process of this slot condemned by `harakiri`.
     harakiri: Option<Harakiri>,
+    /// The master's end of the socket on which it hands the slot's process a reopened log.
+    log_channel: Option<OwnedFd>,
 }
 
 /// A process stuck in one request (or one mule message) past `harakiri`: told to write its
@@ -190,6 +192,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         std::env::set_current_dir(dir).with_context(|| format!("chdir {}", dir.display()))?;
     }
     let signals = SelfPipe::install().context("cannot install signal handlers")?;
+    crate::signals::reopen_log_on_signal().context("cannot install the log reopening")?;
     let mut conn = Connection::connect(&opts.pool)
         .with_context(|| format!("cannot connect to the pool at {}", opts.pool.display()))?;
     conn.send(
@@ -302,6 +305,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 probe: None,
                 baseline: 0,
                 harakiri: None,
+                log_channel: None,
             })
         })
         .collect::<anyhow::Result<Vec<Slot>>>()?;
@@ -479,6 +483,7 @@ impl Master {
                 }
                 Ok(Some((Message::ChainReload, _))) => self.begin_chain(),
                 Ok(Some((Message::MulesGranted { ids }, _))) => self.grant_mules(&ids),
+                Ok(Some((Message::ReopenLog, fds))) => self.reopen_log(fds),
                 Ok(Some((other, _))) => {
                     tracing::warn!(message = ?other, "unexpected message from the pool; ignored")
                 }
@@ -777,13 +782,26 @@ impl Master {
 
     fn spawn_worker(&mut self, i: usize) -> anyhow::Result<()> {
         let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (log_channel, child_log) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Datagram,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?;
+        let child_log_fd = child_log.as_raw_fd();
         let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
         close.extend(self.pool.conn().map(|c| c.stream().as_raw_fd()));
         close.push(ready_read.as_raw_fd());
+        close.push(log_channel.as_raw_fd());
         close.extend(
             self.slots
                 .iter()
-                .flat_map(|s| s.ready_pipe.iter().chain(&s.stop_pipe))
+                .flat_map(|s| {
+                    s.ready_pipe
+                        .iter()
+                        .chain(&s.stop_pipe)
+                        .chain(&s.log_channel)
+                })
                 .map(|p| p.as_raw_fd()),
         );
         // Each private health listener is its own worker's only.
@@ -815,7 +833,13 @@ impl Master {
         };
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
         let (pid, stop_pipe) = match kind {
-            ProcessKind::Worker => (process::fork_child(&close, || worker::run(spec))?, None),
+            ProcessKind::Worker => {
+                let run = || {
+                    crate::signals::set_log_channel(child_log_fd);
+                    worker::run(spec)
+                };
+                (process::fork_child(&close, run)?, None)
+            }
             ProcessKind::Mule => {
                 let entry = self.config.mule.0[id as usize - 1].clone();
                 let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
@@ -825,7 +849,11 @@ impl Master {
                     write: write.try_clone()?,
                 };
                 let board = self.scoreboard;
-                let pid = process::fork_child(&close, move || mule::run(id, &entry, stop, board))?;
+                let run = move || {
+                    crate::signals::set_log_channel(child_log_fd);
+                    mule::run(id, &entry, stop, board)
+                };
+                let pid = process::fork_child(&close, run)?;
                 (pid, Some(write))
             }
         };
@@ -835,6 +863,9 @@ impl Master {
         let slot = &mut self.slots[i];
         slot.pid = Some(pid);
         slot.baseline = baseline;
+        // The child's end is the child's alone (a retiring predecessor keeps the log it has).
+        drop(child_log);
+        slot.log_channel = Some(log_channel);
         slot.started = Instant::now();
         slot.ready = false;
         slot.ready_pipe = Some(ready_read);
@@ -921,6 +952,38 @@ impl Master {
             chain.next = i + 1;
         }
         self.chain_start(i + 1);
+    }
+
+    /// The pool reopened `logto` (`fds`: the new file): this master, then each of its
+    /// processes, write there from now on. A process gets the file on its channel and is told
+    /// with [`crate::signals::REOPEN_LOG`]; a draining predecessor in a chain reload keeps the
+    /// old file for the little it has left to say.
+    fn reopen_log(&mut self, fds: Vec<OwnedFd>) {
+        let Some(log) = fds.into_iter().next() else {
+            tracing::warn!("the pool reopened the log but sent no file; ignored");
+            return;
+        };
+        if let Err(e) = nix::unistd::dup2_stdout(&log).and_then(|()| nix::unistd::dup2_stderr(&log))
+        {
+            tracing::error!(error = %e, "cannot move to the reopened log");
+            return;
+        }
+        let mut told = 0;
+        for slot in &self.slots {
+            let (Some(pid), Some(channel)) = (slot.pid, &slot.log_channel) else {
+                continue;
+            };
+            match zerg::fdpass::send_with_fds(channel.as_fd(), b"l", &[log.as_fd()]) {
+                Ok(_) => {
+                    signal(pid, crate::signals::REOPEN_LOG, "log reopening");
+                    told += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(pid = pid.as_raw(), error = %e, "cannot hand the reopened log")
+                }
+            }
+        }
+        tracing::info!(processes = told, "log reopened");
     }
 
     /// Whether any limit is set, so the master wakes to check them.
