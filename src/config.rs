@@ -222,6 +222,47 @@ pub struct Config {
     #[serde(default = "default_mercy")]
     pub worker_reload_mercy: u64,
 
+    /// Seconds a web worker may spend on one request (uWSGI's `harakiri`): past it the master
+    /// logs the request (method, target, worker, pid, generation, seconds) and the Python stack
+    /// of every thread of the worker, kills the worker and forks its successor at once. Its
+    /// other requests end with it (their clients see the connection closed). 0 never kills.
+    #[serde(default)]
+    pub harakiri: u64,
+
+    /// With `harakiri`, also log what the stuck worker waits on in the kernel (its `wchan` and
+    /// system call), as uWSGI's `harakiri-verbose` does on Linux.
+    #[serde(default)]
+    pub harakiri_verbose: bool,
+
+    /// Seconds a mule may hold one message (uWSGI's `mule-harakiri`): past it the master logs
+    /// the message and the mule's Python stacks, kills the mule and starts a successor, which
+    /// takes the unfinished message again (zerg delivers a mule's messages at least once).
+    /// 0 never kills.
+    #[serde(default)]
+    pub mule_harakiri: u64,
+
+    /// Replace a web worker once it has answered this many requests (uWSGI's `max-requests`),
+    /// the way a chain reload replaces it: its successor is forked and accepts before it stops
+    /// and drains, so no request fails and capacity never dips. 0 never replaces.
+    #[serde(default)]
+    pub max_requests: u64,
+
+    /// Spreads `max-requests` so the workers are not all replaced at once: worker N's limit is
+    /// `max-requests + (N - 1) * max-requests-delta`, as uWSGI's `max-requests-delta`.
+    #[serde(default)]
+    pub max_requests_delta: u64,
+
+    /// Replace a web worker whose resident memory (RSS) reaches this many MiB (uWSGI's
+    /// `reload-on-rss`), as `max-requests` does. The master reads it every few seconds from
+    /// `/proc`. 0 never replaces.
+    #[serde(default)]
+    pub reload_on_rss: u64,
+
+    /// Replace a web worker this many seconds after its start (uWSGI's
+    /// `max-worker-lifetime`), as `max-requests` does. 0 never replaces.
+    #[serde(default)]
+    pub max_worker_lifetime: u64,
+
     /// Seconds a new generation gets to import the app, start every worker and pass the health
     /// check; past it the pool kills it and the serving generation stays (a rollback).
     #[serde(default = "default_ready_timeout")]
@@ -242,10 +283,24 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
 
     /// A file the pool, and everything it starts (zerglings, workers, mules, what the app
-    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it once,
-    /// at start, relative to the directory it was started in; rotate it with `copytruncate`.
+    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it at
+    /// start, relative to the directory it was started in, and again on SIGUSR1 (logrotate's
+    /// `postrotate`: `kill -USR1 $(cat PIDFILE)`), handing the new file to every process; it
+    /// then runs as `uid`, which must be able to create the file in its directory.
     #[serde(default)]
     pub logto: Option<PathBuf>,
+
+    /// Reopen `logto` at each reload too (uWSGI's `log-reopen`), not only on SIGUSR1 to the
+    /// pool. Either way every process of every generation moves to the file reopened.
+    #[serde(default)]
+    pub log_reopen: bool,
+
+    /// One log line per request, off by default: `uwsgi` writes uWSGI's default request line
+    /// (`[pid: P|worker: W|gen: G] ADDR () [DATE] METHOD URI => generated N bytes in M msecs
+    /// (PROTO STATUS)`), `json` one JSON object with the same fields. The lines go where the
+    /// log goes (stderr or `logto`), at `info`, under the target `access`.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
 
     /// The umask the pool sets before it binds its sockets and creates its files; every process
     /// it starts inherits it. Octal digits, as uWSGI and umask(1) take them: `027`.
@@ -439,6 +494,16 @@ pub struct Farm {
     pub name: String,
     /// Mule positions, from 1.
     pub mules: Vec<u32>,
+}
+
+/// `log-format`: how the access log writes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// uWSGI's default request line.
+    Uwsgi,
+    /// One JSON object per request.
+    Json,
 }
 
 /// `interface`: the calling convention of the app.
@@ -723,6 +788,12 @@ impl Config {
         }
         if self.processes == 0 {
             problems.push("`processes` must be at least 1".into());
+        }
+        if self.max_requests_delta > 0 && self.max_requests == 0 {
+            problems.push("`max-requests-delta` spreads `max-requests`, which is not set".into());
+        }
+        if self.harakiri_verbose && self.harakiri == 0 {
+            problems.push("`harakiri-verbose` applies to `harakiri`, which is not set".into());
         }
         if self.threads == 0 {
             problems.push("`threads` must be at least 1".into());
@@ -1046,6 +1117,35 @@ impl Config {
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_secs(self.ready_timeout)
     }
+
+    /// `harakiri`, when set.
+    pub fn harakiri(&self) -> Option<Duration> {
+        (self.harakiri > 0).then(|| Duration::from_secs(self.harakiri))
+    }
+
+    /// `mule-harakiri`, when set.
+    pub fn mule_harakiri(&self) -> Option<Duration> {
+        (self.mule_harakiri > 0).then(|| Duration::from_secs(self.mule_harakiri))
+    }
+
+    /// Web worker `id`'s own `max-requests` (with `max-requests-delta`), when set.
+    pub fn max_requests_of(&self, id: u32) -> Option<u64> {
+        (self.max_requests > 0).then(|| {
+            self.max_requests.saturating_add(
+                u64::from(id.saturating_sub(1)).saturating_mul(self.max_requests_delta),
+            )
+        })
+    }
+
+    /// `reload-on-rss` in bytes, when set.
+    pub fn reload_on_rss_bytes(&self) -> Option<u64> {
+        (self.reload_on_rss > 0).then(|| self.reload_on_rss.saturating_mul(1 << 20))
+    }
+
+    /// `max-worker-lifetime`, when set.
+    pub fn max_worker_lifetime(&self) -> Option<Duration> {
+        (self.max_worker_lifetime > 0).then(|| Duration::from_secs(self.max_worker_lifetime))
+    }
 }
 
 /// `ADDRESS[,FIELD...]`, each part trimmed.
@@ -1133,10 +1233,19 @@ pub const OPTIONS: &[&str] = &[
     "zergling",
     "reload-mercy",
     "worker-reload-mercy",
+    "harakiri",
+    "harakiri-verbose",
+    "mule-harakiri",
+    "max-requests",
+    "max-requests-delta",
+    "reload-on-rss",
+    "max-worker-lifetime",
     "ready-timeout",
     "health-check",
     "pidfile",
     "logto",
+    "log-reopen",
+    "log-format",
     "umask",
     "uid",
     "gid",
@@ -1172,6 +1281,79 @@ mod tests {
         assert_eq!(
             c.listen_addrs(),
             vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn the_limits_default_to_off_and_read_as_uwsgi_means_them() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        let c = parse(base).unwrap();
+        assert_eq!(
+            (c.harakiri(), c.mule_harakiri(), c.max_requests_of(1)),
+            (None, None, None)
+        );
+        assert_eq!(
+            (c.reload_on_rss_bytes(), c.max_worker_lifetime()),
+            (None, None)
+        );
+        let c = parse(&format!(
+            "{base}harakiri: 30\nmax-requests: 100\nmax-requests-delta: 7\nreload-on-rss: 64\n"
+        ))
+        .unwrap();
+        assert_eq!(c.harakiri(), Some(Duration::from_secs(30)));
+        // uWSGI's: `max-requests + (worker_id - 1) * max-requests-delta`.
+        assert_eq!(
+            [1, 2, 4].map(|id| c.max_requests_of(id)),
+            [Some(100), Some(107), Some(121)]
+        );
+        assert_eq!(c.reload_on_rss_bytes(), Some(64 << 20));
+    }
+
+    #[test]
+    fn a_bad_limit_names_its_key_and_line() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        for (key, bad) in [
+            ("harakiri", "-1"),
+            ("harakiri-verbose", "loud"),
+            ("mule-harakiri", "soon"),
+            ("max-requests", "1k"),
+            ("max-requests-delta", "-3"),
+            ("reload-on-rss", "512M"),
+            ("max-worker-lifetime", "1h"),
+        ] {
+            let err = parse(&format!("{base}{key}: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("line 4: {key}")), "{key}: {err}");
+        }
+        let err = parse(&format!(
+            "{base}max-requests-delta: 5\nharakiri-verbose: true\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`max-requests-delta` spreads `max-requests`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`harakiri-verbose` applies to `harakiri`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_access_log_is_off_unless_a_format_is_given() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        assert_eq!(parse(base).unwrap().log_format, None);
+        let c = parse(&format!("{base}log-format: json\nlog-reopen: true\n")).unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert!(c.log_reopen);
+        let err = parse(&format!("{base}log-format: apache\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: log-format: unknown variant `apache`"),
+            "{err}"
         );
     }
 
