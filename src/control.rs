@@ -7,6 +7,12 @@
 //! The first frame each side sends is a hello that carries `protocol`; a peer with another
 //! version is refused with a message saying both versions, before anything else is decoded. A
 //! frame that does not parse closes that connection and nothing else.
+//!
+//! Versions: a pool, its zerglings and zergctl speak exactly one version. Version 2 added
+//! adoption (a zergling's hello may hand its fds back to a restarted pool) and the pool
+//! upgrade. An upgrade whose new binary speaks another version is refused up front (the new
+//! pool could not adopt the running zerglings), and the old pool stays in charge: moving to
+//! another protocol takes a restart of the site.
 
 use std::collections::VecDeque;
 use std::io;
@@ -21,7 +27,7 @@ use crate::config::{ListenAddr, Protocol};
 use crate::fdpass;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are a protocol error.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -80,6 +86,54 @@ impl std::fmt::Display for ProcessKind {
     }
 }
 
+/// A generation's phase as its master reports it when it asks to be adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdoptState {
+    Serving,
+    Draining,
+}
+
+/// What a zergling that outlived its pool hands back to a pool started again: the sockets
+/// and queues it holds (their fds follow the hello, in the order of [`Message::Welcome`]) and
+/// what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub state: AdoptState,
+    pub listeners: Vec<ListenerInfo>,
+    pub queues: Vec<String>,
+    pub mule_records: usize,
+    pub mules_held: Vec<u32>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// A live generation as an old pool hands it to the new one in an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedGeneration {
+    pub generation: u64,
+    pub master_pid: u32,
+}
+
+/// Everything an old pool hands its successor besides the fds: the control socket, then the
+/// listeners, queues and mule records in the order of [`Message::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub last_generation: u64,
+    pub generations: Vec<HandedGeneration>,
+    pub listeners: Vec<ListenerInfo>,
+    pub queues: Vec<String>,
+    pub mule_records: usize,
+}
+
+/// How `zergctl upgrade-pool` ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutcome {
+    /// True when the new pool is in charge and the old one exits.
+    pub ok: bool,
+    pub new_pid: Option<u32>,
+    pub message: String,
+}
+
 /// One generation as `zergctl status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationStatus {
@@ -126,6 +180,10 @@ pub enum Message {
         /// The generation number the pool gave a zergling it spawned (`ZERG_GENERATION`);
         /// `None` for one started by someone else.
         generation: Option<u64>,
+        /// Set by a zergling that outlived its pool and asks a new one to supervise it; its
+        /// fds follow (see [`Adoption`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adopt: Option<Adoption>,
     },
     /// The pool's answer to a zergling's hello. Fds follow: one per listener, in order, then
     /// two per queue (the end messages are sent on, then the end they are taken from), then one
@@ -141,6 +199,8 @@ pub enum Message {
     },
     /// The pool's answer to a ctl hello.
     HelloCtl { protocol: u32, pool_pid: u32 },
+    /// The pool's answer to a zergling's hello with `adopt`: it supervises this generation.
+    Adopted { generation: u64 },
     /// The pool will not talk to this peer; `reason` says why.
     Refused { protocol: u32, reason: String },
     /// zergling -> pool: the current set of processes (sent whenever it changes), and the mule
@@ -176,6 +236,17 @@ pub enum Message {
     ChainReload,
     /// zergling -> pool, then pool -> ctl: how the chain reload ended.
     ChainReloaded(ReloadOutcome),
+    /// ctl -> pool: start the pool binary again and hand it everything; answered with
+    /// `UpgradeResult` once the new pool is in charge, or failed.
+    UpgradePool,
+    /// pool -> ctl.
+    UpgradeResult(UpgradeOutcome),
+    /// new pool -> old pool, first frame on the upgrade channel.
+    Takeover { protocol: u32, pid: u32 },
+    /// old pool -> new pool; fds follow (see [`Handover`]).
+    Handover(Handover),
+    /// new pool -> old pool: the new pool accepts on the control socket; the old one exits.
+    TookOver,
     /// Either way: the previous frame could not be acted on.
     Error { message: String },
 }
@@ -280,16 +351,22 @@ pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
 /// How many fds travel with a message. The counts are the peer's word: a sum past `usize`
 /// says "more than ever came", which taking them then reports.
 pub fn fd_count(msg: &Message) -> usize {
+    let held = |listeners: &[ListenerInfo], queues: &[String], records: usize| {
+        listeners
+            .len()
+            .saturating_add(queues.len().saturating_mul(2))
+            .saturating_add(records)
+    };
     match msg {
         Message::Welcome {
             listeners,
             queues,
             mule_records,
             ..
-        } => listeners
-            .len()
-            .saturating_add(queues.len().saturating_mul(2))
-            .saturating_add(*mule_records),
+        } => held(listeners, queues, *mule_records),
+        Message::Hello { adopt: Some(a), .. } => held(&a.listeners, &a.queues, a.mule_records),
+        // The control socket first.
+        Message::Handover(h) => held(&h.listeners, &h.queues, h.mule_records).saturating_add(1),
         _ => 0,
     }
 }
@@ -341,6 +418,7 @@ impl Connection {
                 role: Role::Ctl,
                 pid: std::process::id(),
                 generation: None,
+                adopt: None,
             },
             &[],
         )?;
@@ -493,7 +571,7 @@ mod tests {
         let err = decode_hello(frame).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: we speak 1, the peer speaks 99"
+            "protocol version mismatch: we speak 2, the peer speaks 99"
         );
     }
 

@@ -9,22 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{alive, bin_dir, output_within, wait_for, Client, Server, DEADLINE};
-
-/// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
-/// no longer ask it for the pids of its generations.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if pid > 0 && pid <= i32::MAX as u32 && alive(pid) {
-                // SAFETY: killing processes this test started (checked positive above).
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
-}
+use common::{alive, bin_dir, output_within, wait_for, Client, KillOnDrop, Server, DEADLINE};
 
 /// CPU time (user + system) `pid` has used, in clock ticks; `None` once it is gone.
 fn cpu_ticks(pid: u32) -> Option<u64> {

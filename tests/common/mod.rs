@@ -395,6 +395,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// How many fds `pid` has open (0 once it is gone).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
+/// no longer ask it for the pids of its generations.
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if pid > 0 && pid <= i32::MAX as u32 && alive(pid) {
+                // SAFETY: killing processes this test started (checked positive above).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM...).
 pub fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
