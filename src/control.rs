@@ -393,6 +393,20 @@ pub fn checked_pid(raw: impl Into<i64>, what: &str) -> Option<nix::unistd::Pid> 
     }
 }
 
+/// True while `pid` runs; a zombie does not (an adopted master's dead parent pool cannot reap
+/// it, and whoever inherits it may not have yet).
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
 /// A blocking control connection, for zerglings and zergctl (single-threaded callers).
 #[derive(Debug)]
 pub struct Connection {

@@ -6,10 +6,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 
 use common::load::{keep_alive, Load};
-use common::{alive, open_fds, Client, KillOnDrop, Server};
+use common::{alive, wait_for, Client, KillOnDrop, Server};
 
 /// The versioned app, as `version`.
 fn app(version: &str) -> String {
@@ -43,24 +42,41 @@ fn load(addr: SocketAddr, conns: usize) -> Load<String> {
     })
 }
 
-/// The (device, inode) of the listening socket `fd` of process `pid`, if it has it open.
-fn socket_inode(pid: u32, fd: &str) -> Option<(u64, u64)> {
-    let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    Some((meta.dev(), meta.ino()))
+fn no_failure(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} requests failed, the first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 }
 
-/// The inodes of every socket `pid` has open.
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-                })
-                .collect()
-        })
+/// The inodes of the sockets listening on 127.0.0.1:`port`, from /proc/net/tcp: one kernel
+/// socket, the same before and after the pool's death, is the claim.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    std::fs::read_to_string("/proc/net/tcp")
         .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address "HEXIP:HEXPORT", state 0A is LISTEN, column 9 the inode.
+            let local_port = u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *cols.get(3)? == "0A").then(|| cols.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Kills the pool, waits for it to exit, and starts it again with the same config; waits until
+/// the new one answers `status`.
+fn kill_and_restart_pool(server: &mut Server) -> zerg::control::PoolStatus {
+    let old = server.pool_pid();
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+    server.start_pool_again();
+    let status = server.wait_serving();
+    assert_ne!(status.pool_pid, old);
+    status
 }
 
 #[test]
@@ -79,12 +95,7 @@ fn pool_killed_under_load_fails_no_request() {
         "every process of the generation serves on"
     );
     let (answers, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    no_failure(&failures);
     assert!(answers.iter().all(|a| a == "v1"));
     let log = server.log_text();
     assert_eq!(
@@ -92,7 +103,131 @@ fn pool_killed_under_load_fails_no_request() {
         1,
         "the master says once that it serves on"
     );
-    let _ = socket_inode;
-    let _ = socket_inodes;
-    let _ = open_fds;
+}
+
+#[test]
+fn a_pool_started_again_adopts_the_generation_then_reloads_it() {
+    let mut server = Server::start_with_app_source(&app("v1"), "processes: 2\n");
+    let before = server.wait_serving();
+    let first = before.generations[0].clone();
+    let port = server.http.port();
+    let sockets = listening_inodes(port);
+    assert_eq!(sockets.len(), 1, "one listening socket");
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    let load = load(server.http, 8);
+    load.wait_for_more("answers before the pool dies", 50);
+
+    let status = kill_and_restart_pool(&mut server);
+    assert_eq!(status.generations.len(), 1, "{status:?}");
+    let adopted = &status.generations[0];
+    assert_eq!(
+        (
+            adopted.generation,
+            adopted.state.as_str(),
+            adopted.master_pid
+        ),
+        (first.generation, "serving", first.master_pid),
+        "the new pool supervises the generation it found"
+    );
+    assert_eq!(adopted.processes.len(), first.processes.len());
+    assert_eq!(
+        listening_inodes(port),
+        sockets,
+        "the same kernel socket listens"
+    );
+    load.wait_for_more("answers after the adoption", 100);
+
+    server.write_app(&app("v2"));
+    let out = server.zergctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "reload after adoption: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = server.wait_serving();
+    assert!(
+        after
+            .generations
+            .iter()
+            .all(|g| g.generation > first.generation),
+        "a new number, never reused: {after:?}"
+    );
+    wait_for("the adopted master to exit after its drain", || {
+        (!alive(first.master_pid.unwrap())).then_some(())
+    });
+    load.wait_for_more("answers from the new code", 100);
+    let (answers, failures) = load.finish();
+    no_failure(&failures);
+    assert_eq!(answers.last().map(String::as_str), Some("v2"));
+    assert_eq!(
+        listening_inodes(port),
+        sockets,
+        "still the same kernel socket"
+    );
+}
+
+#[test]
+fn farm_messages_queued_before_the_pools_death_are_handled_once_after_adoption() {
+    let record = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let hold = record.with_extension("hold");
+    let handler = common::apps_dir().join("farm/handler.py");
+    let mut server = Server::start(
+        "farm/app.py",
+        &format!(
+            "processes: 1\nmule: [{}]\nfarm: jobs:1\nenv:\n  - FARM_RECORD={}\n  - FARM_HOLD={}\n",
+            handler.display(),
+            record.display(),
+            hold.display()
+        ),
+    );
+    wait_for("the mule to run", || {
+        let g = server.status()?.generations.into_iter().next()?;
+        g.processes
+            .iter()
+            .any(|p| p.kind == zerg::control::ProcessKind::Mule)
+            .then_some(())
+    });
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    // The only mule takes `hold` and hangs: every job after it waits in the farm's queue.
+    assert_eq!(server.get("/job/hold").status, 200);
+    let held = wait_for("the mule to hold a job", || {
+        std::fs::read_to_string(&hold)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    });
+    let jobs = 200;
+    for job in 0..jobs {
+        assert_eq!(server.get(&format!("/job/{job}")).text(), "queued");
+    }
+
+    let status = kill_and_restart_pool(&mut server);
+    assert_eq!(status.generations[0].state, "serving");
+    assert!(
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .is_empty(),
+        "no job was handled while the mule held one"
+    );
+    // SAFETY: killing the hung mule this test started.
+    unsafe { libc::kill(held, libc::SIGKILL) };
+
+    let lines = wait_for("every job to be recorded", || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter_map(|l| Some(l.rsplit(' ').next()?.to_owned()))
+            .collect();
+        (lines.len() > jobs).then_some(lines)
+    });
+    let mut seen = std::collections::HashMap::new();
+    for job in &lines {
+        *seen.entry(job.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a job handled twice: {seen:?}"
+    );
+    assert_eq!(seen.len(), jobs + 1, "every job, and the held one again");
 }

@@ -230,7 +230,10 @@ impl Server {
         http: SocketAddr,
     ) -> Server {
         let log = dir.path().join("server.log");
-        let logfile = std::fs::File::create(&log).unwrap();
+        std::fs::File::create(&log).unwrap();
+        // Appending: the zerglings share this file, and may outlive this pool and write beside
+        // the next one (see `start_pool_again`).
+        let logfile = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         let child = Command::new(bin_dir().join("zerg-pool"))
             .args(args)
             .current_dir(dir.path())
@@ -253,6 +256,33 @@ impl Server {
             log,
             child: Some(child),
         }
+    }
+
+    /// Starts zerg-pool again with the same config, its log appended to the same file, once
+    /// the previous one has exited (e.g. after a SIGKILL and [`Server::wait_exit`]).
+    pub fn start_pool_again(&mut self) {
+        if let Some(mut old) = self.child.take() {
+            let _ = old.wait();
+        }
+        let logfile = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin_dir().join("zerg-pool"))
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .env_remove("ZERG_CONFIG")
+            .env(
+                "ZERG_LOG",
+                std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("start zerg-pool again");
+        self.child = Some(child);
     }
 
     pub fn pool_pid(&self) -> u32 {
@@ -384,15 +414,7 @@ pub fn established_to(port: u16) -> bool {
 
 /// True while `pid` exists (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    zerg::control::running(pid)
 }
 
 /// How many fds `pid` has open (0 once it is gone).

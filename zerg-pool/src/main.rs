@@ -1,5 +1,6 @@
 //! `zerg-pool`: owns the listening sockets and hands them to generations of zerglings.
 
+mod adopt;
 mod control_server;
 mod generation;
 mod listeners;
@@ -70,7 +71,7 @@ fn run(config: PathBuf, startup: &startup::Startup) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (pool, control) = pool::Pool::bind(&config)?;
+        let (pool, control) = pool::Pool::bind(&config).await?;
         // Every socket is bound and no zergling started yet: from here on, `uid`/`gid`.
         startup.serve_as_user()?;
         pool.run(control).await

@@ -10,6 +10,9 @@
 //! every older serving generation drains. A candidate that fails, exits or misses
 //! `ready-timeout` is killed and the old generation serves on: a rollback. One candidate starts
 //! at a time; reloads asked meanwhile are queued and coalesced into the next one.
+//!
+//! Generations that outlived the pool before this one are adopted before anything else (see
+//! `adopt`): they are supervised as if this pool had started them.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -26,7 +29,8 @@ use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
 use zerg::control::{checked_pid, Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
 
-use crate::control_server::{self, Event};
+use crate::adopt::{self, Adopter, Expected, Held, StateFile};
+use crate::control_server::{self, AdoptRequest, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
@@ -97,40 +101,64 @@ pub struct Pool {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     exit_code: i32,
+    /// Where the live generations are written down for a pool started after this one's death.
+    state_file: StateFile,
+    /// Generations that came back during the adoption window, taken in as `run` starts.
+    adopters: Vec<Adopter>,
 }
 
 impl Pool {
-    /// Binds every socket named in the config. Nothing is started yet.
-    pub fn bind(config_path: &Path) -> anyhow::Result<(Pool, UnixListener)> {
+    /// Opens the control socket, takes back the generations that outlived the pool before this
+    /// one (see `adopt`), and binds every socket of the config that none of them brought back.
+    /// Nothing is started yet.
+    pub async fn bind(config_path: &Path) -> anyhow::Result<(Pool, UnixListener)> {
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
-        let listeners =
-            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
-        for l in &listeners {
-            tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
-        }
-        let queues = queues::create_all(&config).context("cannot create the farm queues")?;
-        let config_mules = config.mule.0.len();
-        let records =
-            queues::create_records(config_mules).context("cannot create the mule records")?;
         let control_path = std::path::absolute(&config.zerg_server)?;
+        let state_file = StateFile::beside(&control_path);
+        let saved = state_file.read().unwrap_or_default();
         let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
         std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
         let std_listener = std::os::unix::net::UnixListener::from(control_fd);
         std_listener.set_nonblocking(true)?;
         let control = UnixListener::from_std(std_listener)?;
         tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
+        let expected = Expected {
+            listeners: listeners::manifest(&config.listeners()),
+            queues: queues::names(&config),
+            mule_records: config.mule.0.len(),
+        };
+        // The user the zerglings run as: this pool may still be root here.
+        let zergling_uid = zerg::privileges::RunAs::from_config(&config)
+            .and_then(|r| r.uid())
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let (adopters, held) =
+            adopt::collect(&control, saved.generations, zergling_uid, &expected, None).await;
+        let held = match held {
+            Some(held) => {
+                for l in &held.listeners {
+                    tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening (the same socket as before the pool's death)");
+                }
+                held
+            }
+            None => Self::bind_fresh(&config)?,
+        };
+        let last_generation = adopters
+            .iter()
+            .map(|a| a.generation)
+            .fold(saved.last_generation, u64::max);
+        let config_mules = config.mule.0.len();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let pool = Pool {
             config_path,
             config,
             control_path,
-            listeners: Arc::new(listeners),
-            queues: Arc::new((queues, records)),
+            listeners: Arc::new(held.listeners),
+            queues: Arc::new((held.queues, held.records)),
             generations: BTreeMap::new(),
             conns: BTreeMap::new(),
-            last_generation: 0,
+            last_generation,
             ever_served: false,
             stopping: None,
             backoff: Duration::ZERO,
@@ -144,8 +172,140 @@ impl Pool {
             internal_tx,
             internal_rx,
             exit_code: 0,
+            state_file,
+            adopters,
         };
         Ok((pool, control))
+    }
+
+    /// Binds the config's listeners and creates its queues and records: a fresh start.
+    fn bind_fresh(config: &Config) -> anyhow::Result<Held> {
+        let listeners =
+            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
+        for l in &listeners {
+            tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
+        }
+        let queues = queues::create_all(config).context("cannot create the farm queues")?;
+        let records = queues::create_records(config.mule.0.len())
+            .context("cannot create the mule records")?;
+        Ok(Held {
+            listeners,
+            queues,
+            records,
+        })
+    }
+
+    /// Supervises the generations that came back during the adoption window, all at once, so
+    /// that mule positions are granted only once every holder is known.
+    fn take_in_adopters(&mut self, events: &mpsc::UnboundedSender<Event>, next_conn: &mut ConnId) {
+        for a in std::mem::take(&mut self.adopters) {
+            *next_conn += 1;
+            let conn = *next_conn;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(control_server::relay(
+                a.conn,
+                conn,
+                a.pid,
+                rx,
+                events.clone(),
+                self.listeners.clone(),
+                self.queues.clone(),
+            ));
+            self.adopt(AdoptRequest {
+                conn,
+                pid: a.pid,
+                generation: a.generation,
+                adoption: a.adoption,
+                tx,
+            });
+        }
+        self.assign_mules();
+    }
+
+    /// Takes a generation in, as its master reported it, and tells the master so.
+    fn adopt(&mut self, r: AdoptRequest) {
+        let AdoptRequest {
+            conn,
+            pid,
+            generation: number,
+            adoption,
+            tx,
+        } = r;
+        let serving = adoption.state == zerg::control::AdoptState::Serving;
+        let mut g = Generation::adopted(
+            number,
+            pid,
+            serving,
+            adoption.processes,
+            adoption.mules_held.clone(),
+        );
+        for k in adoption.mules_held {
+            if let Some(holder) = self.mule_holders.get_mut(k as usize - 1) {
+                *holder = Some(number);
+            }
+        }
+        g.conn = Some((conn, tx));
+        g.send(Message::Adopted { generation: number });
+        self.generations.insert(number, g);
+        self.conns.insert(conn, number);
+        self.last_generation = self.last_generation.max(number);
+        if serving {
+            self.ever_served = true;
+        }
+    }
+
+    /// A generation that knocks after the adoption window: adopted too, but if another
+    /// generation serves or starts meanwhile, the late one drains.
+    fn on_late_adopt(&mut self, r: AdoptRequest) {
+        let (number, pid) = (r.generation, r.pid);
+        let refuse = |reason: String| {
+            tracing::error!(generation = number, pid, %reason, "adoption refused");
+            let _ = r.tx.send(Message::Refused {
+                protocol: PROTOCOL_VERSION,
+                reason,
+            });
+        };
+        if self.stopping.is_some() {
+            return refuse("the pool is stopping".into());
+        }
+        if self.generations.contains_key(&number) {
+            return refuse(format!("generation {number} is supervised already"));
+        }
+        let replaced = self.has_live_generation();
+        self.adopt(r);
+        if let Some(g) = self.generations.get_mut(&number) {
+            if replaced && g.state() == State::Serving {
+                g.transition(
+                    State::Draining,
+                    "came back after another generation took over",
+                );
+                g.send(Message::Stop {
+                    mercy_secs: self.config.reload_mercy().as_secs(),
+                });
+            }
+        }
+        self.assign_mules();
+    }
+
+    /// Writes down the serving and draining generations' masters, for a pool started after
+    /// this one's death.
+    fn save_state(&mut self) {
+        let generations = self
+            .generations
+            .values()
+            .filter(|g| matches!(g.state(), State::Serving | State::Draining))
+            .filter_map(|g| {
+                Some(zerg::control::HandedGeneration {
+                    generation: g.number,
+                    master_pid: g.master_pid?,
+                })
+            })
+            .collect();
+        self.state_file.write(adopt::Saved {
+            pool_pid: std::process::id(),
+            last_generation: self.last_generation,
+            generations,
+        });
     }
 
     /// Runs until the pool is stopped; returns the process exit code.
@@ -157,9 +317,15 @@ impl Pool {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
 
-        self.spawn_generation()?;
+        self.take_in_adopters(&events_tx, &mut next_conn);
+        if self.has_live_generation() {
+            notify::ready();
+        } else {
+            self.spawn_generation()?;
+        }
 
         loop {
+            self.save_state();
             self.finish_retired();
             if self.stopping.is_some() && self.generations.values().all(Generation::is_finished) {
                 break;
@@ -190,6 +356,7 @@ impl Pool {
         }
         self.fail_waiters("the pool stopped");
         tracing::info!(code = self.exit_code, "pool stopped");
+        self.state_file.remove();
         listeners::remove_socket_files(self.socket_files());
         Ok(self.exit_code)
     }
@@ -310,6 +477,7 @@ impl Pool {
                 generation,
                 tx,
             } => self.on_hello(conn, pid, generation, tx),
+            Event::ZerglingAdopt(r) => self.on_late_adopt(r),
             Event::FromZergling { conn, msg } => self.on_zergling_message(conn, msg),
             Event::Disconnected { conn } => self.on_disconnect(conn),
             Event::Status { reply } => {
@@ -317,6 +485,13 @@ impl Pool {
             }
             Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
             Event::ChainReload { reply } => self.chain_reload(reply),
+            Event::UpgradePool { reply } => {
+                let _ = reply.send(zerg::control::UpgradeOutcome {
+                    ok: false,
+                    new_pid: None,
+                    message: "not yet".into(),
+                });
+            }
             Event::Stop { immediate } => {
                 if immediate {
                     self.stop_now("zergctl stop --now")
@@ -445,7 +620,9 @@ impl Pool {
         };
         if let Some(g) = self.generations.get_mut(&number) {
             g.conn = None;
-            if let Some(pid) = g.child_pid {
+            // An adopted master is no child of this pool: its own pid is the one to stop.
+            let process = g.child_pid.or(g.master_pid.filter(|_| g.adopted));
+            if let Some(pid) = process {
                 if g.state() != State::Draining && self.stopping.is_none() {
                     // A master that hangs up is broken; make sure its process tree goes too.
                     tracing::warn!(
