@@ -6,9 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use common::load::{keep_alive, Load};
-use common::{alive, wait_for, Client, KillOnDrop, Server};
+use common::{alive, bin_dir, wait_for, Client, KillOnDrop, Server};
 
 /// The versioned app, as `version`.
 fn app(version: &str) -> String {
@@ -230,4 +232,118 @@ fn farm_messages_queued_before_the_pools_death_are_handled_once_after_adoption()
         "a job handled twice: {seen:?}"
     );
     assert_eq!(seen.len(), jobs + 1, "every job, and the held one again");
+}
+
+/// Copies the built zerg-pool into `dir/bin`, where the test replaces it before an upgrade.
+fn install_pool(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let path = bin.join("zerg-pool");
+    std::fs::copy(bin_dir().join("zerg-pool"), &path).unwrap();
+    path
+}
+
+/// Replaces the binary at `path` as a package manager does: a new file renamed over it.
+fn replace_binary(path: &Path, contents: &[u8]) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, contents).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+#[test]
+fn upgrade_pool_under_load_hands_everything_to_the_new_binary() {
+    let mut server = Server::start_with_pool_binary(install_pool, &app("v1"), "processes: 2\n");
+    let old_pool = server.pool_pid();
+    let first = server.wait_serving().generations[0].clone();
+    let port = server.http.port();
+    let sockets = listening_inodes(port);
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    let load = load(server.http, 8);
+    load.wait_for_more("answers before the upgrade", 50);
+
+    let build = std::fs::read(bin_dir().join("zerg-pool")).unwrap();
+    replace_binary(&server.binary, &build);
+    let out = server.zergctl(&["upgrade-pool"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server.wait_exit(common::DEADLINE).success(),
+        "the old pool exits cleanly"
+    );
+    assert!(!alive(old_pool));
+    let status = wait_for("the new pool to supervise the generation", || {
+        let s = server.status()?;
+        let g = s.generations.first()?;
+        (g.master_pid == first.master_pid && g.state == "serving").then_some(s)
+    });
+    assert_ne!(status.pool_pid, old_pool);
+    assert!(
+        said.contains(&format!("pool pid {} is in charge", status.pool_pid)),
+        "{said}"
+    );
+    assert_eq!(
+        listening_inodes(port),
+        sockets,
+        "the same kernel socket listens"
+    );
+    load.wait_for_more("answers after the upgrade", 100);
+
+    server.write_app(&app("v2"));
+    let out = server.zergctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    load.wait_for_more("answers from the new code", 100);
+    let (answers, failures) = load.finish();
+    no_failure(&failures);
+    assert_eq!(answers.last().map(String::as_str), Some("v2"));
+}
+
+#[test]
+fn a_broken_new_pool_binary_leaves_the_old_pool_in_charge() {
+    let server = Server::start_with_pool_binary(install_pool, &app("v1"), "processes: 1\n");
+    let old_pool = server.pool_pid();
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    let load = load(server.http, 4);
+    load.wait_for_more("answers before the upgrade", 20);
+
+    replace_binary(
+        &server.binary,
+        b"#!/bin/sh\necho 'a broken build' >&2\nexit 1\n",
+    );
+    let out = server.zergctl(&["upgrade-pool"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("exited") && said.contains("the old pool stays in charge"),
+        "{said}"
+    );
+    // SIGUSR2 asks for the same upgrade; it fails the same way.
+    server.signal(libc::SIGUSR2);
+    wait_for("the failed SIGUSR2 upgrade in the log", || {
+        (server
+            .log_text()
+            .matches("this pool stays in charge")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    let status = server.wait_serving();
+    assert_eq!(status.pool_pid, old_pool, "the old pool answers");
+    load.wait_for_more("answers after the failed upgrades", 50);
+    let out = server.zergctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, failures) = load.finish();
+    no_failure(&failures);
 }

@@ -98,6 +98,8 @@ pub struct Server {
     pub control: PathBuf,
     pub http: SocketAddr,
     pub log: PathBuf,
+    /// The zerg-pool binary this server runs.
+    pub binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -136,6 +138,26 @@ impl Server {
         server
     }
 
+    /// Like `start_with_app_source`, with the pool binary `install` puts in the temp dir it is
+    /// given (a copy the test may replace before `zergctl upgrade-pool`). The config names the
+    /// zergling beside the test's own binaries.
+    pub fn start_with_pool_binary(
+        install: impl FnOnce(&Path) -> PathBuf,
+        source: &str,
+        extra: &str,
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = install(dir.path());
+        let app = dir.path().join("app.py");
+        std::fs::write(&app, source).unwrap();
+        let zergling = format!("zergling: {}\n", bin_dir().join("zergling").display());
+        let (config, control, http) = app_config(dir.path(), &app, &format!("{zergling}{extra}"));
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        let server = Server::launch(dir, &binary, &args, &[], config.clone(), control, http);
+        server.wait_serving();
+        server
+    }
+
     pub fn write_app(&self, source: &str) {
         std::fs::write(self.dir.path().join("app.py"), source).unwrap();
     }
@@ -157,16 +179,7 @@ impl Server {
         extra: &str,
         env: &[(&str, String)],
     ) -> Server {
-        let port = free_port();
-        let control = dir.path().join("zerg.sock");
-        let yaml = format!(
-            "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
-            control.display(),
-            app.display()
-        );
-        let config = dir.path().join("zerg.yml");
-        std::fs::write(&config, yaml).unwrap();
-        let http = format!("127.0.0.1:{port}").parse().unwrap();
+        let (config, control, http) = app_config(dir.path(), app, extra);
         Server::spawn_with_config_env(dir, config, control, http, env)
     }
 
@@ -215,7 +228,15 @@ impl Server {
         env: &[(&str, String)],
     ) -> Server {
         let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
-        Server::launch(dir, &args, env, config.clone(), control, http)
+        Server::launch(
+            dir,
+            &bin_dir().join("zerg-pool"),
+            &args,
+            env,
+            config.clone(),
+            control,
+            http,
+        )
     }
 
     /// Starts zerg-pool with `args` naming its config, logging to `server.log` in `dir`; the
@@ -223,6 +244,7 @@ impl Server {
     /// test's own environment cannot name a second config.
     fn launch(
         dir: tempfile::TempDir,
+        binary: &Path,
         args: &[&std::ffi::OsStr],
         env: &[(&str, String)],
         config: PathBuf,
@@ -234,7 +256,7 @@ impl Server {
         // Appending: the zerglings share this file, and may outlive this pool and write beside
         // the next one (see `start_pool_again`).
         let logfile = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        let child = Command::new(bin_dir().join("zerg-pool"))
+        let child = Command::new(binary)
             .args(args)
             .current_dir(dir.path())
             .env_remove("ZERG_CONFIG")
@@ -254,6 +276,7 @@ impl Server {
             control,
             http,
             log,
+            binary: binary.to_owned(),
             child: Some(child),
         }
     }
@@ -268,7 +291,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin_dir().join("zerg-pool"))
+        let child = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path())
@@ -333,6 +356,8 @@ impl Server {
     pub fn all_pids(&self) -> Vec<u32> {
         let mut pids = vec![self.pool_pid()];
         if let Some(s) = self.status() {
+            // Another pool than the one started here, after an upgrade.
+            pids.push(s.pool_pid);
             for g in s.generations {
                 pids.extend(g.master_pid);
                 pids.extend(g.processes.iter().map(|p| p.pid));
@@ -388,6 +413,24 @@ impl Drop for Server {
             eprintln!("---- server log ----\n{}", self.log_text());
         }
     }
+}
+
+/// Writes the config for `app` (+ `extra` YAML) in `dir`: control socket, a free port.
+fn app_config(dir: &Path, app: &Path, extra: &str) -> (PathBuf, PathBuf, SocketAddr) {
+    let port = free_port();
+    let control = dir.join("zerg.sock");
+    let yaml = format!(
+        "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
+        control.display(),
+        app.display()
+    );
+    let config = dir.join("zerg.yml");
+    std::fs::write(&config, yaml).unwrap();
+    (
+        config,
+        control,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
 }
 
 /// True when some TCP connection to local port `port` is established (read from /proc/net, so
@@ -662,6 +705,14 @@ impl Server {
         control: PathBuf,
         http: SocketAddr,
     ) -> Server {
-        Server::launch(dir, args, &[], config, control, http)
+        Server::launch(
+            dir,
+            &bin_dir().join("zerg-pool"),
+            args,
+            &[],
+            config,
+            control,
+            http,
+        )
     }
 }

@@ -64,9 +64,11 @@ pub enum Event {
     ChainReload {
         reply: oneshot::Sender<ReloadOutcome>,
     },
-    /// zergctl asks the pool to replace itself with its binary started again.
+    /// zergctl asks the pool to replace itself with its binary started again. `flushed`
+    /// closes once the answer is written, so that a pool that hands over exits only then.
     UpgradePool {
         reply: oneshot::Sender<UpgradeOutcome>,
+        flushed: oneshot::Receiver<()>,
     },
 }
 
@@ -100,6 +102,13 @@ impl AsyncConn {
         let hello = control::decode_hello(&self.recv_frame().await?)?;
         let fds = self.decoder.take_fds(control::fd_count(&hello))?;
         Ok((hello, fds))
+    }
+
+    /// The next message and the fds it carries.
+    pub(crate) async fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let msg: Message = serde_json::from_slice(&self.recv_frame().await?)?;
+        let fds = self.decoder.take_fds(control::fd_count(&msg))?;
+        Ok((msg, fds))
     }
 
     pub(crate) async fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
@@ -332,6 +341,8 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
     if c.send(&hello, &[]).await.is_err() {
         return;
     }
+    // Dropped once an upgrade's answer is written (see `Event::UpgradePool`).
+    let mut written_guard: Option<oneshot::Sender<()>> = None;
     loop {
         let msg = match c
             .recv_frame()
@@ -355,9 +366,13 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
             Message::ChainReload => ask(&events, |reply| Event::ChainReload { reply })
                 .await
                 .map(Message::ChainReloaded),
-            Message::UpgradePool => ask(&events, |reply| Event::UpgradePool { reply })
-                .await
-                .map(Message::UpgradeResult),
+            Message::UpgradePool => {
+                let (written, flushed) = oneshot::channel();
+                written_guard = Some(written);
+                ask(&events, |reply| Event::UpgradePool { reply, flushed })
+                    .await
+                    .map(Message::UpgradeResult)
+            }
             Message::StopPool { immediate } => events
                 .send(Event::Stop { immediate })
                 .ok()
@@ -371,6 +386,7 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
         if c.send(&answer, &[]).await.is_err() {
             return;
         }
+        drop(written_guard.take());
     }
 }
 

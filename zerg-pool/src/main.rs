@@ -8,6 +8,7 @@ mod notify;
 mod pool;
 mod queues;
 mod startup;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,15 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // Before any thread: the upgrade channel's variable leaves the environment here.
+    let upgrade = match upgrade::channel_from_env().and_then(|c| Ok((c, upgrade::Exe::current()?)))
+    {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("zerg-pool: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let (path, kind) = match (args.yaml, args.ini, args.config) {
         (Some(yaml), _, _) => (yaml, FileKind::Uwsgi(Dialect::Yaml)),
         (None, Some(ini), _) => (ini, FileKind::Uwsgi(Dialect::Ini)),
@@ -55,7 +65,7 @@ fn main() {
     if let Some(pidfile) = startup.pidfile() {
         tracing::info!(path = %pidfile.display(), "pid written");
     }
-    let code = match run(path, &startup) {
+    let code = match run(path, &startup, upgrade) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("zerg-pool: {e:#}");
@@ -66,12 +76,16 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(config: PathBuf, startup: &startup::Startup) -> anyhow::Result<i32> {
+fn run(
+    config: PathBuf,
+    startup: &startup::Startup,
+    (channel, exe): (Option<std::os::fd::OwnedFd>, upgrade::Exe),
+) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (pool, control) = pool::Pool::bind(&config).await?;
+        let (pool, control) = pool::Pool::bind(&config, exe, channel).await?;
         // Every socket is bound and no zergling started yet: from here on, `uid`/`gid`.
         startup.serve_as_user()?;
         pool.run(control).await

@@ -27,7 +27,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
-use zerg::control::{checked_pid, Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
+use zerg::control::{
+    checked_pid, HandedGeneration, Handover, Message, PoolStatus, ReloadOutcome, UpgradeOutcome,
+    PROTOCOL_VERSION,
+};
 
 use crate::adopt::{self, Adopter, Expected, Held, StateFile};
 use crate::control_server::{self, AdoptRequest, Event};
@@ -35,6 +38,7 @@ use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
 use crate::queues::{self, Queue};
+use crate::upgrade::{self, Exe};
 
 /// Longest pause between two attempts to start a generation that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -66,6 +70,19 @@ struct Retiring {
     old: Vec<u64>,
     requested: Instant,
     waiters: Vec<Waiter>,
+}
+
+/// A zergctl waiting for an upgrade's outcome, and the signal that its answer was written.
+type UpgradeWaiter = (oneshot::Sender<UpgradeOutcome>, oneshot::Receiver<()>);
+
+/// Where the pool is with replacing its own binary (see `upgrade`).
+enum Upgrade {
+    /// This pool is in charge, and accepts on the control socket.
+    InCharge,
+    /// A new pool binary is starting; the control socket waits for whoever ends in charge.
+    Underway { waiters: Vec<UpgradeWaiter> },
+    /// The new pool took over: this one exits once the waiters have their answer.
+    HandedOver { flushed: Vec<oneshot::Receiver<()>> },
 }
 
 /// How the pool is stopping, once it is.
@@ -105,40 +122,82 @@ pub struct Pool {
     state_file: StateFile,
     /// Generations that came back during the adoption window, taken in as `run` starts.
     adopters: Vec<Adopter>,
+    /// The binary an upgrade starts again.
+    exe: Exe,
+    upgrade: Upgrade,
+    upgrade_tx: mpsc::UnboundedSender<upgrade::Outcome>,
+    upgrade_rx: mpsc::UnboundedReceiver<upgrade::Outcome>,
 }
 
 impl Pool {
     /// Opens the control socket, takes back the generations that outlived the pool before this
     /// one (see `adopt`), and binds every socket of the config that none of them brought back.
     /// Nothing is started yet.
-    pub async fn bind(config_path: &Path) -> anyhow::Result<(Pool, UnixListener)> {
+    ///
+    /// With `upgrade_channel` (this pool was started by `zergctl upgrade-pool`), the control
+    /// socket and every other fd come from the old pool instead, and nothing is bound.
+    pub async fn bind(
+        config_path: &Path,
+        exe: Exe,
+        upgrade_channel: Option<std::os::fd::OwnedFd>,
+    ) -> anyhow::Result<(Pool, UnixListener)> {
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
         let control_path = std::path::absolute(&config.zerg_server)?;
         let state_file = StateFile::beside(&control_path);
-        let saved = state_file.read().unwrap_or_default();
-        let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
-        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
-        let std_listener = std::os::unix::net::UnixListener::from(control_fd);
-        std_listener.set_nonblocking(true)?;
-        let control = UnixListener::from_std(std_listener)?;
-        tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
-        let expected = Expected {
+        let mut saved = state_file.read().unwrap_or_default();
+        let mut expected = Expected {
             listeners: listeners::manifest(&config.listeners()),
             queues: queues::names(&config),
             mule_records: config.mule.0.len(),
         };
+        let mut held = None;
+        let control_fd = match upgrade_channel {
+            None => {
+                let fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
+                std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+                fd
+            }
+            Some(channel) => {
+                let (mut old, handover, fds) = upgrade::receive(channel)?;
+                tracing::info!(generations = ?handover.generations, "upgrade: the old pool handed over its sockets");
+                expected = Expected {
+                    listeners: handover.listeners.clone(),
+                    queues: handover.queues.clone(),
+                    mule_records: handover.mule_records,
+                };
+                if expected.listeners != listeners::manifest(&config.listeners()) {
+                    tracing::warn!("the listeners in the config changed; an upgrade keeps the pool's sockets (restart the site to rebind)");
+                }
+                let mut fds = fds.into_iter();
+                let control = fds
+                    .next()
+                    .context("the handover carries no control socket")?;
+                held = Some(Held::split(&expected, fds.collect()));
+                saved = adopt::Saved {
+                    pool_pid: 0,
+                    last_generation: handover.last_generation,
+                    generations: handover.generations,
+                };
+                old.send(&Message::TookOver, &[])?;
+                control
+            }
+        };
+        let std_listener = std::os::unix::net::UnixListener::from(control_fd);
+        std_listener.set_nonblocking(true)?;
+        let control = UnixListener::from_std(std_listener)?;
+        tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
         // The user the zerglings run as: this pool may still be root here.
         let zergling_uid = zerg::privileges::RunAs::from_config(&config)
             .and_then(|r| r.uid())
             .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
         let (adopters, held) =
-            adopt::collect(&control, saved.generations, zergling_uid, &expected, None).await;
+            adopt::collect(&control, saved.generations, zergling_uid, &expected, held).await;
         let held = match held {
             Some(held) => {
                 for l in &held.listeners {
-                    tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening (the same socket as before the pool's death)");
+                    tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening (a socket taken over, never closed)");
                 }
                 held
             }
@@ -150,6 +209,7 @@ impl Pool {
             .fold(saved.last_generation, u64::max);
         let config_mules = config.mule.0.len();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (upgrade_tx, upgrade_rx) = mpsc::unbounded_channel();
         let pool = Pool {
             config_path,
             config,
@@ -174,6 +234,10 @@ impl Pool {
             exit_code: 0,
             state_file,
             adopters,
+            exe,
+            upgrade: Upgrade::InCharge,
+            upgrade_tx,
+            upgrade_rx,
         };
         Ok((pool, control))
     }
@@ -290,22 +354,121 @@ impl Pool {
     /// Writes down the serving and draining generations' masters, for a pool started after
     /// this one's death.
     fn save_state(&mut self) {
-        let generations = self
-            .generations
+        self.state_file.write(adopt::Saved {
+            pool_pid: std::process::id(),
+            last_generation: self.last_generation,
+            generations: self.live_masters(),
+        });
+    }
+
+    /// The serving and draining generations' masters: the ones that outlive this pool.
+    fn live_masters(&self) -> Vec<HandedGeneration> {
+        self.generations
             .values()
             .filter(|g| matches!(g.state(), State::Serving | State::Draining))
             .filter_map(|g| {
-                Some(zerg::control::HandedGeneration {
+                Some(HandedGeneration {
                     generation: g.number,
                     master_pid: g.master_pid?,
                 })
             })
-            .collect();
-        self.state_file.write(adopt::Saved {
-            pool_pid: std::process::id(),
+            .collect()
+    }
+
+    /// `zergctl upgrade-pool` or SIGUSR2: starts this pool's binary again and hands it
+    /// everything (see `upgrade`). Refused while a generation starts or the pool stops.
+    fn begin_upgrade(&mut self, control: &UnixListener, waiter: Option<UpgradeWaiter>, why: &str) {
+        let refuse = |waiter: Option<UpgradeWaiter>, message: String| {
+            tracing::error!(reason = why, "upgrade {message}");
+            if let Some((reply, _)) = waiter {
+                let _ = reply.send(UpgradeOutcome {
+                    ok: false,
+                    new_pid: None,
+                    message,
+                });
+            }
+        };
+        if let Upgrade::Underway { waiters } = &mut self.upgrade {
+            waiters.extend(waiter);
+            return;
+        }
+        if self.stopping.is_some() || !matches!(self.upgrade, Upgrade::InCharge) {
+            return refuse(waiter, "refused: the pool is stopping".into());
+        }
+        if let Some(starting) = self
+            .generations
+            .values()
+            .find(|g| g.state() == State::Starting)
+        {
+            let message = format!(
+                "refused: generation {} is starting; upgrade once the reload is over",
+                starting.number
+            );
+            return refuse(waiter, message);
+        }
+        let handover = Handover {
             last_generation: self.last_generation,
-            generations,
-        });
+            generations: self.live_masters(),
+            listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
+            queues: self.queues.0.iter().map(|q| q.name.clone()).collect(),
+            mule_records: self.queues.1.len(),
+        };
+        let fds: std::io::Result<Vec<std::os::fd::OwnedFd>> =
+            std::iter::once(std::os::fd::AsFd::as_fd(control))
+                .chain(adopt::all_fds(
+                    &self.listeners,
+                    &self.queues.0,
+                    &self.queues.1,
+                ))
+                .map(|fd| fd.try_clone_to_owned())
+                .collect();
+        let started = fds
+            .map_err(anyhow::Error::from)
+            .and_then(|fds| upgrade::start(&self.exe, handover, fds, self.upgrade_tx.clone()));
+        match started {
+            Ok(()) => {
+                tracing::info!(reason = why, binary = %self.exe.path.display(), "upgrade: handing the pool over to a new binary");
+                self.upgrade = Upgrade::Underway {
+                    waiters: waiter.into_iter().collect(),
+                };
+            }
+            Err(e) => refuse(waiter, format!("failed: {e:#}; this pool stays in charge")),
+        }
+    }
+
+    /// The new pool took over (this one exits), or failed (this one stays in charge).
+    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) {
+        let Upgrade::Underway { waiters } = std::mem::replace(&mut self.upgrade, Upgrade::InCharge)
+        else {
+            return;
+        };
+        let answer = match &outcome {
+            Ok(pid) => {
+                tracing::info!(new_pid = pid, "upgrade done: the new pool is in charge; this one exits and leaves every generation serving");
+                notify::main_pid(*pid);
+                UpgradeOutcome {
+                    ok: true,
+                    new_pid: Some(*pid),
+                    message: format!("pool pid {pid} is in charge"),
+                }
+            }
+            Err(why) => {
+                tracing::error!("upgrade failed: {why}; this pool stays in charge");
+                UpgradeOutcome {
+                    ok: false,
+                    new_pid: None,
+                    message: format!("failed: {why}; the old pool stays in charge"),
+                }
+            }
+        };
+        let mut flushed = Vec::new();
+        for (reply, written) in waiters {
+            let _ = reply.send(answer.clone());
+            flushed.push(written);
+        }
+        if outcome.is_ok() {
+            self.upgrade = Upgrade::HandedOver { flushed };
+        }
     }
 
     /// Runs until the pool is stopped; returns the process exit code.
@@ -314,6 +477,7 @@ impl Pool {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigquit = signal(SignalKind::quit())?;
         let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigusr2 = signal(SignalKind::user_defined2())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
 
@@ -325,6 +489,13 @@ impl Pool {
         }
 
         loop {
+            if let Upgrade::HandedOver { flushed } = &mut self.upgrade {
+                // The state file, the socket files and the generations are the new pool's.
+                for written in std::mem::take(flushed) {
+                    let _ = tokio::time::timeout(upgrade::TAKEOVER_TIMEOUT, written).await;
+                }
+                return Ok(0);
+            }
             self.save_state();
             self.finish_retired();
             if self.stopping.is_some() && self.generations.values().all(Generation::is_finished) {
@@ -336,7 +507,9 @@ impl Pool {
                 _ = sigint.recv() => self.begin_stop("SIGINT"),
                 _ = sigquit.recv() => self.stop_now("SIGQUIT"),
                 _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
-                accepted = control.accept() => match accepted {
+                _ = sigusr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
+                Some(outcome) = self.upgrade_rx.recv() => self.on_upgrade_outcome(outcome),
+                accepted = control.accept(), if matches!(self.upgrade, Upgrade::InCharge) => match accepted {
                     Ok((stream, _)) => {
                         next_conn += 1;
                         tokio::spawn(control_server::serve(
@@ -349,7 +522,7 @@ impl Pool {
                     }
                     Err(e) => tracing::warn!(error = %e, "control accept failed"),
                 },
-                Some(ev) = events.recv() => self.handle_event(ev),
+                Some(ev) = events.recv() => self.handle_event(ev, &control),
                 Some(ev) = self.internal_rx.recv() => self.handle_internal(ev),
                 _ = sleep_until(timer) => self.on_timer()?,
             }
@@ -469,7 +642,7 @@ impl Pool {
         Ok(number)
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    fn handle_event(&mut self, ev: Event, control: &UnixListener) {
         match ev {
             Event::ZerglingHello {
                 conn,
@@ -485,12 +658,8 @@ impl Pool {
             }
             Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
             Event::ChainReload { reply } => self.chain_reload(reply),
-            Event::UpgradePool { reply } => {
-                let _ = reply.send(zerg::control::UpgradeOutcome {
-                    ok: false,
-                    new_pid: None,
-                    message: "not yet".into(),
-                });
+            Event::UpgradePool { reply, flushed } => {
+                self.begin_upgrade(control, Some((reply, flushed)), "zergctl upgrade-pool")
             }
             Event::Stop { immediate } => {
                 if immediate {
@@ -843,6 +1012,18 @@ impl Pool {
     /// SIGHUP, `zergctl reload`: start a candidate generation from the re-read config.
     fn request_reload(&mut self, waiter: Option<Waiter>, why: &str) {
         let requested = Instant::now();
+        if !matches!(self.upgrade, Upgrade::InCharge) {
+            let message = "refused: the pool binary is being upgraded; reload once that is done";
+            tracing::warn!(reason = why, "reload {message}");
+            self.finish_reload(
+                waiter.into_iter().collect(),
+                false,
+                0,
+                message.into(),
+                requested,
+            );
+            return;
+        }
         if self.stopping.is_some() {
             if let Some(w) = waiter {
                 let _ = w.send(ReloadOutcome {
