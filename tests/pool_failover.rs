@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::load::{keep_alive, Load};
-use common::{alive, bin_dir, wait_for, Client, KillOnDrop, Server};
+use common::{alive, bin_dir, open_fds, wait_for, Client, KillOnDrop, Server};
 
 /// The versioned app, as `version`.
 fn app(version: &str) -> String {
@@ -346,4 +346,92 @@ fn a_broken_new_pool_binary_leaves_the_old_pool_in_charge() {
     );
     let (_, failures) = load.finish();
     no_failure(&failures);
+}
+
+/// Every process, zombies aside, whose working directory is `dir`: the pool, the masters,
+/// their workers and mules (none of them changes directory here).
+fn processes_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir) && alive(pid)
+        })
+        .collect()
+}
+
+/// What a round of pool death and adoption must leave as it was: each serving process's
+/// open fds, how many processes run, and the master's resident memory.
+#[derive(Debug)]
+struct Footprint {
+    fds: Vec<(u32, usize)>,
+    pool_fds: usize,
+    processes: usize,
+    master_rss_kib: u64,
+}
+
+fn footprint(server: &Server) -> Footprint {
+    let status = server.wait_serving();
+    let g = &status.generations[0];
+    let master = g.master_pid.unwrap();
+    let mut fds: Vec<(u32, usize)> = std::iter::once(master)
+        .chain(g.processes.iter().map(|p| p.pid))
+        .map(|pid| (pid, open_fds(pid)))
+        .collect();
+    fds.sort_unstable();
+    Footprint {
+        fds,
+        pool_fds: open_fds(status.pool_pid),
+        processes: processes_in(server.dir.path()).len(),
+        master_rss_kib: common::proc_kib(master, "VmRSS"),
+    }
+}
+
+#[test]
+fn twenty_pool_deaths_and_adoptions_leave_nothing_behind() {
+    let record = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let handler = common::apps_dir().join("farm/handler.py");
+    let mut server = Server::start_with_app_source(
+        &app("v1"),
+        &format!(
+            "processes: 2\nmule: [{}]\nfarm: jobs:1\nenv:\n  - FARM_RECORD={}\n",
+            handler.display(),
+            record.display()
+        ),
+    );
+    wait_for("the mule to run", || {
+        let g = server.status()?.generations.into_iter().next()?;
+        (g.processes.len() == 3).then_some(())
+    });
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    // Measured with no load: a worker's fds include its clients' connections.
+    kill_and_restart_pool(&mut server);
+    let first = footprint(&server);
+    let load = load(server.http, 4);
+    for round in 2..=20 {
+        kill_and_restart_pool(&mut server);
+        load.wait_for_more(&format!("answers after adoption {round}"), 20);
+    }
+    let (_, failures) = load.finish();
+    no_failure(&failures);
+    // The last clients' connections close a moment after their answers.
+    let started = std::time::Instant::now();
+    let last = loop {
+        let now = footprint(&server);
+        if now.fds == first.fds || started.elapsed() > common::DEADLINE {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        last.fds, first.fds,
+        "the same processes, the same fds: {first:?} then {last:?}"
+    );
+    assert!(last.pool_fds <= first.pool_fds, "{first:?} then {last:?}");
+    assert_eq!(last.processes, first.processes, "{first:?} then {last:?}");
+    assert!(
+        last.master_rss_kib <= first.master_rss_kib + 1024,
+        "the master's RSS grew: {first:?} then {last:?}"
+    );
+    eprintln!("footprint after the first adoption: {first:?}; after the 20th: {last:?}");
 }
