@@ -72,6 +72,52 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
     );
 }
 
+#[test]
+fn pool_killed_while_a_generation_starts_makes_it_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("import-started");
+    let mut server = Server::start_with_app_source_env(
+        "from slow_import import application\n",
+        &format!(
+            "processes: 1\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_STARTED={}\n",
+            common::apps_dir().display(),
+            started.display()
+        ),
+        &[],
+    );
+    // The first generation serves; a reload starts a second, which the pool's death catches
+    // while it imports.
+    std::fs::remove_file(&started).unwrap();
+    let serving = server.wait_serving().generations[0].clone();
+    let mut pids: Vec<u32> = serving.processes.iter().map(|p| p.pid).collect();
+    pids.extend(serving.master_pid);
+    server.signal(libc::SIGHUP);
+    let starting = wait_for("the second generation to import", || {
+        let s = server.status()?;
+        let g = s.generations.into_iter().find(|g| g.state == "starting")?;
+        started.exists().then_some(g.master_pid?)
+    });
+    pids.push(starting);
+    let _cleanup = KillOnDrop(pids);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+
+    wait_for("the starting generation to give up and exit", || {
+        (!alive(starting)).then_some(())
+    });
+    assert!(
+        server
+            .log_text()
+            .contains("pool connection lost while starting"),
+        "it says why"
+    );
+    assert!(
+        alive(serving.master_pid.unwrap()),
+        "the serving one serves on"
+    );
+    assert_eq!(server.get("/").text(), "slow");
+}
+
 /// The user and group `nobody`.
 const NOBODY: u32 = 65534;
 

@@ -418,7 +418,8 @@ fn twenty_pool_deaths_and_adoptions_leave_nothing_behind() {
     let started = std::time::Instant::now();
     let last = loop {
         let now = footprint(&server);
-        if now.fds == first.fds || started.elapsed() > common::DEADLINE {
+        let settled = now.fds == first.fds && now.pool_fds <= first.pool_fds;
+        if settled || started.elapsed() > common::DEADLINE {
             break now;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -434,4 +435,69 @@ fn twenty_pool_deaths_and_adoptions_leave_nothing_behind() {
         "the master's RSS grew: {first:?} then {last:?}"
     );
     eprintln!("footprint after the first adoption: {first:?}; after the 20th: {last:?}");
+}
+
+#[test]
+fn an_upgrade_to_another_protocol_version_is_refused_up_front() {
+    let server = Server::start_with_pool_binary(install_pool, &app("v1"), "processes: 1\n");
+    let old_pool = server.pool_pid();
+    let fake = std::fs::read(common::apps_dir().join("upgrade/other_protocol.py")).unwrap();
+    replace_binary(&server.binary, &fake);
+    let out = server.zergctl(&["upgrade-pool"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the new pool speaks control protocol 99, this one and its zerglings {}",
+            zerg::control::PROTOCOL_VERSION
+        )),
+        "{said}"
+    );
+    assert_eq!(server.wait_serving().pool_pid, old_pool);
+    assert_eq!(server.get("/").text(), "v1");
+}
+
+#[test]
+fn a_generation_whose_sockets_the_config_no_longer_names_is_refused_and_drains() {
+    let mut server = Server::start_with_app_source(&app("v1"), "processes: 1\n");
+    let first = server.wait_serving().generations[0].clone();
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+    let old = server.http;
+    let moved: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        config.replace(&old.to_string(), &moved.to_string()),
+    )
+    .unwrap();
+    server.http = moved;
+
+    server.start_pool_again();
+    let status = server.wait_serving();
+    assert!(
+        status
+            .generations
+            .iter()
+            .all(|g| g.generation > first.generation),
+        "a new generation serves on the new address: {status:?}"
+    );
+    assert_eq!(server.get("/").text(), "v1");
+    let refusal = wait_for("the refusal in the log", || {
+        server
+            .log_text()
+            .lines()
+            .find(|l| l.contains("adoption refused"))
+            .map(str::to_owned)
+    });
+    assert!(
+        refusal.contains(&old.to_string()) && refusal.contains(&moved.to_string()),
+        "the refusal names both addresses: {refusal}"
+    );
+    wait_for("the refused generation to drain and exit", || {
+        (!alive(first.master_pid.unwrap())).then_some(())
+    });
 }

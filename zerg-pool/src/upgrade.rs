@@ -110,11 +110,14 @@ pub fn start(
         let outcome = tokio::select! {
             said = said => match said {
                 Ok(Ok(())) => Ok(pid),
+                Ok(Err(Failed::Said(e))) => Err(e),
                 // A channel closed early is most often a new pool exiting: say how it did.
-                Ok(Err(e)) => match tokio::time::timeout(EXIT_WITHIN, child.wait()).await {
-                    Ok(status) => Err(exited(status)),
-                    Err(_) => Err(e),
-                },
+                Ok(Err(Failed::HungUp(e))) => {
+                    match tokio::time::timeout(EXIT_WITHIN, child.wait()).await {
+                        Ok(status) => Err(exited(status)),
+                        Err(_) => Err(e),
+                    }
+                }
                 Err(_) => Err(format!("the new pool did not take over within {}s", TAKEOVER_TIMEOUT.as_secs())),
             },
             status = child.wait() => Err(exited(status)),
@@ -128,33 +131,47 @@ pub fn start(
     Ok(())
 }
 
+/// Why a handshake failed.
+enum Failed {
+    /// The new pool said something this one refuses.
+    Said(String),
+    /// The channel broke: the new pool is likely exiting.
+    HungUp(String),
+}
+
 async fn handshake(
     stream: tokio::net::UnixStream,
     handover: Handover,
     fds: Vec<OwnedFd>,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let mut conn = AsyncConn::new(stream);
     match conn.recv_hello().await {
         Ok((Message::Takeover { .. }, _)) => {}
-        Ok((other, _)) => return Err(format!("the new pool said {other:?} instead of hello")),
+        Ok((other, _)) => {
+            let said = format!("the new pool said {other:?} instead of hello");
+            return Err(Failed::Said(said));
+        }
         Err(ControlError::Version { ours, theirs }) => {
-            return Err(format!(
+            return Err(Failed::Said(format!(
                 "refused: the new pool speaks control protocol {theirs}, this one and its \
                  zerglings {ours}; it could not adopt them. Move to it with a restart of the site"
-            ))
+            )))
         }
-        Err(e) => return Err(format!("no hello from the new pool: {e}")),
+        Err(e) => return Err(Failed::HungUp(format!("no hello from the new pool: {e}"))),
     }
     let borrowed: Vec<BorrowedFd> = fds.iter().map(|fd| std::os::fd::AsFd::as_fd(fd)).collect();
     conn.send(&Message::Handover(handover), &borrowed)
         .await
-        .map_err(|e| format!("cannot hand the fds over: {e}"))?;
+        .map_err(|e| Failed::HungUp(format!("cannot hand the fds over: {e}")))?;
     match conn.recv().await {
         Ok((Message::TookOver, _)) => Ok(()),
-        Ok((other, _)) => Err(format!(
-            "the new pool said {other:?} instead of taking over"
-        )),
-        Err(e) => Err(format!("the new pool did not take over: {e}")),
+        Ok((other, _)) => {
+            let said = format!("the new pool said {other:?} instead of taking over");
+            Err(Failed::Said(said))
+        }
+        Err(e) => Err(Failed::HungUp(format!(
+            "the new pool did not take over: {e}"
+        ))),
     }
 }
 
