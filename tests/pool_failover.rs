@@ -243,6 +243,12 @@ fn install_pool(dir: &Path) -> PathBuf {
     path
 }
 
+/// The pid in the pool's pid file (`pidfile: zerg.pid`).
+fn pidfile(server: &Server) -> Option<u32> {
+    let text = std::fs::read_to_string(server.dir.path().join("zerg.pid")).ok()?;
+    text.trim().parse().ok()
+}
+
 /// Replaces the binary at `path` as a package manager does: a new file renamed over it.
 fn replace_binary(path: &Path, contents: &[u8]) {
     let new = path.with_extension("new");
@@ -253,7 +259,11 @@ fn replace_binary(path: &Path, contents: &[u8]) {
 
 #[test]
 fn upgrade_pool_under_load_hands_everything_to_the_new_binary() {
-    let mut server = Server::start_with_pool_binary(install_pool, &app("v1"), "processes: 2\n");
+    let mut server = Server::start_with_pool_binary(
+        install_pool,
+        &app("v1"),
+        "processes: 2\npidfile: zerg.pid\n",
+    );
     let old_pool = server.pool_pid();
     let first = server.wait_serving().generations[0].clone();
     let port = server.http.port();
@@ -286,6 +296,7 @@ fn upgrade_pool_under_load_hands_everything_to_the_new_binary() {
         said.contains(&format!("pool pid {} is in charge", status.pool_pid)),
         "{said}"
     );
+    assert_eq!(pidfile(&server), Some(status.pool_pid));
     assert_eq!(
         listening_inodes(port),
         sockets,
@@ -308,7 +319,11 @@ fn upgrade_pool_under_load_hands_everything_to_the_new_binary() {
 
 #[test]
 fn a_broken_new_pool_binary_leaves_the_old_pool_in_charge() {
-    let server = Server::start_with_pool_binary(install_pool, &app("v1"), "processes: 1\n");
+    let server = Server::start_with_pool_binary(
+        install_pool,
+        &app("v1"),
+        "processes: 1\npidfile: zerg.pid\n",
+    );
     let old_pool = server.pool_pid();
     let _cleanup = KillOnDrop(generation_pids(&server));
     let load = load(server.http, 4);
@@ -337,6 +352,11 @@ fn a_broken_new_pool_binary_leaves_the_old_pool_in_charge() {
     });
     let status = server.wait_serving();
     assert_eq!(status.pool_pid, old_pool, "the old pool answers");
+    assert_eq!(
+        pidfile(&server),
+        Some(old_pool),
+        "and the pid file names it"
+    );
     load.wait_for_more("answers after the failed upgrades", 50);
     let out = server.zergctl(&["reload"]);
     assert!(

@@ -53,7 +53,7 @@ fn main() {
         }
     };
     // Before logging starts: `logto` decides where the log goes.
-    let startup = match startup::prepare(&path, kind) {
+    let mut startup = match startup::prepare(&path, kind, upgrade.0.is_some()) {
         Ok(startup) => startup,
         Err(e) => {
             eprintln!("zerg-pool: {e:#}");
@@ -65,7 +65,7 @@ fn main() {
     if let Some(pidfile) = startup.pidfile() {
         tracing::info!(path = %pidfile.display(), "pid written");
     }
-    let code = match run(path, &startup, upgrade) {
+    let code = match run(path, &mut startup, upgrade) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("zerg-pool: {e:#}");
@@ -78,7 +78,7 @@ fn main() {
 
 fn run(
     config: PathBuf,
-    startup: &startup::Startup,
+    startup: &mut startup::Startup,
     (channel, exe): (Option<std::os::fd::OwnedFd>, upgrade::Exe),
 ) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,6 +86,7 @@ fn run(
         .build()?;
     runtime.block_on(async {
         let (pool, control) = pool::Pool::bind(&config, exe, channel).await?;
+        startup.write_pidfile();
         // Every socket is bound and no zergling started yet: from here on, `uid`/`gid`.
         startup.serve_as_user()?;
         pool.run(control).await
