@@ -632,6 +632,63 @@ mod tests {
     }
 
     #[test]
+    fn an_adoption_hello_carries_its_fds_and_a_plain_one_none() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Connection::new(a), Connection::new(b));
+        let (held, _keep) = UnixStream::pair().unwrap();
+        let adoption = Adoption {
+            state: AdoptState::Serving,
+            listeners: vec![ListenerInfo {
+                name: "http:0".into(),
+                addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+                protocol: Protocol::Http,
+            }],
+            queues: vec!["farm:jobs".into()],
+            mule_records: 1,
+            mules_held: vec![1],
+            processes: vec![],
+        };
+        let hello = |adopt| Message::Hello {
+            protocol: PROTOCOL_VERSION,
+            role: Role::Zergling,
+            pid: 7,
+            generation: Some(3),
+            adopt,
+        };
+        // One listener, two queue ends, one record.
+        let fds = [held.as_fd(); 4];
+        tx.send(&hello(Some(adoption.clone())), &fds).unwrap();
+        tx.send(&hello(None), &[]).unwrap();
+        let (msg, got) = rx.recv_hello().unwrap();
+        assert_eq!((msg, got.len()), (hello(Some(adoption)), 4));
+        let (msg, got) = rx.recv_hello().unwrap();
+        assert_eq!((msg, got.len()), (hello(None), 0));
+        // A peer from before adoption sends no `adopt` key at all.
+        let old = format!(
+            r#"{{"type":"hello","protocol":{PROTOCOL_VERSION},"role":"zergling","pid":1,"generation":null}}"#
+        );
+        assert!(matches!(
+            decode_hello(old.as_bytes()).unwrap(),
+            Message::Hello { adopt: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_handover_counts_the_control_socket_first() {
+        let handover = Handover {
+            last_generation: 9,
+            generations: vec![HandedGeneration {
+                generation: 9,
+                master_pid: 42,
+            }],
+            listeners: vec![],
+            queues: vec!["mule:1".into()],
+            mule_records: 1,
+        };
+        assert_eq!(fd_count(&Message::Handover(handover)), 1 + 2 + 1);
+    }
+
+    #[test]
     fn welcome_carries_listener_fds_over_a_real_socket() {
         let (a, b) = UnixStream::pair().unwrap();
         let (l1, _keep) = UnixStream::pair().unwrap();

@@ -6,7 +6,9 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use common::load::{keep_alive, Load};
@@ -109,7 +111,14 @@ fn pool_killed_under_load_fails_no_request() {
 
 #[test]
 fn a_pool_started_again_adopts_the_generation_then_reloads_it() {
-    let mut server = Server::start_with_app_source(&app("v1"), "processes: 2\n");
+    // A unix listener too: its path must not be unlinked while a generation accepts on it.
+    let sockets_dir = tempfile::tempdir().unwrap();
+    let uwsgi = sockets_dir.path().join("uwsgi.sock");
+    let mut server = Server::start_with_app_source(
+        &app("v1"),
+        &format!("processes: 2\nsocket: {}\n", uwsgi.display()),
+    );
+    let uwsgi_inode = std::fs::metadata(&uwsgi).unwrap().ino();
     let before = server.wait_serving();
     let first = before.generations[0].clone();
     let port = server.http.port();
@@ -137,6 +146,12 @@ fn a_pool_started_again_adopts_the_generation_then_reloads_it() {
         sockets,
         "the same kernel socket listens"
     );
+    assert_eq!(
+        std::fs::metadata(&uwsgi).unwrap().ino(),
+        uwsgi_inode,
+        "the unix listener's path is the same file"
+    );
+    UnixStream::connect(&uwsgi).expect("the unix listener accepts");
     load.wait_for_more("answers after the adoption", 100);
 
     server.write_app(&app("v2"));
@@ -232,6 +247,18 @@ fn farm_messages_queued_before_the_pools_death_are_handled_once_after_adoption()
         "a job handled twice: {seen:?}"
     );
     assert_eq!(seen.len(), jobs + 1, "every job, and the held one again");
+
+    // The adopted generation is the pool's own to stop, too.
+    let master = status.generations[0].master_pid.unwrap();
+    assert!(server.zergctl(&["stop"]).status.success());
+    assert!(server.wait_exit(common::DEADLINE).success());
+    wait_for("the adopted master to exit", || {
+        (!alive(master)).then_some(())
+    });
+    assert!(
+        !server.dir.path().join("zerg.sock.state").exists(),
+        "a clean stop leaves no state file: nothing outlives the pool"
+    );
 }
 
 /// Copies the built zerg-pool into `dir/bin`, where the test replaces it before an upgrade.

@@ -70,6 +70,10 @@ impl StateFile {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// What the pool before this one left, if anything.
     pub fn read(&self) -> Option<Saved> {
         let text = std::fs::read(&self.path).ok()?;

@@ -201,7 +201,13 @@ impl Pool {
                 }
                 held
             }
-            None => Self::bind_fresh(&config)?,
+            None => Self::bind_fresh(&config).with_context(|| {
+                format!(
+                    "if a pool died and its generations still serve, a pool finds them through \
+                     {}: start it with that file in place and it adopts them",
+                    state_file.path().display()
+                )
+            })?,
         };
         let last_generation = adopters
             .iter()

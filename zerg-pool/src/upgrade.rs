@@ -43,6 +43,8 @@ const EXIT_WITHIN: Duration = Duration::from_secs(2);
 
 /// The binary and arguments this pool was started with, read at its start: the binary at that
 /// path may be replaced (that is the point), after which `/proc/self/exe` names a deleted file.
+/// The path is the one the pool was started by (argv[0], as nginx does), not `/proc/self/exe`:
+/// a release switched by moving a symlink is found through the symlink.
 #[derive(Debug, Clone)]
 pub struct Exe {
     pub path: PathBuf,
@@ -51,10 +53,16 @@ pub struct Exe {
 
 impl Exe {
     pub fn current() -> anyhow::Result<Exe> {
-        let path = std::env::current_exe().context("cannot locate the zerg-pool binary")?;
+        let mut args = std::env::args_os();
+        let path = match args.next().map(PathBuf::from) {
+            // Named with a directory: resolved against the directory the pool started in.
+            Some(argv0) if argv0.components().count() > 1 => std::path::absolute(argv0)?,
+            // Found on PATH: the kernel's word for which file that was.
+            _ => std::env::current_exe().context("cannot locate the zerg-pool binary")?,
+        };
         Ok(Exe {
             path,
-            args: std::env::args_os().skip(1).collect(),
+            args: args.collect(),
         })
     }
 }
