@@ -107,6 +107,22 @@ pub struct Adoption {
     pub processes: Vec<ProcessInfo>,
 }
 
+impl Adoption {
+    /// How many fds follow the hello: one per listener, two per queue, one per record.
+    pub fn fd_count(&self) -> usize {
+        held_fds(&self.listeners, &self.queues, self.mule_records)
+    }
+}
+
+/// One per listener, two per queue, one per mule record, in a sum that saturates: the counts
+/// are the peer's word, and a sum past `usize` says "more than ever came".
+fn held_fds(listeners: &[ListenerInfo], queues: &[String], records: usize) -> usize {
+    listeners
+        .len()
+        .saturating_add(queues.len().saturating_mul(2))
+        .saturating_add(records)
+}
+
 /// A live generation as an old pool hands it to the new one in an upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandedGeneration {
@@ -351,22 +367,16 @@ pub fn decode_hello(frame: &[u8]) -> Result<Message, ControlError> {
 /// How many fds travel with a message. The counts are the peer's word: a sum past `usize`
 /// says "more than ever came", which taking them then reports.
 pub fn fd_count(msg: &Message) -> usize {
-    let held = |listeners: &[ListenerInfo], queues: &[String], records: usize| {
-        listeners
-            .len()
-            .saturating_add(queues.len().saturating_mul(2))
-            .saturating_add(records)
-    };
     match msg {
         Message::Welcome {
             listeners,
             queues,
             mule_records,
             ..
-        } => held(listeners, queues, *mule_records),
-        Message::Hello { adopt: Some(a), .. } => held(&a.listeners, &a.queues, a.mule_records),
+        } => held_fds(listeners, queues, *mule_records),
+        Message::Hello { adopt: Some(a), .. } => a.fd_count(),
         // The control socket first.
-        Message::Handover(h) => held(&h.listeners, &h.queues, h.mule_records).saturating_add(1),
+        Message::Handover(h) => held_fds(&h.listeners, &h.queues, h.mule_records).saturating_add(1),
         _ => 0,
     }
 }

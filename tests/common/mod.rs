@@ -357,7 +357,9 @@ impl Server {
         let mut pids = vec![self.pool_pid()];
         if let Some(s) = self.status() {
             // Another pool than the one started here, after an upgrade.
-            pids.push(s.pool_pid);
+            if s.pool_pid != self.pool_pid() {
+                pids.push(s.pool_pid);
+            }
             for g in s.generations {
                 pids.extend(g.master_pid);
                 pids.extend(g.processes.iter().map(|p| p.pid));

@@ -181,13 +181,7 @@ pub fn check(expected: &Expected, a: &Adoption, fds: &[OwnedFd]) -> Result<(), S
             a.queues, a.mule_records, expected.queues, expected.mule_records
         ));
     }
-    let wanted = zerg::control::fd_count(&Message::Hello {
-        protocol: PROTOCOL_VERSION,
-        role: Role::Zergling,
-        pid: 0,
-        generation: None,
-        adopt: Some(a.clone()),
-    });
+    let wanted = a.fd_count();
     if fds.len() != wanted {
         return Err(format!("it sent {} fds, not {wanted}", fds.len()));
     }
