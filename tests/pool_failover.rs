@@ -88,7 +88,8 @@ fn pool_killed_under_load_fails_no_request() {
     let mut server = Server::start_with_app_source(&app("v1"), "processes: 2\n");
     let pids = generation_pids(&server);
     let _cleanup = KillOnDrop(pids.clone());
-    let load = load(server.http, 8);
+    // The scenario: 32 busy connections.
+    let load = load(server.http, 32);
     load.wait_for_more("answers before the pool dies", 50);
 
     server.signal(libc::SIGKILL);
@@ -547,4 +548,62 @@ fn a_generation_whose_sockets_the_config_no_longer_names_is_refused_and_drains()
     wait_for("the refused generation to drain and exit", || {
         (!alive(first.master_pid.unwrap())).then_some(())
     });
+}
+
+#[test]
+fn a_draining_generation_is_adopted_as_draining_and_finishes() {
+    let mut server = Server::start("conformance.py", "processes: 1\n");
+    let first = server.wait_serving().generations[0].clone();
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    let started = server.dir.path().join("slow-started");
+    let mut slow = Client::connect(server.http);
+    slow.send(&format!(
+        "GET /slow?s=3&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        started.display()
+    ));
+    wait_for("the slow request to be in the app", || {
+        started.exists().then_some(())
+    });
+    // A stop begins (the generation drains), then the pool dies.
+    server.signal(libc::SIGTERM);
+    wait_for("the generation to drain", || {
+        server
+            .log_text()
+            .contains("stopping workers gracefully")
+            .then_some(())
+    });
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+
+    server.start_pool_again();
+    let status = server.wait_serving();
+    let _more = KillOnDrop(generation_pids(&server));
+    let adopted = status
+        .generations
+        .iter()
+        .find(|g| g.generation == first.generation)
+        .map(|g| g.state.clone());
+    // Unless it already finished, the pool supervises the drain; a new generation serves.
+    assert_ne!(adopted.as_deref(), Some("serving"), "{status:?}");
+    assert!(status
+        .generations
+        .iter()
+        .any(|g| g.state == "serving" && g.generation > first.generation));
+    let r = slow.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "slow done"));
+    wait_for("the drained master to exit", || {
+        (!alive(first.master_pid.unwrap())).then_some(())
+    });
+    wait_for("the pool to forget it", || {
+        let s = server.status()?;
+        s.generations
+            .iter()
+            .all(|g| g.generation != first.generation)
+            .then_some(())
+    });
+    assert!(
+        server.log_text().contains("state=draining"),
+        "adopted as draining"
+    );
+    assert_eq!(server.get("/hello").status, 200);
 }
