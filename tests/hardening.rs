@@ -29,15 +29,7 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
     pids.push(master);
     let _cleanup = KillOnDrop(pids.clone());
 
-    let started = server.dir.path().join("slow-started");
-    let mut slow = Client::connect(server.http);
-    slow.send(&format!(
-        "GET /slow?s=8&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        started.display()
-    ));
-    wait_for("the slow request to be in the app", || {
-        started.exists().then_some(())
-    });
+    let mut slow = server.slow_request(8);
 
     server.signal(libc::SIGTERM);
     wait_for("the master to start draining", || {

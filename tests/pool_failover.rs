@@ -555,15 +555,7 @@ fn a_draining_generation_is_adopted_as_draining_and_finishes() {
     let mut server = Server::start("conformance.py", "processes: 1\n");
     let first = server.wait_serving().generations[0].clone();
     let _cleanup = KillOnDrop(generation_pids(&server));
-    let started = server.dir.path().join("slow-started");
-    let mut slow = Client::connect(server.http);
-    slow.send(&format!(
-        "GET /slow?s=3&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        started.display()
-    ));
-    wait_for("the slow request to be in the app", || {
-        started.exists().then_some(())
-    });
+    let mut slow = server.slow_request(3);
     // A stop begins (the generation drains), then the pool dies.
     server.signal(libc::SIGTERM);
     wait_for("the generation to drain", || {

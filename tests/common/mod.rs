@@ -391,6 +391,22 @@ impl Server {
         }
     }
 
+    /// Asks conformance.py's `/slow` (answered after `secs` seconds) on a new connection and
+    /// waits until the app is in it; the caller reads the response.
+    pub fn slow_request(&self, secs: u32) -> Client {
+        let started = self.dir.path().join("slow-started");
+        let _ = std::fs::remove_file(&started);
+        let mut slow = Client::connect(self.http);
+        slow.send(&format!(
+            "GET /slow?s={secs}&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            started.display()
+        ));
+        wait_for("the slow request to be in the app", || {
+            started.exists().then_some(())
+        });
+        slow
+    }
+
     pub fn get(&self, path: &str) -> Response {
         let mut c = Client::connect(self.http);
         c.send(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
