@@ -19,6 +19,7 @@
 //! saying what differs; it then drains and exits (see zergling's `pool_link`).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ const RECHECK: Duration = Duration::from_millis(200);
 
 /// What a pool writes beside its control socket for the pool after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Saved {
     pub pool_pid: u32,
     /// Never reused: a pool started again numbers on from here.
@@ -53,20 +55,57 @@ pub struct Saved {
     pub generations: Vec<HandedGeneration>,
 }
 
-/// The state file `<zerg-server>.state`, rewritten (whole, by rename) whenever what it says
-/// changes.
+/// The state file `<zerg-server>.state`. It is opened once, as the pool starts (still root,
+/// if it drops to `uid` later, which then owns it), and rewritten in place through that fd:
+/// the control socket's directory may be root's, where a pool that dropped root could neither
+/// create nor rename a file. Each rewrite is one `pwrite` at offset 0 padded with spaces to
+/// the longest content so far (JSON ignores them), so a pool killed at any instant leaves
+/// either the old content or the new, never a mix or an empty file.
 pub struct StateFile {
     path: PathBuf,
+    file: Option<std::fs::File>,
     written: Option<Saved>,
+    /// The longest content written so far: what a shorter one is padded to.
+    len: usize,
 }
 
 impl StateFile {
-    pub fn beside(control: &Path) -> StateFile {
+    /// Opens (or creates, mode 0600) the file beside `control`, and gives it to `owner` (the
+    /// configured `uid`/`gid`) when this pool is root. A file that cannot be opened is logged
+    /// once: this pool then serves without it.
+    pub fn open(control: &Path, owner: (Option<u32>, Option<u32>)) -> StateFile {
         let mut path = control.as_os_str().to_owned();
         path.push(".state");
+        let path = PathBuf::from(path);
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|file| {
+                if !file.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                if nix::unistd::geteuid().is_root() {
+                    std::os::unix::fs::fchown(&file, owner.0, owner.1)?;
+                }
+                Ok(file)
+            });
+        let file = match opened {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the state file; a pool started after this one's death will not know to wait for its generations");
+                None
+            }
+        };
         StateFile {
-            path: path.into(),
+            path,
+            file,
             written: None,
+            len: 0,
         }
     }
 
@@ -75,8 +114,17 @@ impl StateFile {
     }
 
     /// What the pool before this one left, if anything.
-    pub fn read(&self) -> Option<Saved> {
-        let text = std::fs::read(&self.path).ok()?;
+    pub fn read(&mut self) -> Option<Saved> {
+        use std::io::{Read, Seek};
+        let file = self.file.as_mut()?;
+        let mut text = Vec::new();
+        file.rewind()
+            .and_then(|_| file.read_to_end(&mut text))
+            .ok()?;
+        self.len = text.len();
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
         match serde_json::from_slice(&text) {
             Ok(saved) => Some(saved),
             Err(e) => {
@@ -90,20 +138,26 @@ impl StateFile {
         if self.written.as_ref() == Some(&saved) {
             return;
         }
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let json = serde_json::to_vec(&saved).expect("the state always serializes");
-        let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &self.path));
-        match written {
-            Ok(()) => self.written = Some(saved),
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the state file; a pool started after this one's death will not wait for its generations")
+        let Some(file) = &self.file else { return };
+        let mut text = serde_json::to_vec(&saved).expect("the state always serializes");
+        let len = text.len().max(self.len);
+        text.resize(len, b' ');
+        match nix::sys::uio::pwrite(file, &text, 0) {
+            Ok(n) if n == len => {
+                self.len = len;
+                self.written = Some(saved);
+            }
+            written => {
+                tracing::warn!(path = %self.path.display(), result = ?written, "cannot write the state file; it is not written again");
+                self.file = None;
             }
         }
     }
 
-    /// At a clean stop: nothing outlives the pool.
-    pub fn remove(&self) {
+    /// At a clean stop: nothing outlives the pool. The file goes if the directory lets this
+    /// pool remove it, and says so in any case.
+    pub fn clear(&mut self) {
+        self.write(Saved::default());
         let _ = std::fs::remove_file(&self.path);
     }
 }

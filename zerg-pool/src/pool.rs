@@ -145,7 +145,12 @@ impl Pool {
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
         let control_path = std::path::absolute(&config.zerg_server)?;
-        let state_file = StateFile::beside(&control_path);
+        let run_as = zerg::privileges::RunAs::from_config(&config);
+        let owner = (
+            run_as.as_ref().and_then(|r| r.uid()),
+            run_as.as_ref().and_then(|r| r.gid()),
+        );
+        let mut state_file = StateFile::open(&control_path, owner);
         let mut saved = state_file.read().unwrap_or_default();
         let mut expected = Expected {
             listeners: listeners::manifest(&config.listeners()),
@@ -157,6 +162,11 @@ impl Pool {
             None => {
                 let fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
                 std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+                if nix::unistd::geteuid().is_root() && run_as.is_some() {
+                    // Now, not once root is dropped: the generations that outlived the pool
+                    // before run as `uid`, and knock during the adoption window.
+                    std::os::unix::fs::lchown(&control_path, owner.0, owner.1)?;
+                }
                 fd
             }
             Some(channel) => {
@@ -189,7 +199,7 @@ impl Pool {
         let control = UnixListener::from_std(std_listener)?;
         tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
         // The user the zerglings run as: this pool may still be root here.
-        let zergling_uid = zerg::privileges::RunAs::from_config(&config)
+        let zergling_uid = run_as
             .and_then(|r| r.uid())
             .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
         let (adopters, held) =
@@ -535,7 +545,7 @@ impl Pool {
         }
         self.fail_waiters("the pool stopped");
         tracing::info!(code = self.exit_code, "pool stopped");
-        self.state_file.remove();
+        self.state_file.clear();
         listeners::remove_socket_files(self.socket_files());
         Ok(self.exit_code)
     }

@@ -45,7 +45,8 @@ pub struct Startup {
 }
 
 /// Loads the config at `path`, checks that the pool can become its `uid`/`gid`, then applies
-/// its `umask`, `logto` and `pidfile` (the last one later when `upgrading`).
+/// its `umask`, `logto` and `pidfile` (when `upgrading`, the log is inherited and the pid file
+/// written later).
 pub fn prepare(path: &Path, kind: FileKind, upgrading: bool) -> anyhow::Result<Startup> {
     let config = match kind {
         FileKind::Any => Config::load(path)?,
@@ -61,8 +62,12 @@ pub fn prepare(path: &Path, kind: FileKind, upgrading: bool) -> anyhow::Result<S
     if let Some(mask) = config.umask {
         umask(Mode::from_bits_truncate(mask.0));
     }
-    if let Some(log) = &config.logto {
-        log_to(log)?;
+    match &config.logto {
+        // The old pool's stdout and stderr, which this one inherits, are that log already; it
+        // may have opened it as root before it dropped to `uid`, which this one runs as.
+        Some(_) if upgrading => {}
+        Some(log) => log_to(log)?,
+        None => {}
     }
     let (pidfile, deferred_pidfile) = match config.pidfile {
         Some(path) if upgrading => (None, Some(path)),
