@@ -7,6 +7,12 @@
 //! The first frame each side sends is a hello that carries `protocol`; a peer with another
 //! version is refused with a message saying both versions, before anything else is decoded. A
 //! frame that does not parse closes that connection and nothing else.
+//!
+//! Versions: a pool, its zerglings and zergctl speak exactly one version. Version 2 added
+//! adoption (a zergling's hello may hand its fds back to a restarted pool) and the pool
+//! upgrade. An upgrade whose new binary speaks another version is refused up front (the new
+//! pool could not adopt the running zerglings), and the old pool stays in charge: moving to
+//! another protocol takes a restart of the site.
 
 use std::collections::VecDeque;
 use std::io;
@@ -21,7 +27,7 @@ use crate::config::{ListenAddr, Protocol};
 use crate::fdpass;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are a protocol error.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -80,6 +86,70 @@ impl std::fmt::Display for ProcessKind {
     }
 }
 
+/// A generation's phase as its master reports it when it asks to be adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdoptState {
+    Serving,
+    Draining,
+}
+
+/// What a zergling that outlived its pool hands back to a pool started again: the sockets
+/// and queues it holds (their fds follow the hello, in the order of [`Message::Welcome`]) and
+/// what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub state: AdoptState,
+    pub listeners: Vec<ListenerInfo>,
+    pub queues: Vec<String>,
+    pub mule_records: usize,
+    pub mules_held: Vec<u32>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+impl Adoption {
+    /// How many fds follow the hello: one per listener, two per queue, one per record.
+    pub fn fd_count(&self) -> usize {
+        held_fds(&self.listeners, &self.queues, self.mule_records)
+    }
+}
+
+/// One per listener, two per queue, one per mule record, in a sum that saturates: the counts
+/// are the peer's word, and a sum past `usize` says "more than ever came".
+fn held_fds(listeners: &[ListenerInfo], queues: &[String], records: usize) -> usize {
+    listeners
+        .len()
+        .saturating_add(queues.len().saturating_mul(2))
+        .saturating_add(records)
+}
+
+/// A live generation as an old pool hands it to the new one in an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedGeneration {
+    pub generation: u64,
+    pub master_pid: u32,
+}
+
+/// Everything an old pool hands its successor besides the fds: the control socket, then the
+/// listeners, queues and mule records in the order of [`Message::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub last_generation: u64,
+    pub generations: Vec<HandedGeneration>,
+    pub listeners: Vec<ListenerInfo>,
+    pub queues: Vec<String>,
+    pub mule_records: usize,
+}
+
+/// How `zergctl upgrade-pool` ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutcome {
+    /// True when the new pool is in charge and the old one exits.
+    pub ok: bool,
+    pub new_pid: Option<u32>,
+    pub message: String,
+}
+
 /// One generation as `zergctl status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationStatus {
@@ -126,6 +196,10 @@ pub enum Message {
         /// The generation number the pool gave a zergling it spawned (`ZERG_GENERATION`);
         /// `None` for one started by someone else.
         generation: Option<u64>,
+        /// Set by a zergling that outlived its pool and asks a new one to supervise it; its
+        /// fds follow (see [`Adoption`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adopt: Option<Adoption>,
     },
     /// The pool's answer to a zergling's hello. Fds follow: one per listener, in order, then
     /// two per queue (the end messages are sent on, then the end they are taken from), then one
@@ -141,6 +215,8 @@ pub enum Message {
     },
     /// The pool's answer to a ctl hello.
     HelloCtl { protocol: u32, pool_pid: u32 },
+    /// The pool's answer to a zergling's hello with `adopt`: it supervises this generation.
+    Adopted { generation: u64 },
     /// The pool will not talk to this peer; `reason` says why.
     Refused { protocol: u32, reason: String },
     /// zergling -> pool: the current set of processes (sent whenever it changes), and the mule
@@ -180,6 +256,17 @@ pub enum Message {
     /// `log-reopen`); its fd follows. Every process of the generation points its stdout and
     /// stderr at it.
     ReopenLog,
+    /// ctl -> pool: start the pool binary again and hand it everything; answered with
+    /// `UpgradeResult` once the new pool is in charge, or failed.
+    UpgradePool,
+    /// pool -> ctl.
+    UpgradeResult(UpgradeOutcome),
+    /// new pool -> old pool, first frame on the upgrade channel.
+    Takeover { protocol: u32, pid: u32 },
+    /// old pool -> new pool; fds follow (see [`Handover`]).
+    Handover(Handover),
+    /// new pool -> old pool: the new pool accepts on the control socket; the old one exits.
+    TookOver,
     /// Either way: the previous frame could not be acted on.
     Error { message: String },
 }
@@ -290,10 +377,10 @@ pub fn fd_count(msg: &Message) -> usize {
             queues,
             mule_records,
             ..
-        } => listeners
-            .len()
-            .saturating_add(queues.len().saturating_mul(2))
-            .saturating_add(*mule_records),
+        } => held_fds(listeners, queues, *mule_records),
+        Message::Hello { adopt: Some(a), .. } => a.fd_count(),
+        // The control socket first.
+        Message::Handover(h) => held_fds(&h.listeners, &h.queues, h.mule_records).saturating_add(1),
         Message::ReopenLog => 1,
         _ => 0,
     }
@@ -318,6 +405,20 @@ pub fn checked_pid(raw: impl Into<i64>, what: &str) -> Option<nix::unistd::Pid> 
             );
             None
         }
+    }
+}
+
+/// True while `pid` runs; a zombie does not (an adopted master's dead parent pool cannot reap
+/// it, and whoever inherits it may not have yet).
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
     }
 }
 
@@ -346,6 +447,7 @@ impl Connection {
                 role: Role::Ctl,
                 pid: std::process::id(),
                 generation: None,
+                adopt: None,
             },
             &[],
         )?;
@@ -498,7 +600,7 @@ mod tests {
         let err = decode_hello(frame).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: we speak 1, the peer speaks 99"
+            "protocol version mismatch: we speak 2, the peer speaks 99"
         );
     }
 
@@ -542,6 +644,63 @@ mod tests {
             decoder.push(b"x", vec![fd()]),
             Err(ControlError::TooManyFds(n)) if n == fdpass::MAX_FDS + 1
         ));
+    }
+
+    #[test]
+    fn an_adoption_hello_carries_its_fds_and_a_plain_one_none() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Connection::new(a), Connection::new(b));
+        let (held, _keep) = UnixStream::pair().unwrap();
+        let adoption = Adoption {
+            state: AdoptState::Serving,
+            listeners: vec![ListenerInfo {
+                name: "http:0".into(),
+                addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+                protocol: Protocol::Http,
+            }],
+            queues: vec!["farm:jobs".into()],
+            mule_records: 1,
+            mules_held: vec![1],
+            processes: vec![],
+        };
+        let hello = |adopt| Message::Hello {
+            protocol: PROTOCOL_VERSION,
+            role: Role::Zergling,
+            pid: 7,
+            generation: Some(3),
+            adopt,
+        };
+        // One listener, two queue ends, one record.
+        let fds = [held.as_fd(); 4];
+        tx.send(&hello(Some(adoption.clone())), &fds).unwrap();
+        tx.send(&hello(None), &[]).unwrap();
+        let (msg, got) = rx.recv_hello().unwrap();
+        assert_eq!((msg, got.len()), (hello(Some(adoption)), 4));
+        let (msg, got) = rx.recv_hello().unwrap();
+        assert_eq!((msg, got.len()), (hello(None), 0));
+        // A peer from before adoption sends no `adopt` key at all.
+        let old = format!(
+            r#"{{"type":"hello","protocol":{PROTOCOL_VERSION},"role":"zergling","pid":1,"generation":null}}"#
+        );
+        assert!(matches!(
+            decode_hello(old.as_bytes()).unwrap(),
+            Message::Hello { adopt: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_handover_counts_the_control_socket_first() {
+        let handover = Handover {
+            last_generation: 9,
+            generations: vec![HandedGeneration {
+                generation: 9,
+                master_pid: 42,
+            }],
+            listeners: vec![],
+            queues: vec!["mule:1".into()],
+            mule_records: 1,
+        };
+        assert_eq!(fd_count(&Message::Handover(handover)), 1 + 2 + 1);
     }
 
     #[test]

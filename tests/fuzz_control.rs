@@ -114,7 +114,8 @@ fn message() -> impl Strategy<Value = Message> {
                 protocol,
                 role,
                 pid,
-                generation
+                generation,
+                adopt: None,
             }
         ),
         (
@@ -444,7 +445,7 @@ fn a_welcome_announcing_more_fds_than_exist_is_an_error_not_an_overflow() {
     // builds; in release the sum wrapped, and fewer fds than announced were taken).
     for mule_records in [usize::MAX, usize::MAX - 1, usize::MAX / 2 + 1] {
         let json = format!(
-            r#"{{"type":"welcome","protocol":1,"generation":1,"listeners":[{{"name":"a","addr":{{"kind":"unix","address":"/x"}}}}],"queues":["q"],"mule_records":{mule_records}}}"#
+            r#"{{"type":"welcome","protocol":{PROTOCOL_VERSION},"generation":1,"listeners":[{{"name":"a","addr":{{"kind":"unix","address":"/x"}}}}],"queues":["q"],"mule_records":{mule_records}}}"#
         );
         let msg = decode_hello(json.as_bytes()).unwrap();
         let n = fd_count(&msg);

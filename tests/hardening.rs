@@ -9,22 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{alive, bin_dir, output_within, wait_for, Client, Server, DEADLINE};
-
-/// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
-/// no longer ask it for the pids of its generations.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if pid > 0 && pid <= i32::MAX as u32 && alive(pid) {
-                // SAFETY: killing processes this test started (checked positive above).
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
-    }
-}
+use common::{alive, bin_dir, output_within, wait_for, Client, KillOnDrop, Server, DEADLINE};
 
 /// CPU time (user + system) `pid` has used, in clock ticks; `None` once it is gone.
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -44,15 +29,7 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
     pids.push(master);
     let _cleanup = KillOnDrop(pids.clone());
 
-    let started = server.dir.path().join("slow-started");
-    let mut slow = Client::connect(server.http);
-    slow.send(&format!(
-        "GET /slow?s=8&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        started.display()
-    ));
-    wait_for("the slow request to be in the app", || {
-        started.exists().then_some(())
-    });
+    let mut slow = server.slow_request(8);
 
     server.signal(libc::SIGTERM);
     wait_for("the master to start draining", || {
@@ -85,6 +62,52 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
         (1..=3).contains(&lost),
         "the lost pool is logged once, not {lost} times"
     );
+}
+
+#[test]
+fn pool_killed_while_a_generation_starts_makes_it_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("import-started");
+    let mut server = Server::start_with_app_source_env(
+        "from slow_import import application\n",
+        &format!(
+            "processes: 1\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_STARTED={}\n",
+            common::apps_dir().display(),
+            started.display()
+        ),
+        &[],
+    );
+    // The first generation serves; a reload starts a second, which the pool's death catches
+    // while it imports.
+    std::fs::remove_file(&started).unwrap();
+    let serving = server.wait_serving().generations[0].clone();
+    let mut pids: Vec<u32> = serving.processes.iter().map(|p| p.pid).collect();
+    pids.extend(serving.master_pid);
+    server.signal(libc::SIGHUP);
+    let starting = wait_for("the second generation to import", || {
+        let s = server.status()?;
+        let g = s.generations.into_iter().find(|g| g.state == "starting")?;
+        started.exists().then_some(g.master_pid?)
+    });
+    pids.push(starting);
+    let _cleanup = KillOnDrop(pids);
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+
+    wait_for("the starting generation to give up and exit", || {
+        (!alive(starting)).then_some(())
+    });
+    assert!(
+        server
+            .log_text()
+            .contains("pool connection lost while starting"),
+        "it says why"
+    );
+    assert!(
+        alive(serving.master_pid.unwrap()),
+        "the serving one serves on"
+    );
+    assert_eq!(server.get("/").text(), "slow");
 }
 
 /// The user and group `nobody`.

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{alive, wait_for, Client, Server};
+use common::{alive, wait_for, Server};
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_every_process_exits() {
@@ -16,15 +16,7 @@ fn sigterm_finishes_the_request_in_flight_then_every_process_exits() {
     let pids = server.all_pids();
     assert_eq!(pids.len(), 4, "pool, master and two workers: {pids:?}");
 
-    let started = server.dir.path().join("slow-started");
-    let mut slow = Client::connect(server.http);
-    slow.send(&format!(
-        "GET /slow?s=2&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
-        started.display()
-    ));
-    wait_for("the slow request to be in the app", || {
-        started.exists().then_some(())
-    });
+    let mut slow = server.slow_request(2);
     server.signal(libc::SIGTERM);
 
     let r = slow.response();
@@ -120,7 +112,10 @@ fn bad_peers_on_the_control_socket_lose_only_their_connection() {
     match old.recv() {
         Ok((zerg::control::Message::Refused { reason, .. }, _)) => {
             assert!(
-                reason.contains("we speak 1, the peer speaks 99"),
+                reason.contains(&format!(
+                    "we speak {}, the peer speaks 99",
+                    zerg::control::PROTOCOL_VERSION
+                )),
                 "{reason}"
             )
         }

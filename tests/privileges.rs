@@ -422,6 +422,40 @@ fn a_pool_started_as_root_binds_then_everything_runs_as_the_user() {
     );
     assert!(get_unix(&unix_listener).starts_with("HTTP/1.1 200"));
 
+    // The pool binary replaced in place, asked by root: the new pool is started by the old
+    // one, so it is the user too; it inherits the log and cannot rewrite root's pid file.
+    let upgrade = server.zergctl(&["upgrade-pool"]);
+    assert!(
+        upgrade.status.success(),
+        "upgrade: {upgrade:?}\n{}",
+        log_text()
+    );
+    assert!(server.wait_exit(DEADLINE).success(), "{}", log_text());
+    let upgraded = wait_for("the upgraded pool to adopt the generation", || {
+        let s = server.status()?;
+        let g = s.generations.first()?;
+        (s.pool_pid != pid && g.generation == second && g.state == "serving").then_some(s.pool_pid)
+    });
+    assert_unprivileged(upgraded, "upgraded pool", &user);
+    assert!(
+        log_text().contains("it still names the old pool"),
+        "{}",
+        log_text()
+    );
+
+    // That pool killed, one started again as root adopts the generation (its unix listener in
+    // root's directory too), then becomes the user.
+    // SAFETY: killing the pool this test started (through the upgrade).
+    unsafe { libc::kill(upgraded as i32, libc::SIGKILL) };
+    wait_for("the upgraded pool to die", || {
+        (!common::alive(upgraded)).then_some(())
+    });
+    server.start_pool_again();
+    let status = wait_settled(&server, &log);
+    assert_eq!(serving_processes(&status).0, second, "the same generation");
+    assert_unprivileged(server.pool_pid(), "restarted pool", &user);
+    assert!(get_unix(&unix_listener).starts_with("HTTP/1.1 200"));
+
     // A pool that is the user stops its generations; root's pid file stays (the next start
     // overwrites it).
     server.signal(libc::SIGTERM);

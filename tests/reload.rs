@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::load::{keep_alive, Load};
-use common::{alive, wait_for, Client, Server};
+use common::{alive, open_fds, wait_for, Client, Server};
 
 /// An app that answers its version; the test rewrites VERSION and reloads.
 fn versioned_app(version: &str) -> String {
@@ -50,12 +50,6 @@ fn load_versions(addr: SocketAddr, conns: usize) -> Load<Answer> {
             version: r.text(),
         })
     })
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[test]

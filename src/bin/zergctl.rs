@@ -50,6 +50,10 @@ enum Command {
     /// Replace the serving generation's workers one at a time (no re-import; each new worker
     /// accepts before the next old one stops).
     ChainReload,
+    /// Replace the running zerg-pool with the binary at its path, started again (nginx's and
+    /// gunicorn's USR2 upgrade): every socket and generation is handed over, nothing stops
+    /// serving. Exits non-zero, with the old pool still in charge, if the new one fails.
+    UpgradePool,
     /// Stop the pool and every generation (in-flight requests finish first).
     Stop {
         /// Kill at once instead of draining.
@@ -85,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         (_, Some(secs)) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
         (_, Some(secs)) => bail!("--timeout must be a positive number of seconds, not {secs}"),
         (Command::Status { .. } | Command::Stop { .. }, None) => Some(Duration::from_secs(10)),
-        (Command::Reload { .. } | Command::ChainReload, None) => None,
+        (Command::Reload { .. } | Command::ChainReload | Command::UpgradePool, None) => None,
     };
     let result = converse(&socket, args.command, timeout);
     if let Err(e) = &result {
@@ -166,6 +170,20 @@ fn converse(socket: &Path, command: Command, timeout: Option<Duration>) -> anyho
                 return Ok(0);
             }
             eprintln!("chain reload {}", outcome.message);
+            return Ok(1);
+        }
+        Command::UpgradePool => {
+            conn.send(&Message::UpgradePool, &[])?;
+            let outcome = match conn.recv()?.0 {
+                Message::UpgradeResult(o) => o,
+                Message::Error { message } => bail!("{message}"),
+                other => bail!("unexpected answer from the pool: {other:?}"),
+            };
+            if outcome.ok {
+                println!("upgrade done: {}", outcome.message);
+                return Ok(0);
+            }
+            eprintln!("upgrade {}", outcome.message);
             return Ok(1);
         }
         Command::Stop { now } => {

@@ -98,6 +98,8 @@ pub struct Server {
     pub control: PathBuf,
     pub http: SocketAddr,
     pub log: PathBuf,
+    /// The zerg-pool binary this server runs.
+    pub binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -136,6 +138,26 @@ impl Server {
         server
     }
 
+    /// Like `start_with_app_source`, with the pool binary `install` puts in the temp dir it is
+    /// given (a copy the test may replace before `zergctl upgrade-pool`). The config names the
+    /// zergling beside the test's own binaries.
+    pub fn start_with_pool_binary(
+        install: impl FnOnce(&Path) -> PathBuf,
+        source: &str,
+        extra: &str,
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = install(dir.path());
+        let app = dir.path().join("app.py");
+        std::fs::write(&app, source).unwrap();
+        let zergling = format!("zergling: {}\n", bin_dir().join("zergling").display());
+        let (config, control, http) = app_config(dir.path(), &app, &format!("{zergling}{extra}"));
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        let server = Server::launch(dir, &binary, &args, &[], config.clone(), control, http);
+        server.wait_serving();
+        server
+    }
+
     pub fn write_app(&self, source: &str) {
         std::fs::write(self.dir.path().join("app.py"), source).unwrap();
     }
@@ -157,16 +179,7 @@ impl Server {
         extra: &str,
         env: &[(&str, String)],
     ) -> Server {
-        let port = free_port();
-        let control = dir.path().join("zerg.sock");
-        let yaml = format!(
-            "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
-            control.display(),
-            app.display()
-        );
-        let config = dir.path().join("zerg.yml");
-        std::fs::write(&config, yaml).unwrap();
-        let http = format!("127.0.0.1:{port}").parse().unwrap();
+        let (config, control, http) = app_config(dir.path(), app, extra);
         Server::spawn_with_config_env(dir, config, control, http, env)
     }
 
@@ -215,7 +228,15 @@ impl Server {
         env: &[(&str, String)],
     ) -> Server {
         let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
-        Server::launch(dir, &args, env, config.clone(), control, http)
+        Server::launch(
+            dir,
+            &bin_dir().join("zerg-pool"),
+            &args,
+            env,
+            config.clone(),
+            control,
+            http,
+        )
     }
 
     /// Starts zerg-pool with `args` naming its config, logging to `server.log` in `dir`; the
@@ -223,6 +244,7 @@ impl Server {
     /// test's own environment cannot name a second config.
     fn launch(
         dir: tempfile::TempDir,
+        binary: &Path,
         args: &[&std::ffi::OsStr],
         env: &[(&str, String)],
         config: PathBuf,
@@ -230,8 +252,11 @@ impl Server {
         http: SocketAddr,
     ) -> Server {
         let log = dir.path().join("server.log");
-        let logfile = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin_dir().join("zerg-pool"))
+        std::fs::File::create(&log).unwrap();
+        // Appending: the zerglings share this file, and may outlive this pool and write beside
+        // the next one (see `start_pool_again`).
+        let logfile = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let child = Command::new(binary)
             .args(args)
             .current_dir(dir.path())
             .env_remove("ZERG_CONFIG")
@@ -251,8 +276,36 @@ impl Server {
             control,
             http,
             log,
+            binary: binary.to_owned(),
             child: Some(child),
         }
+    }
+
+    /// Starts zerg-pool again with the same config, its log appended to the same file, once
+    /// the previous one has exited (e.g. after a SIGKILL and [`Server::wait_exit`]).
+    pub fn start_pool_again(&mut self) {
+        if let Some(mut old) = self.child.take() {
+            let _ = old.wait();
+        }
+        let logfile = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .env_remove("ZERG_CONFIG")
+            .env(
+                "ZERG_LOG",
+                std::env::var("ZERG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("start zerg-pool again");
+        self.child = Some(child);
     }
 
     pub fn pool_pid(&self) -> u32 {
@@ -303,6 +356,10 @@ impl Server {
     pub fn all_pids(&self) -> Vec<u32> {
         let mut pids = vec![self.pool_pid()];
         if let Some(s) = self.status() {
+            // Another pool than the one started here, after an upgrade.
+            if s.pool_pid != self.pool_pid() {
+                pids.push(s.pool_pid);
+            }
             for g in s.generations {
                 pids.extend(g.master_pid);
                 pids.extend(g.processes.iter().map(|p| p.pid));
@@ -334,6 +391,22 @@ impl Server {
         }
     }
 
+    /// Asks conformance.py's `/slow` (answered after `secs` seconds) on a new connection and
+    /// waits until the app is in it; the caller reads the response.
+    pub fn slow_request(&self, secs: u32) -> Client {
+        let started = self.dir.path().join("slow-started");
+        let _ = std::fs::remove_file(&started);
+        let mut slow = Client::connect(self.http);
+        slow.send(&format!(
+            "GET /slow?s={secs}&started={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            started.display()
+        ));
+        wait_for("the slow request to be in the app", || {
+            started.exists().then_some(())
+        });
+        slow
+    }
+
     pub fn get(&self, path: &str) -> Response {
         let mut c = Client::connect(self.http);
         c.send(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
@@ -360,6 +433,24 @@ impl Drop for Server {
     }
 }
 
+/// Writes the config for `app` (+ `extra` YAML) in `dir`: control socket, a free port.
+fn app_config(dir: &Path, app: &Path, extra: &str) -> (PathBuf, PathBuf, SocketAddr) {
+    let port = free_port();
+    let control = dir.join("zerg.sock");
+    let yaml = format!(
+        "zerg-server: {}\nhttp: 127.0.0.1:{port}\nwsgi-file: {}\nreload-mercy: 10\nworker-reload-mercy: 10\n{extra}",
+        control.display(),
+        app.display()
+    );
+    let config = dir.join("zerg.yml");
+    std::fs::write(&config, yaml).unwrap();
+    (
+        config,
+        control,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+}
+
 /// True when some TCP connection to local port `port` is established (read from /proc/net, so
 /// the tests need no `ss`).
 pub fn established_to(port: u16) -> bool {
@@ -384,14 +475,28 @@ pub fn established_to(port: u16) -> bool {
 
 /// True while `pid` exists (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
+    zerg::control::running(pid)
+}
+
+/// How many fds `pid` has open (0 once it is gone).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// SIGKILLs the pids it holds when dropped: once the pool is dead, `Server`'s own cleanup can
+/// no longer ask it for the pids of its generations.
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if pid > 0 && pid <= i32::MAX as u32 && alive(pid) {
+                // SAFETY: killing processes this test started (checked positive above).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
     }
 }
 
@@ -618,6 +723,14 @@ impl Server {
         control: PathBuf,
         http: SocketAddr,
     ) -> Server {
-        Server::launch(dir, args, &[], config, control, http)
+        Server::launch(
+            dir,
+            &bin_dir().join("zerg-pool"),
+            args,
+            &[],
+            config,
+            control,
+            http,
+        )
     }
 }

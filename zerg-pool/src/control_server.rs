@@ -22,7 +22,8 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use zerg::control::{
-    self, ControlError, FrameDecoder, Message, PoolStatus, ReloadOutcome, Role, PROTOCOL_VERSION,
+    self, Adoption, ControlError, FrameDecoder, Message, PoolStatus, ReloadOutcome, Role,
+    UpgradeOutcome, PROTOCOL_VERSION,
 };
 use zerg::fdpass;
 
@@ -44,6 +45,9 @@ pub enum Event {
         generation: Option<u64>,
         tx: mpsc::UnboundedSender<Message>,
     },
+    /// A zergling that outlived its pool asks to be adopted; its fds were checked to be the
+    /// pool's own sockets and queues. The supervisor answers `Adopted` or `Refused`.
+    ZerglingAdopt(AdoptRequest),
     /// A later frame from a zergling.
     FromZergling { conn: ConnId, msg: Message },
     /// A connection closed (or was closed for misbehaving).
@@ -60,16 +64,54 @@ pub enum Event {
     ChainReload {
         reply: oneshot::Sender<ReloadOutcome>,
     },
+    /// zergctl asks the pool to replace itself with its binary started again. `flushed`
+    /// closes once the answer is written, so that a pool that hands over exits only then.
+    UpgradePool {
+        reply: oneshot::Sender<UpgradeOutcome>,
+        flushed: oneshot::Receiver<()>,
+    },
+}
+
+/// A generation's master asking a pool to supervise it.
+#[derive(Debug)]
+pub struct AdoptRequest {
+    pub conn: ConnId,
+    pub pid: u32,
+    pub generation: u64,
+    pub adoption: Adoption,
+    /// Where the supervisor's messages to the master go.
+    pub tx: mpsc::UnboundedSender<Message>,
 }
 
 /// An async framed connection carrying fds.
-struct AsyncConn {
+pub(crate) struct AsyncConn {
     stream: UnixStream,
     decoder: FrameDecoder,
 }
 
 impl AsyncConn {
-    async fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(crate) fn new(stream: UnixStream) -> AsyncConn {
+        AsyncConn {
+            stream,
+            decoder: FrameDecoder::default(),
+        }
+    }
+
+    /// The peer's first message and the fds it carries, its protocol version checked first.
+    pub(crate) async fn recv_hello(&mut self) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let hello = control::decode_hello(&self.recv_frame().await?)?;
+        let fds = self.decoder.take_fds(control::fd_count(&hello))?;
+        Ok((hello, fds))
+    }
+
+    /// The next message and the fds it carries.
+    pub(crate) async fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>), ControlError> {
+        let msg: Message = serde_json::from_slice(&self.recv_frame().await?)?;
+        let fds = self.decoder.take_fds(control::fd_count(&msg))?;
+        Ok((msg, fds))
+    }
+
+    pub(crate) async fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let frame = control::encode(msg);
         let mut sent = 0;
         while sent < frame.len() {
@@ -125,10 +167,7 @@ pub async fn serve(
             return;
         }
     };
-    let mut c = AsyncConn {
-        stream,
-        decoder: FrameDecoder::default(),
-    };
+    let mut c = AsyncConn::new(stream);
     let pool_uid = nix::unistd::geteuid().as_raw();
     if !may_control(peer.uid(), pool_uid) {
         tracing::warn!(
@@ -153,7 +192,7 @@ pub async fn serve(
         let _ = tokio::time::timeout(REFUSAL_LINGER, c.recv_frame()).await;
         return;
     }
-    let hello = match c.recv_frame().await.and_then(|f| control::decode_hello(&f)) {
+    let (hello, fds) = match c.recv_hello().await {
         Ok(m) => m,
         Err(ControlError::Closed) => return,
         Err(e) => {
@@ -175,6 +214,43 @@ pub async fn serve(
             role: Role::Zergling,
             pid,
             generation,
+            adopt: Some(adoption),
+            ..
+        } => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let ours = crate::adopt::all_fds(&listeners, &queues.0, &queues.1);
+            let manifest: Vec<_> = listeners.iter().map(|l| l.info.clone()).collect();
+            let checked = crate::adopt::check_same(&ours, &manifest, &fds).and_then(|()| {
+                generation.ok_or_else(|| "an adoption hello names no generation".to_owned())
+            });
+            drop(fds);
+            let generation = match checked {
+                Ok(n) => n,
+                Err(reason) => {
+                    tracing::error!(conn, pid, generation, %reason, "adoption refused");
+                    let refused = Message::Refused {
+                        protocol: PROTOCOL_VERSION,
+                        reason: format!("the pool cannot adopt this generation: {reason}"),
+                    };
+                    let _ = c.send(&refused, &[]).await;
+                    return;
+                }
+            };
+            let adopt = Event::ZerglingAdopt(AdoptRequest {
+                conn,
+                pid,
+                generation,
+                adoption,
+                tx,
+            });
+            if events.send(adopt).is_ok() {
+                relay(c, conn, pid, rx, events, listeners, queues).await;
+            }
+        }
+        Message::Hello {
+            role: Role::Zergling,
+            pid,
+            generation,
             ..
         } => serve_zergling(c, conn, pid, generation, events, listeners, queues).await,
         Message::Hello {
@@ -187,7 +263,7 @@ pub async fn serve(
 }
 
 async fn serve_zergling(
-    mut c: AsyncConn,
+    c: AsyncConn,
     conn: ConnId,
     pid: u32,
     generation: Option<u64>,
@@ -195,7 +271,7 @@ async fn serve_zergling(
     listeners: Arc<Vec<Listener>>,
     queues: Arc<(Vec<Queue>, Vec<OwnedFd>)>,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     if events
         .send(Event::ZerglingHello {
             conn,
@@ -207,18 +283,27 @@ async fn serve_zergling(
     {
         return;
     }
+    relay(c, conn, pid, rx, events, listeners, queues).await;
+}
+
+/// Carries a zergling's frames to the supervisor and the supervisor's messages (`rx`) back,
+/// until either side is done; then tells the supervisor the connection is gone.
+pub(crate) async fn relay(
+    mut c: AsyncConn,
+    conn: ConnId,
+    pid: u32,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    events: mpsc::UnboundedSender<Event>,
+    listeners: Arc<Vec<Listener>>,
+    queues: Arc<(Vec<Queue>, Vec<OwnedFd>)>,
+) {
     loop {
         tokio::select! {
             out = rx.recv() => {
                 let Some(msg) = out else { break };
                 let stderr = std::io::stderr();
                 let fds: Vec<BorrowedFd> = match &msg {
-                    Message::Welcome { .. } => listeners
-                        .iter()
-                        .map(|l| l.fd())
-                        .chain(queues.0.iter().flat_map(|q| q.fds()))
-                        .chain(queues.1.iter().map(|r| r.as_fd()))
-                        .collect(),
+                    Message::Welcome { .. } => crate::adopt::all_fds(&listeners, &queues.0, &queues.1),
                     // The pool's own stderr: the log it has just reopened.
                     Message::ReopenLog => vec![stderr.as_fd()],
                     _ => Vec::new(),
@@ -259,6 +344,8 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
     if c.send(&hello, &[]).await.is_err() {
         return;
     }
+    // Dropped once an upgrade's answer is written (see `Event::UpgradePool`).
+    let mut written_guard: Option<oneshot::Sender<()>> = None;
     loop {
         let msg = match c
             .recv_frame()
@@ -282,6 +369,13 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
             Message::ChainReload => ask(&events, |reply| Event::ChainReload { reply })
                 .await
                 .map(Message::ChainReloaded),
+            Message::UpgradePool => {
+                let (written, flushed) = oneshot::channel();
+                written_guard = Some(written);
+                ask(&events, |reply| Event::UpgradePool { reply, flushed })
+                    .await
+                    .map(Message::UpgradeResult)
+            }
             Message::StopPool { immediate } => events
                 .send(Event::Stop { immediate })
                 .ok()
@@ -295,6 +389,7 @@ async fn serve_ctl(mut c: AsyncConn, conn: ConnId, events: mpsc::UnboundedSender
         if c.send(&answer, &[]).await.is_err() {
             return;
         }
+        drop(written_guard.take());
     }
 }
 
@@ -311,7 +406,7 @@ async fn ask<T>(
 
 /// Only root and the pool's own user (the configured `uid`, when set) may talk to it, whatever
 /// the socket file's mode.
-fn may_control(peer_uid: u32, pool_uid: u32) -> bool {
+pub(crate) fn may_control(peer_uid: u32, pool_uid: u32) -> bool {
     peer_uid == 0 || peer_uid == pool_uid
 }
 

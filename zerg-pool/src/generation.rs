@@ -5,6 +5,9 @@
 //!     \________________________\__________exit/failure_____^
 //! ```
 //!
+//! A generation adopted from a pool that died (or was upgraded) starts its life here in the
+//! state its master reports, serving or draining.
+//!
 //! Every transition goes through [`Generation::transition`], which logs one line with the
 //! generation number, so a person can follow a generation's life in the log alone.
 
@@ -62,6 +65,9 @@ pub struct Generation {
     pub ready_deadline: Instant,
     /// Why it failed to start, as its master reported.
     pub failure: Option<String>,
+    /// Started by another pool (that died, or was upgraded) and adopted by this one: no child
+    /// of this pool, so its master's exit shows only as its connection closing.
+    pub adopted: bool,
 }
 
 impl Generation {
@@ -81,6 +87,41 @@ impl Generation {
             conn: None,
             ready_deadline: Instant::now() + ready_timeout,
             failure: None,
+            adopted: false,
+        }
+    }
+
+    /// A generation that outlived its pool and asked this one to adopt it.
+    pub fn adopted(
+        number: u64,
+        master_pid: u32,
+        serving: bool,
+        processes: Vec<ProcessInfo>,
+        mules_held: Vec<u32>,
+    ) -> Generation {
+        let state = if serving {
+            State::Serving
+        } else {
+            State::Draining
+        };
+        tracing::info!(
+            generation = number,
+            master_pid,
+            state = %state,
+            "generation adopted: supervised by this pool from now on"
+        );
+        Generation {
+            number,
+            state,
+            started: Instant::now(),
+            master_pid: Some(master_pid),
+            child_pid: None,
+            processes,
+            mules_held,
+            conn: None,
+            ready_deadline: Instant::now(),
+            failure: None,
+            adopted: true,
         }
     }
 

@@ -28,6 +28,12 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A listener the pool did not bind: adopted from a generation, or handed over by the
+    /// pool it replaces (checked by `adopt` first).
+    pub fn adopted(info: ListenerInfo, fd: OwnedFd) -> Listener {
+        Listener { info, fd }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -55,22 +61,30 @@ pub fn bind_all(
     backlog: u32,
     mode: u32,
 ) -> Result<Vec<Listener>, BindError> {
+    manifest(listeners)
+        .into_iter()
+        .map(|info| {
+            let fd = bind_one(&info.addr, backlog, mode)?;
+            Ok(Listener { info, fd })
+        })
+        .collect()
+}
+
+/// What the pool's listeners are for `listeners` of the config, named as [`bind_all`] names
+/// them: what adopted sockets are checked against.
+pub fn manifest(listeners: &[(Protocol, ListenAddr)]) -> Vec<ListenerInfo> {
     let mut counts: HashMap<Protocol, usize> = HashMap::new();
     listeners
         .iter()
         .map(|(protocol, addr)| {
-            let fd = bind_one(addr, backlog, mode)?;
             let count = counts.entry(*protocol).or_default();
             let name = format!("{protocol}:{count}");
             *count += 1;
-            Ok(Listener {
-                info: ListenerInfo {
-                    name,
-                    addr: addr.clone(),
-                    protocol: *protocol,
-                },
-                fd,
-            })
+            ListenerInfo {
+                name,
+                addr: addr.clone(),
+                protocol: *protocol,
+            }
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! `zerg-pool`: owns the listening sockets and hands them to generations of zerglings.
 
+mod adopt;
 mod control_server;
 mod generation;
 mod listeners;
@@ -7,6 +8,7 @@ mod notify;
 mod pool;
 mod queues;
 mod startup;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,15 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // Before any thread: the upgrade channel's variable leaves the environment here.
+    let upgrade = match upgrade::channel_from_env().and_then(|c| Ok((c, upgrade::Exe::current()?)))
+    {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("zerg-pool: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let (path, kind) = match (args.yaml, args.ini, args.config) {
         (Some(yaml), _, _) => (yaml, FileKind::Uwsgi(Dialect::Yaml)),
         (None, Some(ini), _) => (ini, FileKind::Uwsgi(Dialect::Ini)),
@@ -42,7 +53,7 @@ fn main() {
         }
     };
     // Before logging starts: `logto` decides where the log goes.
-    let startup = match startup::prepare(&path, kind) {
+    let mut startup = match startup::prepare(&path, kind, upgrade.0.is_some()) {
         Ok(startup) => startup,
         Err(e) => {
             eprintln!("zerg-pool: {e:#}");
@@ -54,7 +65,7 @@ fn main() {
     if let Some(pidfile) = startup.pidfile() {
         tracing::info!(path = %pidfile.display(), "pid written");
     }
-    let code = match run(path, &startup) {
+    let code = match run(path, &mut startup, upgrade) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("zerg-pool: {e:#}");
@@ -65,12 +76,17 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(config: PathBuf, startup: &startup::Startup) -> anyhow::Result<i32> {
+fn run(
+    config: PathBuf,
+    startup: &mut startup::Startup,
+    (channel, exe): (Option<std::os::fd::OwnedFd>, upgrade::Exe),
+) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (pool, control) = pool::Pool::bind(&config)?;
+        let (pool, control) = pool::Pool::bind(&config, exe, channel).await?;
+        startup.write_pidfile();
         // Every socket is bound and no zergling started yet: from here on, `uid`/`gid`.
         startup.serve_as_user()?;
         pool.run(control).await

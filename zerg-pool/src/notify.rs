@@ -34,6 +34,14 @@ pub fn reloading() {
     ));
 }
 
+/// After an upgrade: the new pool is the service's main process now (the old one, still the
+/// main process, says so; `NotifyAccess=all` then lets the new one notify too).
+pub fn main_pid(pid: u32) {
+    send(&format!(
+        "MAINPID={pid}\nREADY=1\nSTATUS=serving (upgraded)"
+    ));
+}
+
 pub fn stopping() {
     send("STOPPING=1");
 }

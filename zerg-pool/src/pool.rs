@@ -10,6 +10,9 @@
 //! every older serving generation drains. A candidate that fails, exits or misses
 //! `ready-timeout` is killed and the old generation serves on: a rollback. One candidate starts
 //! at a time; reloads asked meanwhile are queued and coalesced into the next one.
+//!
+//! Generations that outlived the pool before this one are adopted before anything else (see
+//! `adopt`): they are supervised as if this pool had started them.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -24,13 +27,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
-use zerg::control::{checked_pid, Message, PoolStatus, ReloadOutcome, PROTOCOL_VERSION};
+use zerg::control::{
+    checked_pid, HandedGeneration, Handover, Message, PoolStatus, ReloadOutcome, UpgradeOutcome,
+    PROTOCOL_VERSION,
+};
 
-use crate::control_server::{self, Event};
+use crate::adopt::{self, Adopter, Expected, Held, StateFile};
+use crate::control_server::{self, AdoptRequest, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
 use crate::queues::{self, Queue};
+use crate::upgrade::{self, Exe};
 
 /// Longest pause between two attempts to start a generation that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -62,6 +70,19 @@ struct Retiring {
     old: Vec<u64>,
     requested: Instant,
     waiters: Vec<Waiter>,
+}
+
+/// A zergctl waiting for an upgrade's outcome, and the signal that its answer was written.
+type UpgradeWaiter = (oneshot::Sender<UpgradeOutcome>, oneshot::Receiver<()>);
+
+/// Where the pool is with replacing its own binary (see `upgrade`).
+enum Upgrade {
+    /// This pool is in charge, and accepts on the control socket.
+    InCharge,
+    /// A new pool binary is starting; the control socket waits for whoever ends in charge.
+    Underway { waiters: Vec<UpgradeWaiter> },
+    /// The new pool took over: this one exits once the waiters have their answer.
+    HandedOver { flushed: Vec<oneshot::Receiver<()>> },
 }
 
 /// How the pool is stopping, once it is.
@@ -97,40 +118,123 @@ pub struct Pool {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     exit_code: i32,
+    /// Where the live generations are written down for a pool started after this one's death.
+    state_file: StateFile,
+    /// Generations that came back during the adoption window, taken in as `run` starts.
+    adopters: Vec<Adopter>,
+    /// The binary an upgrade starts again.
+    exe: Exe,
+    upgrade: Upgrade,
+    upgrade_tx: mpsc::UnboundedSender<upgrade::Outcome>,
+    upgrade_rx: mpsc::UnboundedReceiver<upgrade::Outcome>,
 }
 
 impl Pool {
-    /// Binds every socket named in the config. Nothing is started yet.
-    pub fn bind(config_path: &Path) -> anyhow::Result<(Pool, UnixListener)> {
+    /// Opens the control socket, takes back the generations that outlived the pool before this
+    /// one (see `adopt`), and binds every socket of the config that none of them brought back.
+    /// Nothing is started yet.
+    ///
+    /// With `upgrade_channel` (this pool was started by `zergctl upgrade-pool`), the control
+    /// socket and every other fd come from the old pool instead, and nothing is bound.
+    pub async fn bind(
+        config_path: &Path,
+        exe: Exe,
+        upgrade_channel: Option<std::os::fd::OwnedFd>,
+    ) -> anyhow::Result<(Pool, UnixListener)> {
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
-        let listeners =
-            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
-        for l in &listeners {
-            tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
-        }
-        let queues = queues::create_all(&config).context("cannot create the farm queues")?;
-        let config_mules = config.mule.0.len();
-        let records =
-            queues::create_records(config_mules).context("cannot create the mule records")?;
         let control_path = std::path::absolute(&config.zerg_server)?;
-        let control_fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
-        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+        let run_as = zerg::privileges::RunAs::from_config(&config);
+        let owner = (
+            run_as.as_ref().and_then(|r| r.uid()),
+            run_as.as_ref().and_then(|r| r.gid()),
+        );
+        let mut state_file = StateFile::open(&control_path, owner);
+        let mut saved = state_file.read().unwrap_or_default();
+        let mut expected = Expected {
+            listeners: listeners::manifest(&config.listeners()),
+            queues: queues::names(&config),
+            mule_records: config.mule.0.len(),
+        };
+        let mut held = None;
+        let control_fd = match upgrade_channel {
+            None => {
+                let fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
+                std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))?;
+                if nix::unistd::geteuid().is_root() && run_as.is_some() {
+                    // Now, not once root is dropped: the generations that outlived the pool
+                    // before run as `uid`, and knock during the adoption window.
+                    std::os::unix::fs::lchown(&control_path, owner.0, owner.1)?;
+                }
+                fd
+            }
+            Some(channel) => {
+                let (mut old, handover, fds) = upgrade::receive(channel)?;
+                tracing::info!(generations = ?handover.generations, "upgrade: the old pool handed over its sockets");
+                expected = Expected {
+                    listeners: handover.listeners.clone(),
+                    queues: handover.queues.clone(),
+                    mule_records: handover.mule_records,
+                };
+                if expected.listeners != listeners::manifest(&config.listeners()) {
+                    tracing::warn!("the listeners in the config changed; an upgrade keeps the pool's sockets (restart the site to rebind)");
+                }
+                let mut fds = fds.into_iter();
+                let control = fds
+                    .next()
+                    .context("the handover carries no control socket")?;
+                held = Some(Held::split(&expected, fds.collect()));
+                saved = adopt::Saved {
+                    pool_pid: 0,
+                    last_generation: handover.last_generation,
+                    generations: handover.generations,
+                };
+                old.send(&Message::TookOver, &[])?;
+                control
+            }
+        };
         let std_listener = std::os::unix::net::UnixListener::from(control_fd);
         std_listener.set_nonblocking(true)?;
         let control = UnixListener::from_std(std_listener)?;
         tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
+        // The user the zerglings run as: this pool may still be root here.
+        let zergling_uid = run_as
+            .and_then(|r| r.uid())
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let (adopters, held) =
+            adopt::collect(&control, saved.generations, zergling_uid, &expected, held).await;
+        let held = match held {
+            Some(held) => {
+                for l in &held.listeners {
+                    tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening (a socket taken over, never closed)");
+                }
+                held
+            }
+            None => Self::bind_fresh(&config).with_context(|| {
+                format!(
+                    "if a pool died and its generations still serve, a pool finds them through \
+                     {}: start it with that file in place and it adopts them",
+                    state_file.path().display()
+                )
+            })?,
+        };
+        let last_generation = adopters
+            .iter()
+            .map(|a| a.generation)
+            .fold(saved.last_generation, u64::max);
+        let config_mules = config.mule.0.len();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (upgrade_tx, upgrade_rx) = mpsc::unbounded_channel();
         let pool = Pool {
             config_path,
             config,
             control_path,
-            listeners: Arc::new(listeners),
-            queues: Arc::new((queues, records)),
+            listeners: Arc::new(held.listeners),
+            queues: Arc::new((held.queues, held.records)),
             generations: BTreeMap::new(),
             conns: BTreeMap::new(),
-            last_generation: 0,
+            last_generation,
             ever_served: false,
             stopping: None,
             backoff: Duration::ZERO,
@@ -144,8 +248,243 @@ impl Pool {
             internal_tx,
             internal_rx,
             exit_code: 0,
+            state_file,
+            adopters,
+            exe,
+            upgrade: Upgrade::InCharge,
+            upgrade_tx,
+            upgrade_rx,
         };
         Ok((pool, control))
+    }
+
+    /// Binds the config's listeners and creates its queues and records: a fresh start.
+    fn bind_fresh(config: &Config) -> anyhow::Result<Held> {
+        let listeners =
+            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
+        for l in &listeners {
+            tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
+        }
+        let queues = queues::create_all(config).context("cannot create the farm queues")?;
+        let records = queues::create_records(config.mule.0.len())
+            .context("cannot create the mule records")?;
+        Ok(Held {
+            listeners,
+            queues,
+            records,
+        })
+    }
+
+    /// Supervises the generations that came back during the adoption window, all at once, so
+    /// that mule positions are granted only once every holder is known.
+    fn take_in_adopters(&mut self, events: &mpsc::UnboundedSender<Event>, next_conn: &mut ConnId) {
+        for a in std::mem::take(&mut self.adopters) {
+            *next_conn += 1;
+            let conn = *next_conn;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(control_server::relay(
+                a.conn,
+                conn,
+                a.pid,
+                rx,
+                events.clone(),
+                self.listeners.clone(),
+                self.queues.clone(),
+            ));
+            self.adopt(AdoptRequest {
+                conn,
+                pid: a.pid,
+                generation: a.generation,
+                adoption: a.adoption,
+                tx,
+            });
+        }
+        self.assign_mules();
+    }
+
+    /// Takes a generation in, as its master reported it, and tells the master so.
+    fn adopt(&mut self, r: AdoptRequest) {
+        let AdoptRequest {
+            conn,
+            pid,
+            generation: number,
+            adoption,
+            tx,
+        } = r;
+        let serving = adoption.state == zerg::control::AdoptState::Serving;
+        let mut g = Generation::adopted(
+            number,
+            pid,
+            serving,
+            adoption.processes,
+            adoption.mules_held.clone(),
+        );
+        for k in adoption.mules_held {
+            if let Some(holder) = self.mule_holders.get_mut(k as usize - 1) {
+                *holder = Some(number);
+            }
+        }
+        g.conn = Some((conn, tx));
+        g.send(Message::Adopted { generation: number });
+        self.generations.insert(number, g);
+        self.conns.insert(conn, number);
+        self.last_generation = self.last_generation.max(number);
+        if serving {
+            self.ever_served = true;
+        }
+    }
+
+    /// A generation that knocks after the adoption window: adopted too, but if another
+    /// generation serves or starts meanwhile, the late one drains.
+    fn on_late_adopt(&mut self, r: AdoptRequest) {
+        let (number, pid) = (r.generation, r.pid);
+        let refuse = |reason: String| {
+            tracing::error!(generation = number, pid, %reason, "adoption refused");
+            let _ = r.tx.send(Message::Refused {
+                protocol: PROTOCOL_VERSION,
+                reason,
+            });
+        };
+        if self.stopping.is_some() {
+            return refuse("the pool is stopping".into());
+        }
+        if self.generations.contains_key(&number) {
+            return refuse(format!("generation {number} is supervised already"));
+        }
+        let replaced = self.has_live_generation();
+        self.adopt(r);
+        if let Some(g) = self.generations.get_mut(&number) {
+            if replaced && g.state() == State::Serving {
+                g.transition(
+                    State::Draining,
+                    "came back after another generation took over",
+                );
+                g.send(Message::Stop {
+                    mercy_secs: self.config.reload_mercy().as_secs(),
+                });
+            }
+        }
+        self.assign_mules();
+    }
+
+    /// Writes down the serving and draining generations' masters, for a pool started after
+    /// this one's death.
+    fn save_state(&mut self) {
+        self.state_file.write(adopt::Saved {
+            pool_pid: std::process::id(),
+            last_generation: self.last_generation,
+            generations: self.live_masters(),
+        });
+    }
+
+    /// The serving and draining generations' masters: the ones that outlive this pool.
+    fn live_masters(&self) -> Vec<HandedGeneration> {
+        self.generations
+            .values()
+            .filter(|g| matches!(g.state(), State::Serving | State::Draining))
+            .filter_map(|g| {
+                Some(HandedGeneration {
+                    generation: g.number,
+                    master_pid: g.master_pid?,
+                })
+            })
+            .collect()
+    }
+
+    /// `zergctl upgrade-pool` or SIGUSR2: starts this pool's binary again and hands it
+    /// everything (see `upgrade`). Refused while a generation starts or the pool stops.
+    fn begin_upgrade(&mut self, control: &UnixListener, waiter: Option<UpgradeWaiter>, why: &str) {
+        let refuse = |waiter: Option<UpgradeWaiter>, message: String| {
+            tracing::error!(reason = why, "upgrade {message}");
+            if let Some((reply, _)) = waiter {
+                let _ = reply.send(UpgradeOutcome {
+                    ok: false,
+                    new_pid: None,
+                    message,
+                });
+            }
+        };
+        if let Upgrade::Underway { waiters } = &mut self.upgrade {
+            waiters.extend(waiter);
+            return;
+        }
+        if self.stopping.is_some() || !matches!(self.upgrade, Upgrade::InCharge) {
+            return refuse(waiter, "refused: the pool is stopping".into());
+        }
+        if let Some(starting) = self
+            .generations
+            .values()
+            .find(|g| g.state() == State::Starting)
+        {
+            let message = format!(
+                "refused: generation {} is starting; upgrade once the reload is over",
+                starting.number
+            );
+            return refuse(waiter, message);
+        }
+        let handover = Handover {
+            last_generation: self.last_generation,
+            generations: self.live_masters(),
+            listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
+            queues: self.queues.0.iter().map(|q| q.name.clone()).collect(),
+            mule_records: self.queues.1.len(),
+        };
+        let fds: std::io::Result<Vec<std::os::fd::OwnedFd>> =
+            std::iter::once(std::os::fd::AsFd::as_fd(control))
+                .chain(adopt::all_fds(
+                    &self.listeners,
+                    &self.queues.0,
+                    &self.queues.1,
+                ))
+                .map(|fd| fd.try_clone_to_owned())
+                .collect();
+        let started = fds
+            .map_err(anyhow::Error::from)
+            .and_then(|fds| upgrade::start(&self.exe, handover, fds, self.upgrade_tx.clone()));
+        match started {
+            Ok(()) => {
+                tracing::info!(reason = why, binary = %self.exe.path.display(), "upgrade: handing the pool over to a new binary");
+                self.upgrade = Upgrade::Underway {
+                    waiters: waiter.into_iter().collect(),
+                };
+            }
+            Err(e) => refuse(waiter, format!("failed: {e:#}; this pool stays in charge")),
+        }
+    }
+
+    /// The new pool took over (this one exits), or failed (this one stays in charge).
+    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) {
+        let Upgrade::Underway { waiters } = std::mem::replace(&mut self.upgrade, Upgrade::InCharge)
+        else {
+            return;
+        };
+        let answer = match &outcome {
+            Ok(pid) => {
+                tracing::info!(new_pid = pid, "upgrade done: the new pool is in charge; this one exits and leaves every generation serving");
+                notify::main_pid(*pid);
+                UpgradeOutcome {
+                    ok: true,
+                    new_pid: Some(*pid),
+                    message: format!("pool pid {pid} is in charge"),
+                }
+            }
+            Err(why) => {
+                tracing::error!("upgrade failed: {why}; this pool stays in charge");
+                UpgradeOutcome {
+                    ok: false,
+                    new_pid: None,
+                    message: format!("failed: {why}; the old pool stays in charge"),
+                }
+            }
+        };
+        let mut flushed = Vec::new();
+        for (reply, written) in waiters {
+            let _ = reply.send(answer.clone());
+            flushed.push(written);
+        }
+        if outcome.is_ok() {
+            self.upgrade = Upgrade::HandedOver { flushed };
+        }
     }
 
     /// Runs until the pool is stopped; returns the process exit code.
@@ -155,12 +494,26 @@ impl Pool {
         let mut sigquit = signal(SignalKind::quit())?;
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
+        let mut sigusr2 = signal(SignalKind::user_defined2())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
 
-        self.spawn_generation()?;
+        self.take_in_adopters(&events_tx, &mut next_conn);
+        if self.has_live_generation() {
+            notify::ready();
+        } else {
+            self.spawn_generation()?;
+        }
 
         loop {
+            if let Upgrade::HandedOver { flushed } = &mut self.upgrade {
+                // The state file, the socket files and the generations are the new pool's.
+                for written in std::mem::take(flushed) {
+                    let _ = tokio::time::timeout(upgrade::TAKEOVER_TIMEOUT, written).await;
+                }
+                return Ok(0);
+            }
+            self.save_state();
             self.finish_retired();
             if self.stopping.is_some() && self.generations.values().all(Generation::is_finished) {
                 break;
@@ -172,7 +525,9 @@ impl Pool {
                 _ = sigquit.recv() => self.stop_now("SIGQUIT"),
                 _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
                 _ = sigusr1.recv() => self.reopen_log("SIGUSR1"),
-                accepted = control.accept() => match accepted {
+                _ = sigusr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
+                Some(outcome) = self.upgrade_rx.recv() => self.on_upgrade_outcome(outcome),
+                accepted = control.accept(), if matches!(self.upgrade, Upgrade::InCharge) => match accepted {
                     Ok((stream, _)) => {
                         next_conn += 1;
                         tokio::spawn(control_server::serve(
@@ -185,13 +540,14 @@ impl Pool {
                     }
                     Err(e) => tracing::warn!(error = %e, "control accept failed"),
                 },
-                Some(ev) = events.recv() => self.handle_event(ev),
+                Some(ev) = events.recv() => self.handle_event(ev, &control),
                 Some(ev) = self.internal_rx.recv() => self.handle_internal(ev),
                 _ = sleep_until(timer) => self.on_timer()?,
             }
         }
         self.fail_waiters("the pool stopped");
         tracing::info!(code = self.exit_code, "pool stopped");
+        self.state_file.clear();
         listeners::remove_socket_files(self.socket_files());
         Ok(self.exit_code)
     }
@@ -304,7 +660,7 @@ impl Pool {
         Ok(number)
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    fn handle_event(&mut self, ev: Event, control: &UnixListener) {
         match ev {
             Event::ZerglingHello {
                 conn,
@@ -312,6 +668,7 @@ impl Pool {
                 generation,
                 tx,
             } => self.on_hello(conn, pid, generation, tx),
+            Event::ZerglingAdopt(r) => self.on_late_adopt(r),
             Event::FromZergling { conn, msg } => self.on_zergling_message(conn, msg),
             Event::Disconnected { conn } => self.on_disconnect(conn),
             Event::Status { reply } => {
@@ -319,6 +676,9 @@ impl Pool {
             }
             Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
             Event::ChainReload { reply } => self.chain_reload(reply),
+            Event::UpgradePool { reply, flushed } => {
+                self.begin_upgrade(control, Some((reply, flushed)), "zergctl upgrade-pool")
+            }
             Event::Stop { immediate } => {
                 if immediate {
                     self.stop_now("zergctl stop --now")
@@ -447,7 +807,9 @@ impl Pool {
         };
         if let Some(g) = self.generations.get_mut(&number) {
             g.conn = None;
-            if let Some(pid) = g.child_pid {
+            // An adopted master is no child of this pool: its own pid is the one to stop.
+            let process = g.child_pid.or(g.master_pid.filter(|_| g.adopted));
+            if let Some(pid) = process {
                 if g.state() != State::Draining && self.stopping.is_none() {
                     // A master that hangs up is broken; make sure its process tree goes too.
                     tracing::warn!(
@@ -688,6 +1050,18 @@ impl Pool {
 
     fn request_reload(&mut self, waiter: Option<Waiter>, why: &str) {
         let requested = Instant::now();
+        if !matches!(self.upgrade, Upgrade::InCharge) {
+            let message = "refused: the pool binary is being upgraded; reload once that is done";
+            tracing::warn!(reason = why, "reload {message}");
+            self.finish_reload(
+                waiter.into_iter().collect(),
+                false,
+                0,
+                message.into(),
+                requested,
+            );
+            return;
+        }
         if self.config.log_reopen {
             self.reopen_log(why);
         }

@@ -22,6 +22,11 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// A queue the pool did not create: adopted, or handed over (checked by `adopt` first).
+    pub fn adopted(name: String, send: OwnedFd, recv: OwnedFd) -> Queue {
+        Queue { name, send, recv }
+    }
+
     /// The two ends in the order the manifest promises: send, then receive.
     pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
         [self.send.as_fd(), self.recv.as_fd()]
@@ -44,14 +49,20 @@ pub fn create_records(mules: usize) -> nix::Result<Vec<OwnedFd>> {
         .collect()
 }
 
-/// One queue per farm and one per mule position (for `uwsgi.mule_msg(msg, id)`).
-pub fn create_all(config: &Config) -> nix::Result<Vec<Queue>> {
+/// The queues' names: one per farm and one per mule position (for `uwsgi.mule_msg(msg, id)`).
+pub fn names(config: &Config) -> Vec<String> {
     let farms = config.farms().unwrap_or_default();
-    let names = farms
+    farms
         .iter()
         .map(|f| format!("farm:{}", f.name))
-        .chain((1..=config.mule.0.len()).map(|k| format!("mule:{k}")));
-    names
+        .chain((1..=config.mule.0.len()).map(|k| format!("mule:{k}")))
+        .collect()
+}
+
+/// Every queue of [`names`].
+pub fn create_all(config: &Config) -> nix::Result<Vec<Queue>> {
+    names(config)
+        .into_iter()
         .map(|name| {
             let (send, recv) = socketpair(
                 AddressFamily::Unix,

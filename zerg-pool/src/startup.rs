@@ -35,6 +35,9 @@ pub struct Startup {
     path: PathBuf,
     warnings: Vec<Notice>,
     pidfile: Option<PidFile>,
+    /// A pool started by an upgrade writes its pid only once it took over (see
+    /// [`Startup::write_pidfile`]): until then the old pool's pid is the right one.
+    deferred_pidfile: Option<PathBuf>,
     /// `uid` and `gid`, to become once every socket is bound.
     run_as: Option<RunAs>,
     /// The control socket, absolute, as the pool binds it: handed to `uid`.
@@ -42,8 +45,9 @@ pub struct Startup {
 }
 
 /// Loads the config at `path`, checks that the pool can become its `uid`/`gid`, then applies
-/// its `umask`, `logto` and `pidfile`.
-pub fn prepare(path: &Path, kind: FileKind) -> anyhow::Result<Startup> {
+/// its `umask`, `logto` and `pidfile` (when `upgrading`, the log is inherited and the pid file
+/// written later).
+pub fn prepare(path: &Path, kind: FileKind, upgrading: bool) -> anyhow::Result<Startup> {
     let config = match kind {
         FileKind::Any => Config::load(path)?,
         FileKind::Uwsgi(dialect) => uwsgi_config::load(path, dialect)?,
@@ -58,14 +62,22 @@ pub fn prepare(path: &Path, kind: FileKind) -> anyhow::Result<Startup> {
     if let Some(mask) = config.umask {
         umask(Mode::from_bits_truncate(mask.0));
     }
-    if let Some(log) = &config.logto {
-        log_to(log)?;
+    match &config.logto {
+        // The old pool's stdout and stderr, which this one inherits, are that log already; it
+        // may have opened it as root before it dropped to `uid`, which this one runs as.
+        Some(_) if upgrading => {}
+        Some(log) => log_to(log)?,
+        None => {}
     }
-    let pidfile = config.pidfile.as_deref().map(PidFile::write).transpose()?;
+    let (pidfile, deferred_pidfile) = match config.pidfile {
+        Some(path) if upgrading => (None, Some(path)),
+        other => (other.as_deref().map(PidFile::write).transpose()?, None),
+    };
     Ok(Startup {
         path: path.to_owned(),
         warnings: config.uwsgi.map(|u| u.warnings).unwrap_or_default(),
         pidfile,
+        deferred_pidfile,
         run_as,
         control,
     })
@@ -88,6 +100,22 @@ impl Startup {
     /// Whether a pid file is held (for the log line that says where).
     pub fn pidfile(&self) -> Option<&Path> {
         self.pidfile.as_ref().map(|p| p.path.as_path())
+    }
+
+    /// In a pool started by an upgrade, once it took over: its pid replaces the old pool's. The
+    /// old pool may have written the file as root before it dropped to `uid`; then this pool
+    /// cannot, says so, and serves on.
+    pub fn write_pidfile(&mut self) {
+        let Some(path) = self.deferred_pidfile.take() else {
+            return;
+        };
+        match PidFile::write(&path) {
+            Ok(pidfile) => {
+                tracing::info!(path = %pidfile.path.display(), "pid written");
+                self.pidfile = Some(pidfile);
+            }
+            Err(e) => tracing::warn!("{e:#}; it still names the old pool"),
+        }
     }
 
     /// Becomes `uid`/`gid`, once every socket is bound and before any zergling starts; every

@@ -6,6 +6,7 @@ mod health;
 mod locks;
 mod master;
 mod mule;
+mod pool_link;
 mod process;
 mod python;
 mod scoreboard;

@@ -15,10 +15,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use zerg::config::Config;
 use zerg::control::{
-    self, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind, ReloadOutcome, Role,
-    PROTOCOL_VERSION,
+    self, AdoptState, Adoption, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind,
+    ReloadOutcome, Role, PROTOCOL_VERSION,
 };
 
+use crate::pool_link::PoolLink;
 use crate::scoreboard::{self, Scoreboard};
 use crate::signals::SelfPipe;
 use crate::{health, locks, mule, process, python, uwsgi_api, worker};
@@ -111,23 +112,6 @@ struct Chain {
     started: Instant,
 }
 
-/// The master's link to the pool. A lost link stays lost: its socket is closed, never polled
-/// (a socket at end of stream is readable forever, and polling one spun a core) and never
-/// written to again.
-enum PoolLink {
-    Attached(Connection),
-    Lost,
-}
-
-impl PoolLink {
-    fn conn(&self) -> Option<&Connection> {
-        match self {
-            PoolLink::Attached(conn) => Some(conn),
-            PoolLink::Lost => None,
-        }
-    }
-}
-
 /// Where this generation is in its life. It only moves forward (starting, serving,
 /// stopping), in [`Master::enter`], which logs each move once.
 #[derive(Clone, Copy)]
@@ -148,6 +132,8 @@ struct Master {
     config: Config,
     generation: u64,
     pool: PoolLink,
+    /// The control socket, knocked on again when the pool goes away.
+    pool_path: PathBuf,
     signals: SelfPipe,
     listeners: Vec<OwnedFd>,
     manifest: Vec<ListenerInfo>,
@@ -201,6 +187,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             role: Role::Zergling,
             pid: std::process::id(),
             generation: opts.generation,
+            adopt: None,
         },
         &[],
     )?;
@@ -321,6 +308,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         config,
         generation,
         pool: PoolLink::Attached(conn),
+        pool_path: opts.pool,
         signals,
         listeners,
         manifest,
@@ -356,6 +344,7 @@ impl Master {
             self.reap();
             self.check_deadline();
             self.check_limits();
+            self.knock_if_due();
         }
     }
 
@@ -448,6 +437,7 @@ impl Master {
             .chain(stop)
             .chain(kill)
             .chain(check)
+            .chain(self.pool.retry_at())
             .min()
     }
 
@@ -466,12 +456,22 @@ impl Master {
     }
 
     fn on_pool_readable(&mut self) {
-        let PoolLink::Attached(conn) = &mut self.pool else {
+        let (PoolLink::Attached(conn) | PoolLink::Asking(conn)) = &mut self.pool else {
             return;
         };
         if let Err(e) = conn.fill() {
             self.lose_pool(&e);
             return;
+        }
+        if let PoolLink::Asking(conn) = &mut self.pool {
+            match conn.try_next() {
+                Ok(None) => return,
+                Ok(Some((answer, _))) => self.on_adoption_answer(answer),
+                Err(e) => {
+                    self.lose_pool(&e);
+                    return;
+                }
+            }
         }
         loop {
             let PoolLink::Attached(conn) = &mut self.pool else {
@@ -497,11 +497,12 @@ impl Master {
         }
     }
 
-    /// The one transition of the pool link: Attached -> Lost. Logs once, closes the socket,
-    /// and drains this generation (its workers finish what they hold within the mercy); the
-    /// master exits once they have.
+    /// The control connection broke (the pool died, or was replaced by an upgrade). Logs
+    /// once and closes the socket. A starting generation gives up (no pool will ever tell it
+    /// to serve); a serving one serves on and a draining one finishes its drain, both knocking
+    /// on the control socket again until a pool adopts them (see `pool_link`).
     fn lose_pool(&mut self, error: &control::ControlError) {
-        if matches!(self.pool, PoolLink::Lost) {
+        if self.pool.conn().is_none() {
             return;
         }
         match error {
@@ -510,8 +511,76 @@ impl Master {
             }
             e => tracing::error!(error = %e, "the control connection to the pool failed"),
         }
-        self.pool = PoolLink::Lost;
-        self.begin_stop(self.config.worker_reload_mercy(), "pool connection lost");
+        match self.phase {
+            Phase::Starting { .. } => {
+                self.pool = PoolLink::Closed;
+                self.begin_stop(Duration::ZERO, "pool connection lost while starting");
+            }
+            Phase::Serving => {
+                tracing::warn!(
+                    "no pool: this generation serves on and waits for a pool to adopt it"
+                );
+                self.pool = PoolLink::lost();
+            }
+            Phase::Stopping { .. } | Phase::Killing => {
+                tracing::warn!("no pool: this generation finishes its drain");
+                self.pool = PoolLink::lost();
+            }
+        }
+    }
+
+    /// Knocks on the control socket again, if the pool is gone and the pause is over: the
+    /// hello hands back every fd this generation holds.
+    fn knock_if_due(&mut self) {
+        if !self.pool.retry_at().is_some_and(|at| at <= Instant::now()) {
+            return;
+        }
+        let (queues, queue_fds, mule_records) = uwsgi_api::held();
+        let (processes, mules_held) = self.processes();
+        let adoption = Adoption {
+            state: if self.stopping() {
+                AdoptState::Draining
+            } else {
+                AdoptState::Serving
+            },
+            listeners: self.manifest.clone(),
+            queues,
+            mule_records,
+            mules_held,
+            processes,
+        };
+        let fds: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| l.as_fd())
+            .chain(queue_fds)
+            .collect();
+        self.pool
+            .ask_adoption(&self.pool_path, self.generation, adoption, &fds);
+    }
+
+    /// The pool's answer to an adoption hello.
+    fn on_adoption_answer(&mut self, answer: Message) {
+        let PoolLink::Asking(conn) = std::mem::replace(&mut self.pool, PoolLink::Closed) else {
+            return;
+        };
+        match answer {
+            Message::Adopted { generation } if generation == self.generation => {
+                tracing::info!("adopted by the pool: supervised again");
+                self.pool = PoolLink::Attached(conn);
+                self.report_processes();
+            }
+            Message::Refused { reason, .. } => {
+                // A pool whose config names other sockets cannot supervise this generation,
+                // and its sockets would keep that pool from binding them: drain and leave.
+                tracing::error!(%reason, "the pool refused to adopt this generation; draining it");
+                self.begin_stop(self.config.worker_reload_mercy(), "refused by the pool");
+            }
+            other => {
+                tracing::error!(answer = ?other, "unexpected answer to the adoption hello; knocking again");
+                self.pool = PoolLink::lost();
+            }
+        }
     }
 
     /// A worker wrote to (or closed) its readiness pipe.
@@ -1278,6 +1347,15 @@ impl Master {
     }
 
     fn report_processes(&mut self) {
+        let (processes, mules_held) = self.processes();
+        self.send(Message::Processes {
+            processes,
+            mules_held,
+        });
+    }
+
+    /// The processes of this generation, and the mule positions it holds.
+    fn processes(&self) -> (Vec<ProcessInfo>, Vec<u32>) {
         let processes = self
             .slots
             .iter()
@@ -1298,10 +1376,7 @@ impl Master {
             .filter(|s| s.kind == ProcessKind::Mule && s.granted && !(stopping && s.pid.is_none()))
             .map(|s| s.id)
             .collect();
-        self.send(Message::Processes {
-            processes,
-            mules_held,
-        });
+        (processes, mules_held)
     }
 
     /// Tells the pool `msg`; a write that fails means the pool is gone.

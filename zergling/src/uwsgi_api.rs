@@ -75,6 +75,23 @@ pub fn install(setup: Setup) {
     pyo3::append_to_inittab!(zerg);
 }
 
+/// In the master: the queues' names, then their fds (send and receive end each) and the mule
+/// records, in the order of the pool's welcome: what this generation hands back to a pool
+/// started again (see `pool_link`). Empty before [`install`].
+pub fn held() -> (Vec<String>, Vec<BorrowedFd<'static>>, usize) {
+    let Some(setup) = SETUP.get() else {
+        return (Vec::new(), Vec::new(), 0);
+    };
+    let names = setup.queues.iter().map(|q| q.name.clone()).collect();
+    let fds = setup
+        .queues
+        .iter()
+        .flat_map(|q| [q.send.as_fd(), q.recv.as_fd()])
+        .chain(setup.records.iter().map(|r| r.as_fd()))
+        .collect();
+    (names, fds, setup.records.len())
+}
+
 pub fn set_worker(id: u32) {
     WORKER_ID.store(id, Ordering::Relaxed);
 }
