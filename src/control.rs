@@ -21,7 +21,7 @@ use crate::config::{ListenAddr, Protocol};
 use crate::fdpass;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are a protocol error.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -61,6 +61,75 @@ pub struct ProcessInfo {
     /// For a mule: messages taken in its position over the pool's life (filled in by the pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
+    /// For a web worker: requests its slot completed in this generation (filled in by the pool
+    /// from the master's last [`Figures`], so up to [`FIGURES_INTERVAL`] old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// For a web worker: requests it is answering now (as `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// For a web worker: how long its oldest request in flight has run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_ms: Option<u64>,
+    /// Resident memory of the process, in bytes (as `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+}
+
+/// How often a master reports its [`Figures`]: the staleness of every figure the pool shows.
+pub const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One web-worker slot as its master read it from the generation's scoreboard. Counters count
+/// every process that held the slot in this generation; a reader that sees one go backwards
+/// (a slot reset) counts from zero again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFigures {
+    /// The slot: uWSGI's `worker_id()`.
+    pub id: u32,
+    /// The process holding the slot now, if one does.
+    pub pid: Option<u32>,
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests being answered now.
+    pub in_flight: u32,
+    /// Connections open now.
+    pub connections: u32,
+    /// Completed requests by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub by_class: [u64; 5],
+    /// Completed requests per duration bucket (bounds in [`Figures::duration_bounds`], then
+    /// one past the last bound), not cumulative.
+    pub duration_buckets: Vec<u64>,
+    /// Sum of the completed requests' durations, in microseconds.
+    pub duration_sum_us: u64,
+    /// Response bytes sent.
+    pub sent_bytes: u64,
+    /// How long the oldest request in flight has run, in milliseconds.
+    pub busy_ms: Option<u64>,
+    /// Resident memory of the process, in bytes.
+    pub rss_bytes: u64,
+    /// Times the slot's process was replaced in this generation (died, or was recycled).
+    pub respawns: u32,
+    /// When the slot's process was forked, in seconds since the Unix epoch.
+    pub spawned_unix: u64,
+}
+
+/// One mule as its master sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MuleFigures {
+    /// The mule's position.
+    pub id: u32,
+    pub pid: Option<u32>,
+    pub rss_bytes: u64,
+    pub respawns: u32,
+}
+
+/// What a master reports every [`FIGURES_INTERVAL`], and once more as it exits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Upper bounds, in seconds, of the request-duration buckets.
+    pub duration_bounds: Vec<f64>,
+    pub workers: Vec<WorkerFigures>,
+    pub mules: Vec<MuleFigures>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +223,9 @@ pub enum Message {
     MulesGranted { ids: Vec<u32> },
     /// zergling -> pool: every worker accepts; the generation can serve.
     Ready,
+    /// zergling -> pool: the generation's per-worker figures, every [`FIGURES_INTERVAL`]
+    /// (the pool serves them as `stats`, `metrics` and in `status`).
+    Figures(Figures),
     /// zergling -> pool: the app could not be started; the zergling exits after this.
     Failed { reason: String },
     /// pool -> zergling: stop accepting, finish in-flight work within `mercy_secs`, exit.
@@ -493,7 +565,7 @@ mod tests {
         let err = decode_hello(frame).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: we speak 1, the peer speaks 99"
+            format!("protocol version mismatch: we speak {PROTOCOL_VERSION}, the peer speaks 99")
         );
     }
 

@@ -924,38 +924,90 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// Options zerg has no use for, or does anyway: each is named in one warning, with why.
 const IGNORED: &[(&str, &str)] = &[
-    ("master", "zerg always runs a master (the zergling) under its pool"),
-    ("enable-threads", "Python threads are always enabled in zerg"),
+    (
+        "master",
+        "zerg always runs a master (the zergling) under its pool",
+    ),
+    (
+        "enable-threads",
+        "Python threads are always enabled in zerg",
+    ),
     ("thunder-lock", "zerg's workers need no accept lock"),
-    ("offload-threads", "zerg's workers send responses and static files without holding an app thread already"),
-    ("die-on-term", "zerg-pool stops gracefully on SIGTERM (and reloads on SIGHUP) already"),
-    ("py-call-osafterfork", "zerg calls PyOS_AfterFork_Child in every process it forks already"),
+    (
+        "offload-threads",
+        "zerg's workers send responses and static files without holding an app thread already",
+    ),
+    (
+        "die-on-term",
+        "zerg-pool stops gracefully on SIGTERM (and reloads on SIGHUP) already",
+    ),
+    (
+        "py-call-osafterfork",
+        "zerg calls PyOS_AfterFork_Child in every process it forks already",
+    ),
     ("memory-report", "zerg has no use for it"),
-    ("vacuum", "zerg-pool removes its socket files at exit already"),
-    ("stats", "zerg serves no stats socket yet; `zergctl status` shows the generations and their processes"),
-    ("stats-http", "zerg serves no stats socket yet; `zergctl status` shows the generations and their processes"),
-    ("single-interpreter", "zerg runs one interpreter per process already"),
-    ("need-app", "a generation whose app does not import never serves already"),
-    ("no-orphans", "zerg's processes die with their master already"),
+    (
+        "vacuum",
+        "zerg-pool removes its socket files at exit already",
+    ),
+    (
+        "single-interpreter",
+        "zerg runs one interpreter per process already",
+    ),
+    (
+        "need-app",
+        "a generation whose app does not import never serves already",
+    ),
+    (
+        "no-orphans",
+        "zerg's processes die with their master already",
+    ),
     ("auto-procname", "zerg does not rename its processes"),
     ("procname", "zerg does not rename its processes"),
     ("procname-prefix", "zerg does not rename its processes"),
-    ("procname-prefix-spaced", "zerg does not rename its processes"),
+    (
+        "procname-prefix-spaced",
+        "zerg does not rename its processes",
+    ),
     ("procname-append", "zerg does not rename its processes"),
     ("procname-master", "zerg does not rename its processes"),
     ("plugin", "zerg embeds Python; it has no plugins to load"),
     ("plugins", "zerg embeds Python; it has no plugins to load"),
-    ("plugins-dir", "zerg embeds Python; it has no plugins to load"),
-    ("http-keepalive", "zerg's workers keep HTTP/1.1 connections alive already"),
-    ("http-auto-chunked", "zerg chunks a response that has no Content-Length already"),
-    ("strict", "zerg names every option it does not honour already"),
-    ("chmod-socket", "it applies to `socket`, which zerg does not serve yet"),
-    ("harakiri-verbose", "it applies to `harakiri`, which zerg does not support yet"),
-    ("static-safe", "zerg's static-map follows no symlink out of its directory; such a file is left to the app"),
+    (
+        "plugins-dir",
+        "zerg embeds Python; it has no plugins to load",
+    ),
+    (
+        "http-keepalive",
+        "zerg's workers keep HTTP/1.1 connections alive already",
+    ),
+    (
+        "http-auto-chunked",
+        "zerg chunks a response that has no Content-Length already",
+    ),
+    (
+        "strict",
+        "zerg names every option it does not honour already",
+    ),
+    (
+        "chmod-socket",
+        "it applies to `socket`, which zerg does not serve yet",
+    ),
+    (
+        "harakiri-verbose",
+        "it applies to `harakiri`, which zerg does not support yet",
+    ),
+    (
+        "static-safe",
+        "zerg's static-map follows no symlink out of its directory; such a file is left to the app",
+    ),
     ("log-master", "zerg's processes write their own log lines"),
     ("log-date", "zerg's log lines carry a timestamp already"),
     ("logdate", "zerg's log lines carry a timestamp already"),
-    ("log-reopen", "zerg opens `logto` once; rotate it with copytruncate"),
+    (
+        "log-reopen",
+        "zerg opens `logto` once; rotate it with copytruncate",
+    ),
     ("cpu-affinity", "zerg does not pin workers to CPUs"),
 ];
 

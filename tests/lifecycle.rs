@@ -120,7 +120,10 @@ fn bad_peers_on_the_control_socket_lose_only_their_connection() {
     match old.recv() {
         Ok((zerg::control::Message::Refused { reason, .. }, _)) => {
             assert!(
-                reason.contains("we speak 1, the peer speaks 99"),
+                reason.contains(&format!(
+                    "we speak {}, the peer speaks 99",
+                    zerg::control::PROTOCOL_VERSION
+                )),
                 "{reason}"
             )
         }

@@ -60,6 +60,11 @@ pub enum Event {
     ChainReload {
         reply: oneshot::Sender<ReloadOutcome>,
     },
+    /// A `stats` or `metrics` client asks for its document.
+    Observe {
+        what: crate::observe::serve::Served,
+        reply: oneshot::Sender<String>,
+    },
 }
 
 /// An async framed connection carrying fds.

@@ -4,8 +4,10 @@ mod control_server;
 mod generation;
 mod listeners;
 mod notify;
+mod observe;
 mod pool;
 mod queues;
+mod sockinfo;
 mod startup;
 
 use std::path::PathBuf;

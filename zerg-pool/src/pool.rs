@@ -30,6 +30,7 @@ use crate::control_server::{self, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
+use crate::observe::{self, ledger::Ledger, metrics::Metrics, serve};
 use crate::queues::{self, Queue};
 
 /// Longest pause between two attempts to start a generation that keeps dying.
@@ -97,6 +98,13 @@ pub struct Pool {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     exit_code: i32,
+    /// The `stats` and `metrics` endpoints, bound and not yet served.
+    endpoints: Vec<serve::Endpoint>,
+    /// Their unix socket files, removed at exit.
+    endpoint_files: Vec<PathBuf>,
+    /// Running totals of what the masters report.
+    ledger: Ledger,
+    metrics: Metrics,
 }
 
 impl Pool {
@@ -121,6 +129,14 @@ impl Pool {
         std_listener.set_nonblocking(true)?;
         let control = UnixListener::from_std(std_listener)?;
         tracing::info!(path = %control_path.display(), protocol = PROTOCOL_VERSION, "control socket ready");
+        let endpoints = serve::bind(&config)?;
+        let endpoint_files = endpoints
+            .iter()
+            .filter_map(|e| match &e.addr {
+                ListenAddr::Unix(p) => Some(p.clone()),
+                ListenAddr::Tcp(_) => None,
+            })
+            .collect();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let pool = Pool {
             config_path,
@@ -144,6 +160,10 @@ impl Pool {
             internal_tx,
             internal_rx,
             exit_code: 0,
+            endpoints,
+            endpoint_files,
+            ledger: Ledger::default(),
+            metrics: Metrics::new(),
         };
         Ok((pool, control))
     }
@@ -156,6 +176,9 @@ impl Pool {
         let mut sighup = signal(SignalKind::hangup())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
+        for endpoint in std::mem::take(&mut self.endpoints) {
+            tokio::spawn(serve::run(endpoint, events_tx.clone()));
+        }
 
         self.spawn_generation()?;
 
@@ -196,6 +219,7 @@ impl Pool {
 
     fn socket_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.control_path.clone()];
+        files.extend(self.endpoint_files.iter().cloned());
         for l in self.listeners.iter() {
             if let ListenAddr::Unix(p) = &l.info.addr {
                 files.push(p.clone());
@@ -317,6 +341,9 @@ impl Pool {
             }
             Event::Reload { reply } => self.request_reload(Some(reply), "zergctl reload"),
             Event::ChainReload { reply } => self.chain_reload(reply),
+            Event::Observe { what, reply } => {
+                let _ = reply.send(self.observe(what));
+            }
             Event::Stop { immediate } => {
                 if immediate {
                     self.stop_now("zergctl stop --now")
@@ -418,7 +445,12 @@ impl Pool {
                 self.assign_mules();
             }
             Message::Ready => self.on_ready(number),
+            Message::Figures(figures) => {
+                let grew = self.ledger.record(number, figures);
+                self.metrics.count_requests(number, &grew);
+            }
             Message::ChainReloaded(outcome) => {
+                self.metrics.chain_reload_finished(&outcome);
                 let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
                     .into_iter()
                     .partition(|(n, _)| *n == number);
@@ -490,6 +522,8 @@ impl Pool {
         let failure = g.failure.take();
         g.transition(State::Gone, "exited");
         self.generations.remove(&number);
+        self.ledger.retire(number);
+        self.metrics.generation_gone(number);
         self.assign_mules();
         let (orphans, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
             .into_iter()
@@ -660,6 +694,7 @@ impl Pool {
         for w in waiters {
             let _ = w.send(outcome.clone());
         }
+        self.metrics.reload_finished(&outcome);
         self.last_reload = Some(outcome);
     }
 
@@ -890,12 +925,56 @@ impl Pool {
                 .map(|g| {
                     let mut status = g.status();
                     for p in &mut status.processes {
-                        self.describe_mule(p);
+                        self.describe_process(g.number, p);
                     }
                     status
                 })
                 .collect(),
             last_reload: self.last_reload.clone(),
+        }
+    }
+
+    /// Adds a mule's farms and messages, and what its master last reported of any process.
+    fn describe_process(&self, generation: u64, p: &mut zerg::control::ProcessInfo) {
+        self.describe_mule(p);
+        let figures = self.ledger.account(generation).map(|a| &a.latest);
+        observe::describe(p, figures);
+    }
+
+    /// A `stats` or `metrics` document, from what the pool holds now.
+    fn observe(&self, what: serve::Served) -> String {
+        let view = observe::View {
+            pool_pid: std::process::id(),
+            generations: self
+                .generations
+                .values()
+                .filter(|g| g.state() != State::Gone)
+                .map(|g| observe::GenerationView {
+                    number: g.number,
+                    state: g.state(),
+                    age: g.started.elapsed(),
+                    master_pid: g.master_pid,
+                    processes: g
+                        .processes
+                        .iter()
+                        .cloned()
+                        .map(|mut p| {
+                            self.describe_process(g.number, &mut p);
+                            p
+                        })
+                        .collect(),
+                    figures: self.ledger.account(g.number).map(|a| &a.latest),
+                })
+                .collect(),
+            listeners: &self.listeners,
+            queues: &self.queues.0,
+            records: &self.queues.1,
+            last_reload: self.last_reload.as_ref(),
+            ledger: &self.ledger,
+        };
+        match what {
+            serve::Served::Stats { .. } => observe::uwsgi_stats::document(&view).to_string(),
+            serve::Served::Metrics => self.metrics.render(&view),
         }
     }
 }

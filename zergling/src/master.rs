@@ -15,8 +15,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use zerg::config::Config;
 use zerg::control::{
-    self, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind, ReloadOutcome, Role,
-    PROTOCOL_VERSION,
+    self, Connection, Figures, ListenerInfo, Message, MuleFigures, ProcessInfo, ProcessKind,
+    ReloadOutcome, Role, WorkerFigures, FIGURES_INTERVAL, PROTOCOL_VERSION,
 };
 
 use crate::scoreboard::Scoreboard;
@@ -42,6 +42,10 @@ struct Slot {
     id: u32,
     pid: Option<Pid>,
     started: Instant,
+    /// When `pid` was forked, in seconds since the Unix epoch (uWSGI's `last_spawn`).
+    spawned_unix: u64,
+    /// Processes forked into this slot after its first (uWSGI's `respawn_count`).
+    respawns: u32,
     /// Read end of the pipe on which the worker writes one byte once it accepts.
     ready_pipe: Option<OwnedFd>,
     ready: bool,
@@ -120,6 +124,8 @@ struct Master {
     chain: Option<Chain>,
     /// Open connections per web worker, shared with them (see `scoreboard`).
     scoreboard: Scoreboard,
+    /// When the pool gets this generation's next [`Figures`].
+    figures_due: Instant,
 }
 
 /// Runs a zergling to the end; returns its exit code.
@@ -244,6 +250,8 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 id,
                 pid: None,
                 started: Instant::now(),
+                spawned_unix: 0,
+                respawns: 0,
                 ready_pipe: None,
                 ready: false,
                 crashes: 0,
@@ -275,6 +283,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         phase: Phase::Starting { deadline },
         health,
         chain: None,
+        figures_due: Instant::now(),
     };
     master.run()
 }
@@ -289,6 +298,8 @@ impl Master {
                     .iter()
                     .all(|s| s.pid.is_none() && s.retiring.is_none())
             {
+                // The last requests' figures, so the pool's totals miss none of them.
+                self.send(Message::Figures(self.figures()));
                 tracing::info!("every worker exited; master exits");
                 return Ok(0);
             }
@@ -298,6 +309,54 @@ impl Master {
             }
             self.reap();
             self.check_deadline();
+            self.report_figures_when_due();
+        }
+    }
+
+    /// Every [`FIGURES_INTERVAL`]: the pool gets the generation's figures. The pool cannot read
+    /// the scoreboard itself (it is this generation's memory), and must never wait on a worker
+    /// for it, so the master reads it and sends a copy.
+    fn report_figures_when_due(&mut self) {
+        let now = Instant::now();
+        if now < self.figures_due {
+            return;
+        }
+        self.figures_due = now + FIGURES_INTERVAL;
+        let figures = self.figures();
+        self.send(Message::Figures(figures));
+    }
+
+    /// What each web worker's scoreboard slot and each process's memory say now.
+    fn figures(&self) -> Figures {
+        let pid_of = |s: &Slot| s.pid.map(|p| p.as_raw() as u32);
+        let workers = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Worker)
+            .map(|s| WorkerFigures {
+                id: s.id,
+                pid: pid_of(s),
+                connections: self.scoreboard.open(s.id as usize - 1),
+                respawns: s.respawns,
+                spawned_unix: s.spawned_unix,
+                ..WorkerFigures::default()
+            })
+            .collect();
+        let mules = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Mule)
+            .map(|s| MuleFigures {
+                id: s.id,
+                pid: pid_of(s),
+                respawns: s.respawns,
+                ..MuleFigures::default()
+            })
+            .collect();
+        Figures {
+            duration_bounds: Vec::new(),
+            workers,
+            mules,
         }
     }
 
@@ -377,7 +436,8 @@ impl Master {
             Phase::Starting { deadline } | Phase::Stopping { deadline } => Some(deadline),
             _ => None,
         };
-        respawn.into_iter().chain(stop).min()
+        let figures = self.pool.conn().map(|_| self.figures_due);
+        respawn.into_iter().chain(stop).chain(figures).min()
     }
 
     fn handle_signal(&mut self, sig: Signal) {
@@ -736,6 +796,12 @@ impl Master {
             }
         };
         let slot = &mut self.slots[i];
+        if slot.spawned_unix != 0 {
+            slot.respawns += 1;
+        }
+        slot.spawned_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         slot.pid = Some(pid);
         slot.started = Instant::now();
         slot.ready = false;
