@@ -222,6 +222,47 @@ pub struct Config {
     #[serde(default = "default_mercy")]
     pub worker_reload_mercy: u64,
 
+    /// Seconds a web worker may spend on one request (uWSGI's `harakiri`): past it the master
+    /// logs the request (method, target, worker, pid, generation, seconds) and the Python stack
+    /// of every thread of the worker, kills the worker and forks its successor at once. Its
+    /// other requests end with it (their clients see the connection closed). 0 never kills.
+    #[serde(default)]
+    pub harakiri: u64,
+
+    /// With `harakiri`, also log what the stuck worker waits on in the kernel (its `wchan` and
+    /// system call), as uWSGI's `harakiri-verbose` does on Linux.
+    #[serde(default)]
+    pub harakiri_verbose: bool,
+
+    /// Seconds a mule may hold one message (uWSGI's `mule-harakiri`): past it the master logs
+    /// the message and the mule's Python stacks, kills the mule and starts a successor, which
+    /// takes the unfinished message again (zerg delivers a mule's messages at least once).
+    /// 0 never kills.
+    #[serde(default)]
+    pub mule_harakiri: u64,
+
+    /// Replace a web worker once it has answered this many requests (uWSGI's `max-requests`),
+    /// the way a chain reload replaces it: its successor is forked and accepts before it stops
+    /// and drains, so no request fails and capacity never dips. 0 never replaces.
+    #[serde(default)]
+    pub max_requests: u64,
+
+    /// Spreads `max-requests` so the workers are not all replaced at once: worker N's limit is
+    /// `max-requests + (N - 1) * max-requests-delta`, as uWSGI's `max-requests-delta`.
+    #[serde(default)]
+    pub max_requests_delta: u64,
+
+    /// Replace a web worker whose resident memory (RSS) reaches this many MiB (uWSGI's
+    /// `reload-on-rss`), as `max-requests` does. The master reads it every few seconds from
+    /// `/proc`. 0 never replaces.
+    #[serde(default)]
+    pub reload_on_rss: u64,
+
+    /// Replace a web worker this many seconds after its start (uWSGI's
+    /// `max-worker-lifetime`), as `max-requests` does. 0 never replaces.
+    #[serde(default)]
+    pub max_worker_lifetime: u64,
+
     /// Seconds a new generation gets to import the app, start every worker and pass the health
     /// check; past it the pool kills it and the serving generation stays (a rollback).
     #[serde(default = "default_ready_timeout")]
@@ -766,6 +807,12 @@ impl Config {
         if self.processes == 0 {
             problems.push("`processes` must be at least 1".into());
         }
+        if self.max_requests_delta > 0 && self.max_requests == 0 {
+            problems.push("`max-requests-delta` spreads `max-requests`, which is not set".into());
+        }
+        if self.harakiri_verbose && self.harakiri == 0 {
+            problems.push("`harakiri-verbose` applies to `harakiri`, which is not set".into());
+        }
         if self.threads == 0 {
             problems.push("`threads` must be at least 1".into());
         }
@@ -1107,6 +1154,35 @@ impl Config {
     pub fn ready_timeout(&self) -> Duration {
         Duration::from_secs(self.ready_timeout)
     }
+
+    /// `harakiri`, when set.
+    pub fn harakiri(&self) -> Option<Duration> {
+        (self.harakiri > 0).then(|| Duration::from_secs(self.harakiri))
+    }
+
+    /// `mule-harakiri`, when set.
+    pub fn mule_harakiri(&self) -> Option<Duration> {
+        (self.mule_harakiri > 0).then(|| Duration::from_secs(self.mule_harakiri))
+    }
+
+    /// Web worker `id`'s own `max-requests` (with `max-requests-delta`), when set.
+    pub fn max_requests_of(&self, id: u32) -> Option<u64> {
+        (self.max_requests > 0).then(|| {
+            self.max_requests.saturating_add(
+                u64::from(id.saturating_sub(1)).saturating_mul(self.max_requests_delta),
+            )
+        })
+    }
+
+    /// `reload-on-rss` in bytes, when set.
+    pub fn reload_on_rss_bytes(&self) -> Option<u64> {
+        (self.reload_on_rss > 0).then(|| self.reload_on_rss.saturating_mul(1 << 20))
+    }
+
+    /// `max-worker-lifetime`, when set.
+    pub fn max_worker_lifetime(&self) -> Option<Duration> {
+        (self.max_worker_lifetime > 0).then(|| Duration::from_secs(self.max_worker_lifetime))
+    }
 }
 
 /// `ADDRESS[,FIELD...]`, each part trimmed.
@@ -1194,6 +1270,13 @@ pub const OPTIONS: &[&str] = &[
     "zergling",
     "reload-mercy",
     "worker-reload-mercy",
+    "harakiri",
+    "harakiri-verbose",
+    "mule-harakiri",
+    "max-requests",
+    "max-requests-delta",
+    "reload-on-rss",
+    "max-worker-lifetime",
     "ready-timeout",
     "health-check",
     "stats",
@@ -1236,6 +1319,63 @@ mod tests {
         assert_eq!(
             c.listen_addrs(),
             vec![ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn the_limits_default_to_off_and_read_as_uwsgi_means_them() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        let c = parse(base).unwrap();
+        assert_eq!(
+            (c.harakiri(), c.mule_harakiri(), c.max_requests_of(1)),
+            (None, None, None)
+        );
+        assert_eq!(
+            (c.reload_on_rss_bytes(), c.max_worker_lifetime()),
+            (None, None)
+        );
+        let c = parse(&format!(
+            "{base}harakiri: 30\nmax-requests: 100\nmax-requests-delta: 7\nreload-on-rss: 64\n"
+        ))
+        .unwrap();
+        assert_eq!(c.harakiri(), Some(Duration::from_secs(30)));
+        // uWSGI's: `max-requests + (worker_id - 1) * max-requests-delta`.
+        assert_eq!(
+            [1, 2, 4].map(|id| c.max_requests_of(id)),
+            [Some(100), Some(107), Some(121)]
+        );
+        assert_eq!(c.reload_on_rss_bytes(), Some(64 << 20));
+    }
+
+    #[test]
+    fn a_bad_limit_names_its_key_and_line() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        for (key, bad) in [
+            ("harakiri", "-1"),
+            ("harakiri-verbose", "loud"),
+            ("mule-harakiri", "soon"),
+            ("max-requests", "1k"),
+            ("max-requests-delta", "-3"),
+            ("reload-on-rss", "512M"),
+            ("max-worker-lifetime", "1h"),
+        ] {
+            let err = parse(&format!("{base}{key}: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("line 4: {key}")), "{key}: {err}");
+        }
+        let err = parse(&format!(
+            "{base}max-requests-delta: 5\nharakiri-verbose: true\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`max-requests-delta` spreads `max-requests`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`harakiri-verbose` applies to `harakiri`"),
+            "{err}"
         );
     }
 

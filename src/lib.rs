@@ -1,5 +1,5 @@
 //! Pieces shared by `zerg-pool`, `zergling` and `zergctl`: the configuration schema, the control
-//! protocol, fd passing over unix sockets, and log setup.
+//! protocol, fd passing over unix sockets, log setup, and the RSS of a process.
 
 pub mod config;
 pub mod control;
@@ -8,4 +8,5 @@ pub mod logging;
 pub mod mule_entry;
 pub mod mule_record;
 pub mod privileges;
+pub mod rss;
 pub mod uwsgi_config;

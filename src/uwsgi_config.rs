@@ -994,10 +994,6 @@ const IGNORED: &[(&str, &str)] = &[
         "it applies to `socket`, which zerg does not serve yet",
     ),
     (
-        "harakiri-verbose",
-        "it applies to `harakiri`, which zerg does not support yet",
-    ),
-    (
         "static-safe",
         "zerg's static-map follows no symlink out of its directory; such a file is left to the app",
     ),
@@ -1015,15 +1011,10 @@ const IGNORED: &[(&str, &str)] = &[
 /// each is an error, so the site does not start without them unnoticed.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("socket", "not supported yet: zerg does not serve the uwsgi protocol yet; serve `http` and point nginx's proxy_pass at it"),
-    ("harakiri", "not supported yet: zerg does not kill a worker stuck in one request"),
-    ("max-requests", "not supported yet: zerg does not recycle a worker after a number of requests"),
-    ("max-worker-lifetime", "not supported yet: zerg does not recycle workers by age"),
-    ("reload-on-rss", "not supported yet: zerg does not recycle workers by memory"),
     ("evil-reload-on-rss", "not supported yet: zerg does not recycle workers by memory"),
     ("reload-on-as", "not supported yet: zerg does not recycle workers by memory"),
     ("limit-as", "not supported yet: zerg does not limit a worker's memory"),
     ("mule-reload-mercy", "not supported yet: mules get `worker-reload-mercy`; set that instead"),
-    ("mule-harakiri", "not supported yet: zerg does not kill a mule stuck on one message"),
     ("touch-reload", "not supported yet: reload with `zergctl reload` or SIGHUP to zerg-pool"),
     ("touch-chain-reload", "not supported yet: chain-reload with `zergctl chain-reload`"),
     ("fs-reload", "not supported yet: reload with `zergctl reload` or SIGHUP to zerg-pool"),
@@ -1837,7 +1828,7 @@ mod tests {
             "  home: /venv\n",
             "  hook-master-start: unix_signal:2 gracefully_kill_them_all\n",
             "  hook-master-start: exec:/bin/true\n",
-            "  harakiri: 60\n",
+            "  touch-reload: /srv/app.ini\n",
             "  procesess: 3\n",
             "  route-host: ^x$ last:\n",
             "  force-cwd: /x\n",
@@ -1855,7 +1846,7 @@ mod tests {
         assert!(warnings[3].starts_with("line 9: `force-cwd`: ignored: not an option"));
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("line 5: `hook-master-start`: not supported yet"));
-        assert!(errors[1].starts_with("line 6: `harakiri`: not supported yet"));
+        assert!(errors[1].starts_with("line 6: `touch-reload`: not supported yet"));
         assert!(errors[2].starts_with("line 8: `route-host`: not supported yet"));
     }
 
@@ -1996,13 +1987,13 @@ mod tests {
 
     #[test]
     fn bad_numbers_and_problems_are_reported_together() {
-        let text = "uwsgi:\n  http: :1\n  module: a\n  harakiri: 60\n  processes: many\n";
+        let text = "uwsgi:\n  http: :1\n  module: a\n  touch-reload: /x\n  processes: many\n";
         let err = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml)
             .unwrap_err()
             .to_string();
         assert!(err.contains("/srv/x/site.yml"), "{err}");
         assert!(
-            err.contains("line 4: `harakiri`: not supported yet"),
+            err.contains("line 4: `touch-reload`: not supported yet"),
             "{err}"
         );
         assert!(
@@ -2015,6 +2006,44 @@ mod tests {
             .to_string();
         assert!(err.contains("`nonsense`"), "{err}");
         assert!(err.contains("`threads` must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn the_limits_are_read_from_a_uwsgi_file() {
+        let text = concat!(
+            "uwsgi:\n  http: :1\n  module: a\n  harakiri: 60\n  harakiri-verbose: true\n",
+            "  mule-harakiri: 600\n  max-requests: 1000\n  max-requests-delta: 10\n",
+            "  reload-on-rss: 512\n  max-worker-lifetime: 3600\n",
+        );
+        let c = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(c.harakiri(), Some(std::time::Duration::from_secs(60)));
+        assert!(c.harakiri_verbose);
+        assert_eq!(c.mule_harakiri(), Some(std::time::Duration::from_secs(600)));
+        assert_eq!(
+            (c.max_requests_of(1), c.max_requests_of(3)),
+            (Some(1000), Some(1020))
+        );
+        assert_eq!(c.reload_on_rss_bytes(), Some(512 << 20));
+        assert_eq!(
+            c.max_worker_lifetime(),
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert!(c.uwsgi.unwrap().warnings.is_empty());
+        for (key, bad) in [
+            ("harakiri", "-1"),
+            ("mule-harakiri", "soon"),
+            ("max-requests", "1k"),
+            ("max-requests-delta", "x"),
+            ("reload-on-rss", "512M"),
+            ("max-worker-lifetime", "1h"),
+        ] {
+            let text =
+                format!("uwsgi:\n  http: :1\n  module: a\n  max-requests: 5\n  {key}: {bad}\n");
+            let err = parse(&text, Path::new("s.yml"), Dialect::Yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("line 5: `{key}`")), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -288,7 +288,7 @@ fn pidfile_logto_and_umask_act_in_the_pool() {
 
 #[test]
 fn a_uwsgi_file_with_an_unsupported_option_is_refused_with_its_line() {
-    let (dir, path, ..) = uwsgi_site("site.yml", "  harakiri: 60\n", Dialect::Yaml);
+    let (dir, path, ..) = uwsgi_site("site.yml", "  touch-reload: /srv/app.ini\n", Dialect::Yaml);
     let out = output_within(
         Command::new(bin_dir().join("zerg-pool"))
             .arg("--yaml")
@@ -300,7 +300,7 @@ fn a_uwsgi_file_with_an_unsupported_option_is_refused_with_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("site.yml"), "{err}");
     assert!(
-        err.contains("line 13: `harakiri`: not supported yet"),
+        err.contains("line 13: `touch-reload`: not supported yet"),
         "{err}"
     );
 }

@@ -19,7 +19,7 @@ use zerg::control::{
     ReloadOutcome, Role, WorkerFigures, FIGURES_INTERVAL, PROTOCOL_VERSION,
 };
 
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{self, Scoreboard};
 use crate::signals::SelfPipe;
 use crate::{health, locks, mule, process, python, uwsgi_api, worker};
 
@@ -266,7 +266,11 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             })
         })
         .collect::<anyhow::Result<Vec<Slot>>>()?;
-    let scoreboard = Scoreboard::new(config.processes as usize)?;
+    let scoreboard = Scoreboard::new(
+        config.processes as usize,
+        config.mule.0.len(),
+        scoreboard::cells_per_slot(config.threads),
+    )?;
     let deadline = ready_deadline(born, config.ready_timeout());
     let health = config.health_check.clone();
     let mut master = Master {
@@ -675,7 +679,8 @@ impl Master {
             };
             reaped = true;
             if slot.kind == ProcessKind::Worker {
-                self.scoreboard.reset(slot.id as usize - 1);
+                self.scoreboard
+                    .reset(slot.id as usize - 1, pid.as_raw() as u32);
             }
             slot.pid = None;
             slot.ready = false;

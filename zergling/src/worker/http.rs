@@ -47,6 +47,7 @@ use super::redirect::Redirect;
 use super::refuse::{self, Limits, Refusal};
 use super::woken::WhenWoken;
 use super::{Serves, Tracker};
+use crate::scoreboard::{Lane, Ticket};
 use crate::wsgi::environ::{ConnEnv, Peer};
 use crate::wsgi::input::Lease;
 use crate::wsgi::reply::{Reply, ResponseBody};
@@ -86,6 +87,8 @@ pub struct State {
     pub limits: Limits,
     /// `limit-request-fields`: hyper refuses a head with more fields (431).
     pub max_fields: usize,
+    /// This worker's place on the generation's scoreboard, where each request is counted.
+    pub board: Lane,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -195,6 +198,7 @@ async fn serve_answering<S>(
     let activity = Arc::new(Activity::new());
     let header_timeout = state.header_timeout;
     let max_fields = state.max_fields;
+    let board = state.board;
     let service = {
         let activity = activity.clone();
         service_fn(move |req| handle(req, &conn_env, &state, activity.begin(), redirect))
@@ -202,6 +206,7 @@ async fn serve_answering<S>(
     let io = Noted {
         io: TokioIo::new(io),
         activity: activity.clone(),
+        board,
     };
     // hyper's default writes a response's head and body chunks with one writev, without
     // copying the body: a 1 MiB response went from ~2.1k to ~2.6k req/s against a single
@@ -345,7 +350,10 @@ impl Activity {
     /// A request head has arrived; the guard goes with its response.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+        InFlight {
+            activity: self.clone(),
+            ticket: None,
+        }
     }
 
     /// Something happened: the quiet starts again.
@@ -403,12 +411,16 @@ fn coarse_now() -> u64 {
 
 /// One request being answered, until hyper drops its response body (taken whole, or the
 /// connection gone).
-struct InFlight(Arc<Activity>);
+struct InFlight {
+    activity: Arc<Activity>,
+    /// The request on the scoreboard (counted there as it is dropped, with this).
+    ticket: Option<Ticket>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -418,13 +430,17 @@ impl Drop for InFlight {
 struct Noted<S> {
     io: TokioIo<S>,
     activity: Arc<Activity>,
+    board: Lane,
 }
 
 impl<S> Noted<S> {
     /// Notes a write that took bytes or waits for room, and passes its outcome on.
     fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
         match written {
-            Poll::Ready(Ok(n)) if n > 0 => self.activity.wrote(true),
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.board.sent(n);
+                self.activity.wrote(true)
+            }
             Poll::Pending => self.activity.wrote(false),
             _ => {}
         }
@@ -519,10 +535,19 @@ fn handle(
     req: Request<Incoming>,
     conn: &Arc<ConnEnv>,
     state: &Arc<State>,
-    in_flight: InFlight,
+    mut in_flight: InFlight,
     redirect: Option<Redirect>,
 ) -> Handled {
     state.yielder.before_request();
+    // The one place every request (HTTP, HTTPS, uwsgi, WSGI or ASGI) begins; it is counted
+    // as answered when hyper lets go of its response.
+    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+    in_flight.ticket =
+        Some(
+            state
+                .board
+                .begin(&[req.method().as_str().as_bytes(), b" ", target.as_bytes()]),
+        );
     if let Some(refusal) = refuse::check(req.method(), req.uri(), req.headers(), &state.limits) {
         return Handled::now(respond(refused(refusal, &req), in_flight));
     }
@@ -628,11 +653,14 @@ fn respond(reply: Reply, in_flight: InFlight) -> Response<Answer> {
 
 /// The response for `reply` to a request whose body was lent to the app: 400 instead if the
 /// client framed that body wrongly, whatever the app made of it (its read raised).
-fn respond_lent(reply: Reply, in_flight: InFlight, lease: Option<Lease>) -> Response<Answer> {
+fn respond_lent(reply: Reply, mut in_flight: InFlight, lease: Option<Lease>) -> Response<Answer> {
     let reply = match &lease {
         Some(lease) if lease.malformed() => Reply::refusal(http::StatusCode::BAD_REQUEST),
         _ => reply,
     };
+    if let Some(ticket) = &mut in_flight.ticket {
+        ticket.status = reply.status.as_u16();
+    }
     finish(reply).map(|body| Answer {
         body,
         _in_flight: in_flight,

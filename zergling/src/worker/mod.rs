@@ -245,6 +245,7 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             header_timeout,
             limits,
             max_fields,
+            board: spec.scoreboard.lane(id as usize - 1, std::process::id()),
         });
         for (info, serves, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;
