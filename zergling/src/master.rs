@@ -333,17 +333,29 @@ impl Master {
     /// What each web worker's scoreboard slot and each process's memory say now.
     fn figures(&self) -> Figures {
         let pid_of = |s: &Slot| s.pid.map(|p| p.as_raw() as u32);
+        // A process that just exited has no memory to read: 0, as uWSGI shows a dead worker.
+        let rss = |pid: Option<u32>| pid.and_then(|p| zerg::rss::of(p).ok()).unwrap_or(0);
         let workers = self
             .slots
             .iter()
             .filter(|s| s.kind == ProcessKind::Worker)
-            .map(|s| WorkerFigures {
-                id: s.id,
-                pid: pid_of(s),
-                connections: self.scoreboard.open(s.id as usize - 1),
-                respawns: s.respawns,
-                spawned_unix: s.spawned_unix,
-                ..WorkerFigures::default()
+            .map(|s| {
+                let board = self.scoreboard.snapshot(s.id as usize - 1);
+                WorkerFigures {
+                    id: s.id,
+                    pid: pid_of(s),
+                    requests: board.requests,
+                    in_flight: board.in_flight,
+                    connections: board.open,
+                    by_class: board.status_classes,
+                    duration_buckets: board.duration_buckets.to_vec(),
+                    duration_sum_us: board.duration_sum_us,
+                    sent_bytes: board.bytes_sent,
+                    busy_ms: board.busy_for.map(|d| d.as_millis() as u64),
+                    rss_bytes: rss(pid_of(s)),
+                    respawns: s.respawns,
+                    spawned_unix: s.spawned_unix,
+                }
             })
             .collect();
         let mules = self
@@ -353,12 +365,12 @@ impl Master {
             .map(|s| MuleFigures {
                 id: s.id,
                 pid: pid_of(s),
+                rss_bytes: rss(pid_of(s)),
                 respawns: s.respawns,
-                ..MuleFigures::default()
             })
             .collect();
         Figures {
-            duration_bounds: Vec::new(),
+            duration_bounds: scoreboard::DURATION_BOUNDS.to_vec(),
             workers,
             mules,
         }

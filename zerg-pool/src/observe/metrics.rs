@@ -22,6 +22,9 @@ use super::View;
 use crate::sockinfo;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// How a reload ends: the new generation serves, it failed and was rolled back, or none could
+/// be started (an invalid config, the pool stopping).
+const RELOAD_OUTCOMES: [&str; 3] = ["done", "rolled_back", "refused"];
 /// Reloads take from a second (a small app) to minutes (Galaxy imports for over one).
 const RELOAD_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
@@ -70,7 +73,7 @@ impl Metrics {
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        Metrics {
+        let metrics = Metrics {
             requests: counter(
                 "zerg_requests_total",
                 "Requests completed, by status class, over every generation",
@@ -179,7 +182,20 @@ impl Metrics {
             ),
             records_seen: RefCell::default(),
             registry,
+        };
+        // Every outcome and class shows from the first scrape, at zero: a series that appears
+        // only when it first moves hides that first move from rate() and increase().
+        for class in CLASSES {
+            metrics.requests.with_label_values(&[class]);
         }
+        for outcome in RELOAD_OUTCOMES {
+            metrics.reloads.with_label_values(&[outcome]);
+            metrics.reload_seconds.with_label_values(&[outcome]);
+        }
+        for outcome in ["done", "failed"] {
+            metrics.chain_reloads.with_label_values(&[outcome]);
+        }
+        metrics
     }
 
     /// A master's report added `grew` to `generation`'s counts.
@@ -210,9 +226,9 @@ impl Metrics {
     /// (none could be started).
     pub fn reload_finished(&self, outcome: &ReloadOutcome) {
         let label = match (outcome.ok, outcome.generation) {
-            (true, _) => "done",
-            (false, 0) => "refused",
-            (false, _) => "rolled_back",
+            (true, _) => RELOAD_OUTCOMES[0],
+            (false, 0) => RELOAD_OUTCOMES[2],
+            (false, _) => RELOAD_OUTCOMES[1],
         };
         self.reloads.with_label_values(&[label]).inc();
         self.reload_seconds

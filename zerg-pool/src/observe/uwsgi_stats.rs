@@ -120,6 +120,22 @@ fn worker(generation: u64, w: &WorkerFigures) -> Value {
     })
 }
 
+/// A web worker of any generation, in zerg's terms.
+fn zerg_worker(w: &WorkerFigures) -> Value {
+    json!({
+        "id": w.id,
+        "pid": w.pid,
+        "requests": w.requests,
+        "requests_by_class": classes(&w.by_class),
+        "in_flight": w.in_flight,
+        "busy_ms": w.busy_ms,
+        "connections": w.connections,
+        "rss": w.rss_bytes,
+        "tx": w.sent_bytes,
+        "respawns": w.respawns,
+    })
+}
+
 fn classes(by_class: &[u64; 5]) -> Value {
     json!({
         "1xx": by_class[0], "2xx": by_class[1], "3xx": by_class[2],
@@ -141,7 +157,7 @@ fn zerg(view: &View<'_>) -> Value {
                 "master_pid": g.master_pid,
                 "requests": account.map_or(0, |a| a.counts.requests),
                 "figures_age_ms": account.map(|a| a.received.elapsed().as_millis() as u64),
-                "workers": g.worker_figures().map(|w| worker(g.number, w)).collect::<Vec<_>>(),
+                "workers": g.worker_figures().map(zerg_worker).collect::<Vec<_>>(),
             })
         })
         .collect();
