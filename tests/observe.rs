@@ -335,3 +335,85 @@ fn zergctl_status_shows_each_workers_requests_in_flight_memory_and_busy_time() {
     assert_eq!(worker["in_flight"], 1, "{status}");
     assert!(worker["busy_ms"].as_u64().is_some(), "{status}");
 }
+
+#[test]
+fn stats_and_metrics_follow_a_mule_message_and_its_redelivery() {
+    let Some(venv) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (hold, record) = (dir.path().join("hold"), dir.path().join("record"));
+    let (stats, metrics) = (
+        dir.path().join("stats.sock").display().to_string(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let server = Server::start(
+        "farm/app.py",
+        &format!(
+            "processes: 1\nmule: [{h}, {h}]\nfarm: jobs:1,2\nstats: {stats}\nmetrics: {metrics}\n\
+             env:\n  - FARM_RECORD={}\n  - FARM_HOLD={}\n",
+            record.display(),
+            hold.display(),
+            h = apps_dir().join("farm/handler.py").display()
+        ),
+    );
+    let scrape = || {
+        http_get(&metrics, "/metrics")
+            .expect("the metrics answer")
+            .1
+    };
+    let sum = |text: &str, name: &str| -> f64 {
+        ["1", "2"]
+            .iter()
+            .filter_map(|m| sample(text, &format!("{name}{{mule=\"{m}\"}}")))
+            .sum()
+    };
+    wait_for("both mules in the stats", || {
+        let mules = read_stats(&stats)?["zerg"]["mules"].as_array()?.len();
+        (mules == 2).then_some(())
+    });
+    // A mule takes the job and holds it: the stats show it in hand.
+    assert_eq!(server.get("/job/hold").status, 200);
+    let holder: u64 = wait_for("a mule to take the job", || {
+        std::fs::read_to_string(&hold).ok()?.trim().parse().ok()
+    });
+    let mule = wait_for("the stats to show the message in hand", || {
+        let s = read_stats(&stats)?;
+        s["zerg"]["mules"]
+            .as_array()?
+            .iter()
+            .find(|m| m["pid"].as_u64() == Some(holder) && !m["in_hand"].is_null())
+            .cloned()
+    });
+    assert_eq!(mule["in_hand"]["queue"], "farm:jobs", "{mule}");
+    assert_eq!(mule["in_hand"]["bytes"], 4, "{mule}");
+    assert_eq!(mule["farms"], serde_json::json!(["jobs"]), "{mule}");
+    wait_for("one delivery counted", || {
+        (sum(&scrape(), "zerg_mule_messages_delivered_total") == 1.0).then_some(())
+    });
+    // Killed with it in hand: the next mule in that position puts it back, and it is taken
+    // (and handled) once more.
+    // SAFETY: killing a mule of the server this test started.
+    unsafe { libc::kill(holder as i32, libc::SIGKILL) };
+    let text = wait_for("the redelivery to be counted", || {
+        let text = scrape();
+        let running = sample(&text, "zerg_mules{generation=\"1\",state=\"running\"}");
+        (sum(&text, "zerg_mule_messages_redelivered_total") == 1.0
+            && sum(&text, "zerg_mule_messages_delivered_total") == 2.0
+            && running == Some(2.0))
+        .then_some(text)
+    });
+    let parsed = parse_metrics(&venv, &text);
+    assert_eq!(
+        parsed.get("zerg_farm_queue_bytes{farm=\"jobs\"}"),
+        Some(&0.0),
+        "nothing waits in the queue"
+    );
+    let redelivered: f64 = ["1", "2"]
+        .iter()
+        .filter_map(|m| {
+            parsed.get(&format!(
+                "zerg_mule_messages_redelivered_total{{mule=\"{m}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(redelivered, 1.0, "as the real parser reads it");
+}

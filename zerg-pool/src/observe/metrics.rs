@@ -45,6 +45,7 @@ pub struct Metrics {
     accept_queue: IntGaugeVec,
     accept_queue_limit: IntGaugeVec,
     farm_queue_bytes: IntGaugeVec,
+    mule_queue_bytes: IntGaugeVec,
     mule_taken: IntCounterVec,
     mule_redelivered: IntCounterVec,
     worker_rss: IntGaugeVec,
@@ -156,13 +157,18 @@ impl Metrics {
                 &["listener"],
             ),
             farm_queue_bytes: gauge(
-                "zerg_queue_bytes",
-                "Bytes of messages waiting in a farm's or a mule's queue (SIOCINQ: the sum of their lengths)",
-                &["queue"],
+                "zerg_farm_queue_bytes",
+                "Bytes of messages waiting in a farm's queue (SIOCINQ: the sum of their lengths; the kernel gives no count)",
+                &["farm"],
+            ),
+            mule_queue_bytes: gauge(
+                "zerg_mule_queue_bytes",
+                "Bytes of messages waiting in one mule's own queue (uwsgi.mule_msg to its id)",
+                &["mule"],
             ),
             mule_taken: counter(
-                "zerg_mule_messages_total",
-                "Messages taken by the mules of a position, redeliveries included",
+                "zerg_mule_messages_delivered_total",
+                "Messages taken from a queue by the mules of a position, redeliveries included",
                 &["mule"],
             ),
             mule_redelivered: counter(
@@ -271,6 +277,7 @@ impl Metrics {
             &self.accept_queue,
             &self.accept_queue_limit,
             &self.farm_queue_bytes,
+            &self.mule_queue_bytes,
         ] {
             g.reset();
         }
@@ -344,10 +351,14 @@ impl Metrics {
             }
         }
         for q in view.queues {
+            // Named `farm:NAME` or `mule:K` by the pool (see `queues`).
+            let (gauge, label) = match q.name.split_once(':') {
+                Some(("farm", name)) => (&self.farm_queue_bytes, name),
+                Some((_, k)) => (&self.mule_queue_bytes, k),
+                None => continue,
+            };
             if let Some(bytes) = sockinfo::queued_bytes(q.fds()[1]) {
-                self.farm_queue_bytes
-                    .with_label_values(&[q.name.as_str()])
-                    .set(clamp(bytes));
+                gauge.with_label_values(&[label]).set(clamp(bytes));
             }
         }
         let mut seen = self.records_seen.borrow_mut();
