@@ -299,10 +299,24 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
 
     /// A file the pool, and everything it starts (zerglings, workers, mules, what the app
-    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it once,
-    /// at start, relative to the directory it was started in; rotate it with `copytruncate`.
+    /// prints), log to instead of stderr, appending (uWSGI's `logto`). The pool opens it at
+    /// start, relative to the directory it was started in, and again on SIGUSR1 (logrotate's
+    /// `postrotate`: `kill -USR1 $(cat PIDFILE)`), handing the new file to every process; it
+    /// then runs as `uid`, which must be able to create the file in its directory.
     #[serde(default)]
     pub logto: Option<PathBuf>,
+
+    /// Reopen `logto` at each reload too (uWSGI's `log-reopen`), not only on SIGUSR1 to the
+    /// pool. Either way every process of every generation moves to the file reopened.
+    #[serde(default)]
+    pub log_reopen: bool,
+
+    /// One log line per request, off by default: `uwsgi` writes uWSGI's default request line
+    /// (`[pid: P|worker: W|gen: G] ADDR () [DATE] METHOD URI => generated N bytes in M msecs
+    /// (PROTO STATUS)`), `json` one JSON object with the same fields. The lines go where the
+    /// log goes (stderr or `logto`), at `info`, under the target `access`.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
 
     /// The umask the pool sets before it binds its sockets and creates its files; every process
     /// it starts inherits it. Octal digits, as uWSGI and umask(1) take them: `027`.
@@ -496,6 +510,16 @@ pub struct Farm {
     pub name: String,
     /// Mule positions, from 1.
     pub mules: Vec<u32>,
+}
+
+/// `log-format`: how the access log writes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// uWSGI's default request line.
+    Uwsgi,
+    /// One JSON object per request.
+    Json,
 }
 
 /// `interface`: the calling convention of the app.
@@ -1284,6 +1308,8 @@ pub const OPTIONS: &[&str] = &[
     "metrics",
     "pidfile",
     "logto",
+    "log-reopen",
+    "log-format",
     "umask",
     "uid",
     "gid",
@@ -1375,6 +1401,22 @@ mod tests {
         );
         assert!(
             err.contains("`harakiri-verbose` applies to `harakiri`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_access_log_is_off_unless_a_format_is_given() {
+        let base = "zerg-server: z.sock\nhttp: :8000\nwsgi-file: a.py\n";
+        assert_eq!(parse(base).unwrap().log_format, None);
+        let c = parse(&format!("{base}log-format: json\nlog-reopen: true\n")).unwrap();
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert!(c.log_reopen);
+        let err = parse(&format!("{base}log-format: apache\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: log-format: unknown variant `apache`"),
             "{err}"
         );
     }

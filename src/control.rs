@@ -248,6 +248,10 @@ pub enum Message {
     ChainReload,
     /// zergling -> pool, then pool -> ctl: how the chain reload ended.
     ChainReloaded(ReloadOutcome),
+    /// pool -> zergling: `logto` was reopened (SIGUSR1 to the pool, or a reload with
+    /// `log-reopen`); its fd follows. Every process of the generation points its stdout and
+    /// stderr at it.
+    ReopenLog,
     /// Either way: the previous frame could not be acted on.
     Error { message: String },
 }
@@ -362,6 +366,7 @@ pub fn fd_count(msg: &Message) -> usize {
             .len()
             .saturating_add(queues.len().saturating_mul(2))
             .saturating_add(*mule_records),
+        Message::ReopenLog => 1,
         _ => 0,
     }
 }

@@ -998,12 +998,12 @@ const IGNORED: &[(&str, &str)] = &[
         "zerg's static-map follows no symlink out of its directory; such a file is left to the app",
     ),
     ("log-master", "zerg's processes write their own log lines"),
+    (
+        "disable-logging",
+        "zerg logs no request unless `log-format` is set",
+    ),
     ("log-date", "zerg's log lines carry a timestamp already"),
     ("logdate", "zerg's log lines carry a timestamp already"),
-    (
-        "log-reopen",
-        "zerg opens `logto` once; rotate it with copytruncate",
-    ),
     ("cpu-affinity", "zerg does not pin workers to CPUs"),
 ];
 
@@ -1297,6 +1297,14 @@ fn map_entries(
             key: entry.key.clone(),
             message,
         };
+        if name == "log-format" && !matches!(value.as_str(), "uwsgi" | "json") {
+            // uWSGI's value is a format of its own (`%(addr) ... %(status)`).
+            warnings.push(notice(
+                "zerg writes uWSGI's default request line (or `json`); this format is not followed"
+                    .into(),
+            ));
+            value = "uwsgi".into();
+        }
         match treatment(&entry.key, &entry.value) {
             Treatment::Map(option) => add(option, value, entry.line),
             Treatment::Ignore(why) => warnings.push(notice(format!("ignored: {why}"))),
@@ -1504,8 +1512,19 @@ impl<'de> de::Deserializer<'de> for Values {
         visitor.visit_str(self.last())
     }
 
+    /// A unit variant named by the value (`log-format: json`).
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        use de::IntoDeserializer;
+        visitor.visit_enum(self.last().trim().to_owned().into_deserializer())
+    }
+
     serde::forward_to_deserialize_any! {
-        i128 u128 char bytes byte_buf unit unit_struct tuple tuple_struct map struct enum
+        i128 u128 char bytes byte_buf unit unit_struct tuple tuple_struct map struct
         identifier ignored_any
     }
 }
@@ -2044,6 +2063,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("line 5: `{key}`")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_custom_log_format_becomes_uwsgis_line_with_a_warning() {
+        let text = "uwsgi:\n  http: :1\n  module: a\n  log-format: %(addr) %(status)\n";
+        let c = parse(text, Path::new("s.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(c.log_format, Some(crate::config::LogFormat::Uwsgi));
+        let warnings = c.uwsgi.unwrap().warnings;
+        assert!(
+            warnings[0]
+                .to_string()
+                .starts_with("line 4: `log-format`: zerg writes uWSGI's"),
+            "{warnings:?}"
+        );
+        let text = "uwsgi:\n  http: :1\n  module: a\n  log-format: json\n";
+        let c = parse(text, Path::new("s.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(c.log_format, Some(crate::config::LogFormat::Json));
     }
 
     #[test]

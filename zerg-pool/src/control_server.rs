@@ -216,6 +216,7 @@ async fn serve_zergling(
         tokio::select! {
             out = rx.recv() => {
                 let Some(msg) = out else { break };
+                let stderr = std::io::stderr();
                 let fds: Vec<BorrowedFd> = match &msg {
                     Message::Welcome { .. } => listeners
                         .iter()
@@ -223,6 +224,8 @@ async fn serve_zergling(
                         .chain(queues.0.iter().flat_map(|q| q.fds()))
                         .chain(queues.1.iter().map(|r| r.as_fd()))
                         .collect(),
+                    // The pool's own stderr: the log it has just reopened.
+                    Message::ReopenLog => vec![stderr.as_fd()],
                     _ => Vec::new(),
                 };
                 let refused = matches!(msg, Message::Refused { .. });

@@ -174,6 +174,7 @@ impl Pool {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigquit = signal(SignalKind::quit())?;
         let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigusr1 = signal(SignalKind::user_defined1())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
         for endpoint in std::mem::take(&mut self.endpoints) {
@@ -193,6 +194,7 @@ impl Pool {
                 _ = sigint.recv() => self.begin_stop("SIGINT"),
                 _ = sigquit.recv() => self.stop_now("SIGQUIT"),
                 _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
+                _ = sigusr1.recv() => self.reopen_log("SIGUSR1"),
                 accepted = control.accept() => match accepted {
                     Ok((stream, _)) => {
                         next_conn += 1;
@@ -699,8 +701,31 @@ impl Pool {
     }
 
     /// SIGHUP, `zergctl reload`: start a candidate generation from the re-read config.
+    /// Reopens `logto` (logrotate moved it away) and hands the new file to every generation,
+    /// whose master hands it to each of its processes.
+    fn reopen_log(&mut self, why: &str) {
+        let Some(path) = self.config.logto.clone() else {
+            tracing::info!("{why}: no `logto` to reopen");
+            return;
+        };
+        if let Err(e) = crate::startup::log_to(&path) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "{why}: the log stays where it was"
+            );
+            return;
+        }
+        tracing::info!(path = %path.display(), "{why}: log reopened; handing it to every generation");
+        for g in self.generations.values() {
+            g.send(Message::ReopenLog);
+        }
+    }
+
     fn request_reload(&mut self, waiter: Option<Waiter>, why: &str) {
         let requested = Instant::now();
+        if self.config.log_reopen {
+            self.reopen_log(why);
+        }
         if self.stopping.is_some() {
             if let Some(w) = waiter {
                 let _ = w.send(ReloadOutcome {

@@ -140,7 +140,7 @@ impl Startup {
 
 /// Points stdout and stderr at `path`, appending (uWSGI's `logto`: mode 0640 before umask).
 /// A symlink is not followed: the pool may be root here, and the directory the app's user's.
-fn log_to(path: &Path) -> anyhow::Result<()> {
+pub fn log_to(path: &Path) -> anyhow::Result<()> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)

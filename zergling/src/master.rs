@@ -28,6 +28,12 @@ const MIN_HEALTHY_LIFE: Duration = Duration::from_secs(2);
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
 /// How long before the pool's `ready-timeout` a starting generation fails itself.
 const READY_MARGIN: Duration = Duration::from_secs(1);
+/// How often the master looks at the scoreboard and the workers' memory for `harakiri`,
+/// `max-requests`, `reload-on-rss` and `max-worker-lifetime` (uWSGI's master looks every
+/// second too).
+const LIMITS_CHECK: Duration = Duration::from_secs(1);
+/// How long a process condemned by `harakiri` gets to write its Python stacks before SIGKILL.
+const STACKS_GRACE: Duration = Duration::from_millis(500);
 
 /// What the zergling was started with.
 pub struct Options {
@@ -65,6 +71,42 @@ struct Slot {
     probe: Option<health::Probe>,
     /// This slot's process answered the health check (or there is none to answer).
     answered: bool,
+    /// The slot's requests answered on the scoreboard when its process started: what it has
+    /// answered itself is the count past this (`max-requests`).
+    baseline: u64,
+    /// A process of this slot condemned by `harakiri`.
+    harakiri: Option<Harakiri>,
+    /// The master's end of the socket on which it hands the slot's process a reopened log.
+    log_channel: Option<OwnedFd>,
+}
+
+/// A process stuck in one request (or one mule message) past `harakiri`: told to write its
+/// stacks, and killed at `kill_at`.
+struct Harakiri {
+    pid: Pid,
+    kill_at: Instant,
+    killed: bool,
+}
+
+/// A web worker being replaced for a limit (`max-requests`, `reload-on-rss`,
+/// `max-worker-lifetime`), one slot at a time, as one step of a chain reload: its successor
+/// is forked, and the old process is stopped once the successor accepts.
+struct Recycle {
+    slot: usize,
+    /// A chain reload asked for meanwhile, started once this replacement is done.
+    chain_asked: bool,
+}
+
+impl Slot {
+    /// One step of a chain reload: the current process goes on serving as `retiring` (it is
+    /// stopped once its successor accepts), and the successor is forked now.
+    fn start_successor(&mut self) {
+        self.retiring = self.pid.take();
+        self.ready = false;
+        self.ready_pipe = None;
+        self.crashes = 0;
+        self.respawn_at = Some(Instant::now());
+    }
 }
 
 /// A chain reload in progress: the slots before `next` have been replaced.
@@ -122,10 +164,15 @@ struct Master {
     /// The path whose 2xx answer from each worker gates READY, if configured.
     health: Option<String>,
     chain: Option<Chain>,
-    /// Open connections per web worker, shared with them (see `scoreboard`).
+    /// Open connections, requests and running requests per web worker and mule, shared with
+    /// them (see `scoreboard`).
     scoreboard: Scoreboard,
     /// When the pool gets this generation's next [`Figures`].
     figures_due: Instant,
+    /// The web worker being replaced for a limit, if one is.
+    recycle: Option<Recycle>,
+    /// When the limits are next checked.
+    next_check: Instant,
 }
 
 /// Runs a zergling to the end; returns its exit code.
@@ -151,6 +198,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         std::env::set_current_dir(dir).with_context(|| format!("chdir {}", dir.display()))?;
     }
     let signals = SelfPipe::install().context("cannot install signal handlers")?;
+    crate::signals::reopen_log_on_signal().context("cannot install the log reopening")?;
     let mut conn = Connection::connect(&opts.pool)
         .with_context(|| format!("cannot connect to the pool at {}", opts.pool.display()))?;
     conn.send(
@@ -263,6 +311,9 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 answered: private.is_none(),
                 private,
                 probe: None,
+                baseline: 0,
+                harakiri: None,
+                log_channel: None,
             })
         })
         .collect::<anyhow::Result<Vec<Slot>>>()?;
@@ -288,6 +339,8 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         health,
         chain: None,
         figures_due: Instant::now(),
+        recycle: None,
+        next_check: Instant::now() + LIMITS_CHECK,
     };
     master.run()
 }
@@ -313,6 +366,7 @@ impl Master {
             }
             self.reap();
             self.check_deadline();
+            self.check_limits();
             self.report_figures_when_due();
         }
     }
@@ -452,8 +506,21 @@ impl Master {
             Phase::Starting { deadline } | Phase::Stopping { deadline } => Some(deadline),
             _ => None,
         };
-        let figures = self.pool.conn().map(|_| self.figures_due);
-        respawn.into_iter().chain(stop).chain(figures).min()
+        let kill = self
+            .slots
+            .iter()
+            .filter_map(|s| s.harakiri.as_ref())
+            .filter(|h| !h.killed)
+            .map(|h| h.kill_at)
+            .min();
+        let check = self.limits_set().then_some(self.next_check);
+        respawn
+            .into_iter()
+            .chain(stop)
+            .chain(kill)
+            .chain(check)
+            .chain(self.pool.conn().map(|_| self.figures_due))
+            .min()
     }
 
     fn handle_signal(&mut self, sig: Signal) {
@@ -488,6 +555,7 @@ impl Master {
                 }
                 Ok(Some((Message::ChainReload, _))) => self.begin_chain(),
                 Ok(Some((Message::MulesGranted { ids }, _))) => self.grant_mules(&ids),
+                Ok(Some((Message::ReopenLog, fds))) => self.reopen_log(fds),
                 Ok(Some((other, _))) => {
                     tracing::warn!(message = ?other, "unexpected message from the pool; ignored")
                 }
@@ -545,6 +613,9 @@ impl Master {
             );
             if self.chain.as_ref().is_some_and(|c| c.next == i) {
                 self.chain_advance(i);
+            }
+            if self.recycle.as_ref().is_some_and(|r| r.slot == i) {
+                self.recycle_done(i);
             }
             if matches!(self.phase, Phase::Starting { .. }) {
                 self.check_health(i);
@@ -678,6 +749,11 @@ impl Master {
             if let Some(slot) = self.slots.iter_mut().find(|s| s.retiring == Some(pid)) {
                 slot.retiring = None;
                 reaped = true;
+                if slot.harakiri.as_ref().is_some_and(|h| h.pid == pid) {
+                    slot.harakiri = None;
+                }
+                let board_slot = board_slot(&self.scoreboard, slot);
+                self.scoreboard.forget(board_slot, pid.as_raw() as u32);
                 tracing::info!(
                     worker = slot.id,
                     pid = pid.as_raw(),
@@ -690,10 +766,14 @@ impl Master {
                 continue;
             };
             reaped = true;
-            if slot.kind == ProcessKind::Worker {
-                self.scoreboard
-                    .reset(slot.id as usize - 1, pid.as_raw() as u32);
+            let board_slot = board_slot(&self.scoreboard, slot);
+            if slot.retiring.is_none() {
+                self.scoreboard.reset(board_slot, pid.as_raw() as u32);
+            } else {
+                // Its predecessor, draining, still counts into the slot.
+                self.scoreboard.forget(board_slot, pid.as_raw() as u32);
             }
+            let harakiri = slot.harakiri.take_if(|h| h.pid == pid).is_some();
             slot.pid = None;
             slot.ready = false;
             slot.ready_pipe = None;
@@ -707,7 +787,10 @@ impl Master {
                 continue;
             }
             let lived = slot.started.elapsed();
-            slot.crashes = if lived < MIN_HEALTHY_LIFE {
+            slot.crashes = if harakiri {
+                // Killed on purpose, not a crash: its successor starts at once.
+                0
+            } else if lived < MIN_HEALTHY_LIFE {
                 slot.crashes + 1
             } else {
                 0
@@ -718,15 +801,25 @@ impl Master {
                 (Duration::from_millis(100) * 2u32.saturating_pow(slot.crashes.min(10)))
                     .min(MAX_RESPAWN_DELAY)
             };
-            tracing::warn!(
-                kind = %kind,
-                id,
-                pid = pid.as_raw(),
-                how,
-                lived_ms = lived.as_millis() as u64,
-                respawn_in_ms = delay.as_millis() as u64,
-                "{kind} died; respawning"
-            );
+            if harakiri {
+                tracing::info!(
+                    kind = %kind,
+                    id,
+                    pid = pid.as_raw(),
+                    how,
+                    "{kind} killed by harakiri; its successor starts now"
+                );
+            } else {
+                tracing::warn!(
+                    kind = %kind,
+                    id,
+                    pid = pid.as_raw(),
+                    how,
+                    lived_ms = lived.as_millis() as u64,
+                    respawn_in_ms = delay.as_millis() as u64,
+                    "{kind} died; respawning"
+                );
+            }
             slot.respawn_at = Some(Instant::now() + delay);
         }
         if reaped {
@@ -761,13 +854,26 @@ impl Master {
 
     fn spawn_worker(&mut self, i: usize) -> anyhow::Result<()> {
         let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (log_channel, child_log) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Datagram,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?;
+        let child_log_fd = child_log.as_raw_fd();
         let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
         close.extend(self.pool.conn().map(|c| c.stream().as_raw_fd()));
         close.push(ready_read.as_raw_fd());
+        close.push(log_channel.as_raw_fd());
         close.extend(
             self.slots
                 .iter()
-                .flat_map(|s| s.ready_pipe.iter().chain(&s.stop_pipe))
+                .flat_map(|s| {
+                    s.ready_pipe
+                        .iter()
+                        .chain(&s.stop_pipe)
+                        .chain(&s.log_channel)
+                })
                 .map(|p| p.as_raw_fd()),
         );
         // Each private health listener is its own worker's only.
@@ -799,7 +905,13 @@ impl Master {
         };
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
         let (pid, stop_pipe) = match kind {
-            ProcessKind::Worker => (process::fork_child(&close, || worker::run(spec))?, None),
+            ProcessKind::Worker => {
+                let run = || {
+                    crate::signals::set_log_channel(child_log_fd);
+                    worker::run(spec)
+                };
+                (process::fork_child(&close, run)?, None)
+            }
             ProcessKind::Mule => {
                 let entry = self.config.mule.0[id as usize - 1].clone();
                 let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
@@ -808,10 +920,18 @@ impl Master {
                     read,
                     write: write.try_clone()?,
                 };
-                let pid = process::fork_child(&close, move || mule::run(id, &entry, stop))?;
+                let board = self.scoreboard;
+                let run = move || {
+                    crate::signals::set_log_channel(child_log_fd);
+                    mule::run(id, &entry, stop, board)
+                };
+                let pid = process::fork_child(&close, run)?;
                 (pid, Some(write))
             }
         };
+        let baseline = self
+            .scoreboard
+            .requests(board_slot(&self.scoreboard, &self.slots[i]));
         let slot = &mut self.slots[i];
         if slot.spawned_unix != 0 {
             slot.respawns += 1;
@@ -820,6 +940,10 @@ impl Master {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         slot.pid = Some(pid);
+        slot.baseline = baseline;
+        // The child's end is the child's alone (a retiring predecessor keeps the log it has).
+        drop(child_log);
+        slot.log_channel = Some(log_channel);
         slot.started = Instant::now();
         slot.ready = false;
         slot.ready_pipe = Some(ready_read);
@@ -831,6 +955,14 @@ impl Master {
     /// A chain reload: each worker in turn is replaced by a fresh fork; the old one is stopped
     /// only once the new one accepts, so no moment has fewer accepting workers than `processes`.
     fn begin_chain(&mut self) {
+        let stopping = self.stopping();
+        if let Some(recycle) = self.recycle.as_mut().filter(|_| !stopping) {
+            tracing::info!(
+                "chain reload asked while a worker is replaced for a limit: it starts next"
+            );
+            recycle.chain_asked = true;
+            return;
+        }
         if self.stopping() || self.chain.is_some() {
             let message =
                 "refused: this generation is stopping or already chain-reloading".to_owned();
@@ -875,11 +1007,7 @@ impl Master {
             return;
         }
         let slot = &mut self.slots[i];
-        slot.retiring = slot.pid.take();
-        slot.ready = false;
-        slot.ready_pipe = None;
-        slot.crashes = 0;
-        slot.respawn_at = Some(Instant::now());
+        slot.start_successor();
         tracing::info!(
             worker = slot.id,
             old_pid = slot.retiring.map(|p| p.as_raw()),
@@ -902,6 +1030,229 @@ impl Master {
             chain.next = i + 1;
         }
         self.chain_start(i + 1);
+    }
+
+    /// The pool reopened `logto` (`fds`: the new file): this master, then each of its
+    /// processes, write there from now on. A process gets the file on its channel and is told
+    /// with [`crate::signals::REOPEN_LOG`]; a draining predecessor in a chain reload keeps the
+    /// old file for the little it has left to say.
+    fn reopen_log(&mut self, fds: Vec<OwnedFd>) {
+        let Some(log) = fds.into_iter().next() else {
+            tracing::warn!("the pool reopened the log but sent no file; ignored");
+            return;
+        };
+        if let Err(e) = nix::unistd::dup2_stdout(&log).and_then(|()| nix::unistd::dup2_stderr(&log))
+        {
+            tracing::error!(error = %e, "cannot move to the reopened log");
+            return;
+        }
+        let mut told = 0;
+        for slot in &self.slots {
+            let (Some(pid), Some(channel)) = (slot.pid, &slot.log_channel) else {
+                continue;
+            };
+            match zerg::fdpass::send_with_fds(channel.as_fd(), b"l", &[log.as_fd()]) {
+                Ok(_) => {
+                    signal(pid, crate::signals::REOPEN_LOG, "log reopening");
+                    told += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(pid = pid.as_raw(), error = %e, "cannot hand the reopened log")
+                }
+            }
+        }
+        tracing::info!(processes = told, "log reopened");
+    }
+
+    /// Whether any limit is set, so the master wakes to check them.
+    fn limits_set(&self) -> bool {
+        let c = &self.config;
+        c.harakiri().is_some()
+            || (c.mule_harakiri().is_some() && !c.mule.0.is_empty())
+            || c.max_requests > 0
+            || c.reload_on_rss > 0
+            || c.max_worker_lifetime > 0
+    }
+
+    /// Every [`LIMITS_CHECK`]: kills what `harakiri` condemned past its grace, condemns what
+    /// is stuck, and starts replacing a worker past a limit (one at a time).
+    fn check_limits(&mut self) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if let Some(h) = slot
+                .harakiri
+                .as_mut()
+                .filter(|h| !h.killed && h.kill_at <= now)
+            {
+                h.killed = true;
+                signal(h.pid, Signal::SIGKILL, "harakiri");
+            }
+        }
+        if now < self.next_check || !self.limits_set() {
+            return;
+        }
+        self.next_check = now + LIMITS_CHECK;
+        if matches!(self.phase, Phase::Killing) {
+            return;
+        }
+        self.check_harakiri();
+        if matches!(self.phase, Phase::Serving) && self.chain.is_none() && self.recycle.is_none() {
+            if let Some((i, why)) =
+                (0..self.slots.len()).find_map(|i| self.past_limit(i).map(|w| (i, w)))
+            {
+                self.recycle_start(i, &why);
+            }
+        }
+    }
+
+    /// Condemns each process whose oldest request (a mule: message in hand) has run past
+    /// `harakiri` (`mule-harakiri`): logs the request, has Python write the process's stacks
+    /// to the log, and kills it [`STACKS_GRACE`] later. The slot's successor starts as soon
+    /// as it is reaped; the rest of the generation serves on meanwhile.
+    fn check_harakiri(&mut self) {
+        let verbose = self.config.harakiri_verbose;
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let limit = match slot.kind {
+                ProcessKind::Worker => self.config.harakiri(),
+                ProcessKind::Mule => self.config.mule_harakiri(),
+            };
+            let Some(limit) = limit else { continue };
+            if slot.harakiri.is_some() {
+                continue;
+            }
+            let ours = |pid: u32| {
+                slot.pid
+                    .into_iter()
+                    .chain(slot.retiring)
+                    .find(|p| p.as_raw() as u32 == pid)
+            };
+            let stuck = self
+                .scoreboard
+                .running(board_slot(&self.scoreboard, slot))
+                .into_iter()
+                .filter(|r| r.running_for >= limit)
+                .find_map(|r| ours(r.pid).map(|pid| (pid, r)));
+            let Some((pid, stuck)) = stuck else { continue };
+            let (kind, id) = (slot.kind, slot.id);
+            let option = match kind {
+                ProcessKind::Worker => "harakiri",
+                ProcessKind::Mule => "mule-harakiri",
+            };
+            tracing::error!(
+                kind = %kind,
+                id,
+                pid = pid.as_raw(),
+                generation = self.generation,
+                request = %stuck.what,
+                seconds = stuck.running_for.as_secs(),
+                limit_secs = limit.as_secs(),
+                "HARAKIRI: {kind} {id} (pid {pid}) has been on `{}` for {}s, past `{option}` \
+                 ({}s): its Python stacks follow; then it is killed and replaced",
+                stuck.what,
+                stuck.running_for.as_secs(),
+                limit.as_secs(),
+            );
+            if verbose {
+                let proc_file = |name: &str| {
+                    std::fs::read_to_string(format!("/proc/{pid}/{name}"))
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_else(|e| format!("unreadable: {e}"))
+                };
+                tracing::error!(
+                    pid = pid.as_raw(),
+                    wchan = proc_file("wchan"),
+                    syscall = proc_file("syscall"),
+                    "HARAKIRI: what the stuck process waits on in the kernel"
+                );
+            }
+            signal(pid, crate::signals::DUMP_STACKS, "harakiri");
+            self.slots[i].harakiri = Some(Harakiri {
+                pid,
+                kill_at: Instant::now() + STACKS_GRACE,
+                killed: false,
+            });
+        }
+    }
+
+    /// Why web worker `i` must be replaced, if it is past `max-requests`, `reload-on-rss` or
+    /// `max-worker-lifetime`: the limit, its value and the worker's.
+    fn past_limit(&self, i: usize) -> Option<String> {
+        let slot = &self.slots[i];
+        let pid = slot.pid?;
+        if slot.kind != ProcessKind::Worker || !slot.ready || slot.retiring.is_some() {
+            return None;
+        }
+        let c = &self.config;
+        if let Some(limit) = c.max_requests_of(slot.id) {
+            let answered = self
+                .scoreboard
+                .requests(board_slot(&self.scoreboard, slot))
+                .saturating_sub(slot.baseline);
+            if answered >= limit {
+                return Some(format!("max-requests: {limit}; it answered {answered}"));
+            }
+        }
+        if let Some(limit) = c.reload_on_rss_bytes() {
+            match zerg::rss::of(pid.as_raw() as u32) {
+                Ok(rss) if rss >= limit => {
+                    return Some(format!(
+                        "reload-on-rss: {} MiB; its RSS is {} MiB",
+                        c.reload_on_rss,
+                        rss >> 20
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(pid = pid.as_raw(), error = %e, "cannot read the RSS"),
+            }
+        }
+        if let Some(limit) = c.max_worker_lifetime() {
+            let lived = slot.started.elapsed();
+            if lived >= limit {
+                return Some(format!(
+                    "max-worker-lifetime: {}s; it has lived {}s",
+                    limit.as_secs(),
+                    lived.as_secs()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Replaces web worker `i`, past a limit, as one step of a chain reload: its successor is
+    /// forked now; the old process serves until the successor accepts, then drains.
+    fn recycle_start(&mut self, i: usize, why: &str) {
+        let slot = &mut self.slots[i];
+        slot.start_successor();
+        tracing::info!(
+            worker = slot.id,
+            old_pid = slot.retiring.map(|p| p.as_raw()),
+            "worker past its limit ({why}): starting its successor"
+        );
+        self.recycle = Some(Recycle {
+            slot: i,
+            chain_asked: false,
+        });
+    }
+
+    /// The successor of the worker replaced for a limit accepts: the old one stops.
+    fn recycle_done(&mut self, i: usize) {
+        let Some(recycle) = self.recycle.take() else {
+            return;
+        };
+        let slot = &self.slots[i];
+        if let Some(old) = slot.retiring {
+            tracing::info!(
+                worker = slot.id,
+                old_pid = old.as_raw(),
+                pid = slot.pid.map(|p| p.as_raw()),
+                "successor accepts; stopping the worker past its limit"
+            );
+            signal(old, Signal::SIGTERM, "replaced worker");
+        }
+        if recycle.chain_asked {
+            self.begin_chain();
+        }
     }
 
     /// The pool hands over mule positions: their mules may start now.
@@ -1068,6 +1419,14 @@ fn ready_deadline(born: Instant, ready_timeout: Duration) -> Instant {
 fn signal(pid: Pid, sig: Signal, what: &str) {
     if let Some(pid) = control::checked_pid(pid.as_raw(), what) {
         let _ = kill(pid, sig);
+    }
+}
+
+/// Where `slot`'s process counts on the scoreboard.
+fn board_slot(board: &Scoreboard, slot: &Slot) -> usize {
+    match slot.kind {
+        ProcessKind::Worker => slot.id as usize - 1,
+        ProcessKind::Mule => board.mule_slot(slot.id),
     }
 }
 

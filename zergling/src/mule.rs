@@ -19,6 +19,7 @@ use pyo3::types::PyDict;
 
 use zerg::mule_entry::{MuleEntry, Program};
 
+use crate::scoreboard::Scoreboard;
 use crate::uwsgi_api;
 
 /// The two ends of a mule's stop pipe as the mule holds them.
@@ -30,7 +31,7 @@ pub struct StopPipe {
 }
 
 /// Runs mule `id` (its position) with `entry`; returns the exit code.
-pub fn run(id: u32, entry: &MuleEntry, stop: StopPipe) -> i32 {
+pub fn run(id: u32, entry: &MuleEntry, stop: StopPipe, board: Scoreboard) -> i32 {
     let _span = tracing::info_span!("mule", id).entered();
     // Open for the mule's whole life: signal handlers and `uwsgi_api` write it at any time.
     let wake = std::os::fd::IntoRawFd::into_raw_fd(stop.write);
@@ -38,7 +39,9 @@ pub fn run(id: u32, entry: &MuleEntry, stop: StopPipe) -> i32 {
         tracing::error!(error = %e, "cannot install the stop signal handlers");
         return 1;
     }
-    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop.read), wake);
+    let lane = board.lane(board.mule_slot(id), std::process::id());
+    uwsgi_api::set_mule(id, std::os::fd::AsFd::as_fd(&stop.read), wake, lane);
+    crate::python::dump_stacks_on(crate::signals::DUMP_STACKS);
     let args = entry.args_for(id);
     // Before any of the mule's Python code, the post-fork hook included, runs.
     if let Err(e) = Python::attach(|py| {

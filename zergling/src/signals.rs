@@ -20,6 +20,11 @@ pub const HANDLED: [Signal; 5] = [
     Signal::SIGHUP,
 ];
 
+/// What the master sends a worker or mule it is about to kill for `harakiri`: Python writes
+/// every thread's stack on it (see `python::dump_stacks_on`). Nothing else in zerg uses it
+/// (SIGUSR1 stays free for reopening logs, as uWSGI's `log-reopen`).
+pub const DUMP_STACKS: Signal = Signal::SIGUSR2;
+
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(signo: libc::c_int) {
@@ -120,6 +125,83 @@ pub fn flag_worker_stop() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// In a worker or mule: its end of the socket on which the master hands it a reopened log
+/// (see [`reopen_log_on_signal`]); -1 in the master.
+static LOG_CHANNEL: AtomicI32 = AtomicI32::new(-1);
+
+/// What the master sends a process once it has put a reopened log on its channel.
+pub const REOPEN_LOG: Signal = Signal::SIGUSR1;
+
+/// In the master, before it forks: on [`REOPEN_LOG`], a worker or mule takes the file waiting
+/// on its channel (set with [`set_log_channel`] after the fork) and points its stdout and
+/// stderr at it. Installed before the first fork, so a signal that reaches a child before it
+/// has set its channel does nothing rather than kill it; the master itself has no channel.
+/// Done in the handler itself, so a process whose threads are all busy in Python moves too.
+pub fn reopen_log_on_signal() -> std::io::Result<()> {
+    // SAFETY: the action only calls recvmsg(2), dup2(2) and close(2), which are
+    // async-signal-safe, on stack buffers; it allocates nothing and restores errno.
+    unsafe {
+        signal_hook_registry::register(REOPEN_LOG as libc::c_int, take_log)?;
+    }
+    Ok(())
+}
+
+/// In a freshly forked worker or mule: `channel` is where its reopened logs arrive.
+pub fn set_log_channel(channel: RawFd) {
+    LOG_CHANNEL.store(channel, Ordering::Relaxed);
+}
+
+/// Takes every file waiting on the log channel; the last one becomes stdout and stderr.
+fn take_log() {
+    let channel = LOG_CHANNEL.load(Ordering::Relaxed);
+    if channel < 0 {
+        return;
+    }
+    /// Room for one control message carrying one fd, aligned as `cmsghdr` needs.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    // SAFETY: errno is this thread's; it is read and restored around the calls below.
+    let saved = unsafe { *libc::__errno_location() };
+    loop {
+        let mut byte = 0u8;
+        let mut iov = libc::iovec {
+            iov_base: (&mut byte as *mut u8).cast(),
+            iov_len: 1,
+        };
+        let mut control = Control([0; 64]);
+        // SAFETY: a zeroed msghdr is valid; every pointer set in it is to a live stack buffer
+        // of the length given, for the duration of the call.
+        let fd = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = control.0.len();
+            let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+            if libc::recvmsg(channel, &mut msg, flags) <= 0 {
+                break;
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                continue;
+            }
+            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>())
+        };
+        // SAFETY: `fd` was just received and is this process's; stdout and stderr are
+        // replaced atomically by dup2, and the received fd is closed once copied.
+        unsafe {
+            libc::dup2(fd, libc::STDOUT_FILENO);
+            libc::dup2(fd, libc::STDERR_FILENO);
+            libc::close(fd);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
 }
 
 /// The signals that ask a mule to stop: SIGHUP is what uWSGI's master sends a mule it reloads

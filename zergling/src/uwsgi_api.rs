@@ -29,6 +29,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
 use ::zerg::mule_record::{self, MAX_MESSAGE};
 
+use crate::scoreboard::{Lane, Ticket};
+
 /// One queue's two ends.
 pub struct Queue {
     pub name: String,
@@ -58,6 +60,12 @@ static STOP_FD: AtomicI32 = AtomicI32::new(-1);
 static STOP_WAKE: AtomicI32 = AtomicI32::new(-1);
 /// In a stopping mule: what it sent, for itself only (see the module doc).
 static LOOPBACK: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
+/// In a mule: its place on the generation's scoreboard, and the message in hand there, which
+/// the master times for `mule-harakiri`.
+static BOARD: OnceLock<Lane> = OnceLock::new();
+static HELD: Mutex<Option<Ticket>> = Mutex::new(None);
+/// The most bytes of a message the scoreboard shows (it keeps [`crate::scoreboard::TEXT_MAX`] in all).
+const SHOWN: usize = 80;
 
 /// In the master, before Python starts: records the setup and registers the module.
 pub fn install(setup: Setup) {
@@ -73,7 +81,8 @@ pub fn set_worker(id: u32) {
 
 /// In a mule: its position, the fd that says "stop" and the one that makes it say so. Both
 /// stay open until [`mule_ends`].
-pub fn set_mule(id: u32, stop: BorrowedFd<'_>, wake: std::os::fd::RawFd) {
+pub fn set_mule(id: u32, stop: BorrowedFd<'_>, wake: std::os::fd::RawFd, board: Lane) {
+    let _ = BOARD.set(board);
     MULE_ID.store(id, Ordering::Relaxed);
     STOP_FD.store(stop.as_raw_fd(), Ordering::Relaxed);
     STOP_WAKE.store(wake, Ordering::Relaxed);
@@ -225,6 +234,7 @@ pub fn ack() {
     if let Some(record) = my_record() {
         let _ = mule_record::clear(record);
     }
+    drop(HELD.lock().unwrap_or_else(PoisonError::into_inner).take());
 }
 
 /// At a mule's start: a message its position's previous holder took and never finished goes
@@ -325,6 +335,16 @@ fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<
                             .unwrap_or(0);
                         if let Some(record) = my_record() {
                             let _ = mule_record::remember(record, index as u32, &buf);
+                        }
+                        if let Some(board) = BOARD.get() {
+                            let shown = &buf[..buf.len().min(SHOWN)];
+                            let ticket = board.begin(&[
+                                b"message from ",
+                                queues[i].name.as_bytes(),
+                                b": ",
+                                shown,
+                            ]);
+                            *HELD.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticket);
                         }
                         return Ok(Some(buf));
                     }

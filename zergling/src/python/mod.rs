@@ -208,3 +208,22 @@ pub fn set_environ(py: Python<'_>, vars: &[(String, Option<String>)]) -> PyResul
     }
     Ok(())
 }
+
+/// In a worker or mule, after its fork: `sig` makes Python write the stack of every thread to
+/// stderr, the log (`faulthandler`, which does it from the signal handler itself, so a thread
+/// stuck in a C call such as `time.sleep` is shown too). The master sends it before a
+/// harakiri kill.
+pub fn dump_stacks_on(sig: nix::sys::signal::Signal) {
+    let registered = Python::attach(|py| -> PyResult<()> {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        py.import("faulthandler")?
+            .getattr("register")?
+            .call((sig as i32,), Some(&kwargs))?;
+        Ok(())
+    });
+    if let Err(e) = registered {
+        let why = Python::attach(|py| describe(py, &e));
+        tracing::warn!(signal = sig.as_str(), "no Python stacks on harakiri: {why}");
+    }
+}

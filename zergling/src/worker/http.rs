@@ -43,6 +43,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::access::{AccessLog, Entry};
 use super::redirect::Redirect;
 use super::refuse::{self, Limits, Refusal};
 use super::woken::WhenWoken;
@@ -89,6 +90,8 @@ pub struct State {
     pub max_fields: usize,
     /// This worker's place on the generation's scoreboard, where each request is counted.
     pub board: Lane,
+    /// The access log, when `log-format` is set.
+    pub access: Option<AccessLog>,
 }
 
 /// Accepts until `stop` turns true, then drops this worker's copy of the listener (the socket
@@ -353,6 +356,7 @@ impl Activity {
         InFlight {
             activity: self.clone(),
             ticket: None,
+            access: None,
         }
     }
 
@@ -415,6 +419,8 @@ struct InFlight {
     activity: Arc<Activity>,
     /// The request on the scoreboard (counted there as it is dropped, with this).
     ticket: Option<Ticket>,
+    /// Its access log line, written as it is dropped.
+    access: Option<Box<Entry>>,
 }
 
 impl Drop for InFlight {
@@ -515,7 +521,12 @@ impl Body for Answer {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this._in_flight.access, &frame) {
+            entry.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -542,12 +553,11 @@ fn handle(
     // The one place every request (HTTP, HTTPS, uwsgi, WSGI or ASGI) begins; it is counted
     // as answered when hyper lets go of its response.
     let target = req.uri().path_and_query().map_or("", |p| p.as_str());
-    in_flight.ticket =
-        Some(
-            state
-                .board
-                .begin(&[req.method().as_str().as_bytes(), b" ", target.as_bytes()]),
-        );
+    let what = [req.method().as_str().as_bytes(), b" ", target.as_bytes()];
+    in_flight.ticket = Some(state.board.begin(&what));
+    if let Some(log) = &state.access {
+        in_flight.access = Some(log.begin(&req, conn));
+    }
     if let Some(refusal) = refuse::check(req.method(), req.uri(), req.headers(), &state.limits) {
         return Handled::now(respond(refused(refusal, &req), in_flight));
     }
@@ -663,6 +673,9 @@ fn respond_lent(reply: Reply, mut in_flight: InFlight, lease: Option<Lease>) -> 
     };
     if let Some(ticket) = &mut in_flight.ticket {
         ticket.status = reply.status.as_u16();
+    }
+    if let Some(entry) = &mut in_flight.access {
+        entry.status = reply.status.as_u16();
     }
     finish(reply).map(|body| Answer {
         body,

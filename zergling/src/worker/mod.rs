@@ -11,6 +11,7 @@
 //! (answered with `Connection: close`), wait for them up to `worker-reload-mercy` (less a
 //! part kept for an ASGI app's lifespan shutdown, which runs last), exit.
 
+mod access;
 mod http;
 mod opening;
 mod redirect;
@@ -58,6 +59,7 @@ pub struct Spec<'a> {
 pub fn run(spec: Spec<'_>) -> i32 {
     let _span = tracing::info_span!("worker", id = spec.id, gen = spec.generation).entered();
     crate::uwsgi_api::set_worker(spec.id);
+    crate::python::dump_stacks_on(crate::signals::DUMP_STACKS);
     let env = spec.config.worker_env_for(spec.id);
     if let Err(e) = pyo3::Python::attach(|py| crate::python::set_environ(py, &env)) {
         tracing::error!("cannot set `worker-env`: {e}");
@@ -211,6 +213,8 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
     let limits = refuse::Limits::from_config(config);
     let max_fields = config.limit_request_fields as usize;
     let id = spec.id;
+    let generation = spec.generation;
+    let access_format = config.log_format;
     let mut listeners: Vec<(ListenerInfo, Serves, OwnedFd)> = spec
         .manifest
         .iter()
@@ -246,6 +250,12 @@ fn serve(spec: Spec<'_>) -> anyhow::Result<()> {
             limits,
             max_fields,
             board: spec.scoreboard.lane(id as usize - 1, std::process::id()),
+            access: access_format.map(|format| access::AccessLog {
+                format,
+                worker: id,
+                generation,
+                pid: std::process::id(),
+            }),
         });
         for (info, serves, fd) in listeners {
             let acceptor = http::Acceptor::new(&info.addr, fd)?;

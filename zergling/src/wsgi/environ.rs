@@ -196,6 +196,22 @@ impl Host {
 }
 
 impl ConnEnv {
+    /// The client's address as a log line names it: the gateway's `REMOTE_ADDR` (uwsgi), else
+    /// the peer's IP; `-` over a unix socket.
+    pub fn client_addr(&self) -> String {
+        if let Some((_, v)) = self
+            .forwarded
+            .iter()
+            .find(|(k, _)| &k[..] == b"REMOTE_ADDR")
+        {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+        match &self.peer {
+            Peer::Tcp { remote, .. } => remote.ip().to_string(),
+            Peer::Unix { .. } => "-".to_owned(),
+        }
+    }
+
     pub fn new(peer: Peer) -> ConnEnv {
         ConnEnv::forwarded(peer, Vec::new())
     }
