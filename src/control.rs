@@ -109,6 +109,9 @@ pub struct WorkerFigures {
     pub rss_bytes: u64,
     /// Times the slot's process was replaced in this generation (died, or was recycled).
     pub respawns: u32,
+    /// Processes of the slot killed by `harakiri` in this generation.
+    #[serde(default)]
+    pub harakiris: u32,
     /// When the slot's process was forked, in seconds since the Unix epoch.
     pub spawned_unix: u64,
 }
@@ -121,6 +124,9 @@ pub struct MuleFigures {
     pub pid: Option<u32>,
     pub rss_bytes: u64,
     pub respawns: u32,
+    /// Processes of the position killed by `mule-harakiri` in this generation.
+    #[serde(default)]
+    pub harakiris: u32,
 }
 
 /// What a master reports every [`FIGURES_INTERVAL`], and once more as it exits.

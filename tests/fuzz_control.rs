@@ -86,7 +86,7 @@ fn figures() -> impl Strategy<Value = Figures> {
         (any::<u32>(), any::<[u64; 5]>()),
         prop::collection::vec(any::<u64>(), 0..14),
         (any::<u64>(), any::<u64>(), any::<Option<u64>>()),
-        (any::<u64>(), any::<u32>(), any::<u64>()),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()),
     )
         .prop_map(
             |(
@@ -94,7 +94,7 @@ fn figures() -> impl Strategy<Value = Figures> {
                 (connections, by_class),
                 duration_buckets,
                 (duration_sum_us, sent_bytes, busy_ms),
-                (rss_bytes, respawns, spawned_unix),
+                (rss_bytes, respawns, harakiris, spawned_unix),
             )| WorkerFigures {
                 id,
                 pid,
@@ -108,6 +108,7 @@ fn figures() -> impl Strategy<Value = Figures> {
                 busy_ms,
                 rss_bytes,
                 respawns,
+                harakiris,
                 spawned_unix,
             },
         );
@@ -116,12 +117,14 @@ fn figures() -> impl Strategy<Value = Figures> {
         any::<Option<u32>>(),
         any::<u64>(),
         any::<u32>(),
+        any::<u32>(),
     )
-        .prop_map(|(id, pid, rss_bytes, respawns)| MuleFigures {
+        .prop_map(|(id, pid, rss_bytes, respawns, harakiris)| MuleFigures {
             id,
             pid,
             rss_bytes,
             respawns,
+            harakiris,
         });
     (
         // Bounds as a master writes them: finite (JSON has no infinity) and short decimals

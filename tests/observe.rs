@@ -417,3 +417,40 @@ fn stats_and_metrics_follow_a_mule_message_and_its_redelivery() {
         .sum();
     assert_eq!(redelivered, 1.0, "as the real parser reads it");
 }
+
+#[test]
+fn a_harakiri_kill_shows_in_the_stats_and_the_metrics() {
+    let Some(venv) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.sock").display().to_string();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_in(
+        dir,
+        &[],
+        &format!(
+            "wsgi-file: {}\nprocesses: 1\nthreads: 2\nharakiri: 1\nstats: {stats}\nmetrics: {metrics}\n",
+            apps_dir().join("conformance.py").display()
+        ),
+    );
+    let stuck = server.worker_pids();
+    let mut slow = Client::connect(server.http);
+    slow.send("GET /slow?s=60 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let worker = wait_for("the stats to count the harakiri", || {
+        let s = read_stats(&stats)?;
+        let w = s["workers"].as_array()?.first()?.clone();
+        (w["harakiri_count"] == 1
+            && w["pid"]
+                .as_u64()
+                .is_some_and(|p| !stuck.contains(&(p as u32))))
+        .then_some(w)
+    });
+    assert_eq!(worker["respawn_count"], 1, "{worker}");
+    let text = wait_for("the metrics to count the harakiri", || {
+        let text = http_get(&metrics, "/metrics")?.1;
+        (sample(&text, "zerg_harakiri_kills_total") == Some(1.0)).then_some(text)
+    });
+    assert_eq!(
+        parse_metrics(&venv, &text).get("zerg_harakiri_kills_total{}"),
+        Some(&1.0)
+    );
+}

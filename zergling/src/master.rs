@@ -52,6 +52,8 @@ struct Slot {
     spawned_unix: u64,
     /// Processes forked into this slot after its first (uWSGI's `respawn_count`).
     respawns: u32,
+    /// Processes of this slot killed by `harakiri` (uWSGI's `harakiri_count`).
+    harakiris: u32,
     /// Read end of the pipe on which the worker writes one byte once it accepts.
     ready_pipe: Option<OwnedFd>,
     ready: bool,
@@ -300,6 +302,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 started: Instant::now(),
                 spawned_unix: 0,
                 respawns: 0,
+                harakiris: 0,
                 ready_pipe: None,
                 ready: false,
                 crashes: 0,
@@ -408,6 +411,7 @@ impl Master {
                     busy_ms: board.busy_for.map(|d| d.as_millis() as u64),
                     rss_bytes: rss(pid_of(s)),
                     respawns: s.respawns,
+                    harakiris: s.harakiris,
                     spawned_unix: s.spawned_unix,
                 }
             })
@@ -421,6 +425,7 @@ impl Master {
                 pid: pid_of(s),
                 rss_bytes: rss(pid_of(s)),
                 respawns: s.respawns,
+                harakiris: s.harakiris,
             })
             .collect();
         Figures {
@@ -774,6 +779,7 @@ impl Master {
                 self.scoreboard.forget(board_slot, pid.as_raw() as u32);
             }
             let harakiri = slot.harakiri.take_if(|h| h.pid == pid).is_some();
+            slot.harakiris += u32::from(harakiri);
             slot.pid = None;
             slot.ready = false;
             slot.ready_pipe = None;

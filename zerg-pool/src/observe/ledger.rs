@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use zerg::control::{Figures, WorkerFigures};
+use zerg::control::{Figures, MuleFigures, WorkerFigures};
 
 /// Counters of completed requests.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,6 +22,8 @@ pub struct Counts {
     pub buckets: Vec<u64>,
     pub duration_sum_us: u64,
     pub sent_bytes: u64,
+    /// Processes killed by `harakiri` or `mule-harakiri`.
+    pub harakiris: u64,
 }
 
 impl Counts {
@@ -32,6 +34,14 @@ impl Counts {
             buckets: w.duration_buckets.clone(),
             duration_sum_us: w.duration_sum_us,
             sent_bytes: w.sent_bytes,
+            harakiris: w.harakiris.into(),
+        }
+    }
+
+    fn of_mule(m: &MuleFigures) -> Counts {
+        Counts {
+            harakiris: m.harakiris.into(),
+            ..Counts::default()
         }
     }
 
@@ -54,6 +64,7 @@ impl Counts {
                 .collect(),
             duration_sum_us: grew(before.duration_sum_us, now.duration_sum_us),
             sent_bytes: grew(before.sent_bytes, now.sent_bytes),
+            harakiris: grew(before.harakiris, now.harakiris),
         }
     }
 
@@ -70,7 +81,15 @@ impl Counts {
         }
         self.duration_sum_us = self.duration_sum_us.saturating_add(other.duration_sum_us);
         self.sent_bytes = self.sent_bytes.saturating_add(other.sent_bytes);
+        self.harakiris = self.harakiris.saturating_add(other.harakiris);
     }
+}
+
+/// Where a master's counters come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Worker(u32),
+    Mule(u32),
 }
 
 /// One live generation's account.
@@ -81,8 +100,8 @@ pub struct Account {
     /// Its master's last report, and when it came.
     pub latest: Figures,
     pub received: Instant,
-    /// What was last seen of each slot.
-    seen: BTreeMap<u32, Counts>,
+    /// What was last seen of each web worker slot and each mule position.
+    seen: BTreeMap<Slot, Counts>,
 }
 
 /// Totals over the pool's life, and each live generation's.
@@ -113,15 +132,22 @@ impl Ledger {
                 seen: BTreeMap::new(),
             });
         let mut total = Counts::default();
-        for w in &figures.workers {
-            let now = Counts::of(w);
-            let before = account.seen.get(&w.id).cloned().unwrap_or_default();
+        let slots = figures
+            .workers
+            .iter()
+            .map(|w| (Slot::Worker(w.id), Counts::of(w)));
+        let mules = figures
+            .mules
+            .iter()
+            .map(|m| (Slot::Mule(m.id), Counts::of_mule(m)));
+        for (slot, now) in slots.chain(mules) {
+            let before = account.seen.get(&slot).cloned().unwrap_or_default();
             let mut grew = Counts::growth(&before, &now);
             if !same_buckets {
                 grew.buckets.clear();
             }
             total.add(&grew);
-            account.seen.insert(w.id, now);
+            account.seen.insert(slot, now);
         }
         account.counts.add(&total);
         account.latest = figures;
@@ -203,6 +229,25 @@ mod tests {
         assert!(ledger.account(1).is_none());
         assert_eq!(ledger.lifetime().requests, 11);
         assert_eq!(ledger.account(2).unwrap().counts.requests, 1);
+    }
+
+    #[test]
+    fn harakiri_kills_of_workers_and_mules_add_up() {
+        let mut ledger = Ledger::default();
+        let mut figures = report(&[(1, 0)]);
+        figures.workers[0].harakiris = 1;
+        figures.mules = vec![MuleFigures {
+            id: 1,
+            harakiris: 2,
+            ..MuleFigures::default()
+        }];
+        assert_eq!(ledger.record(1, figures.clone()).harakiris, 3);
+        assert_eq!(
+            ledger.record(1, figures).harakiris,
+            0,
+            "the same report adds nothing"
+        );
+        assert_eq!(ledger.lifetime().harakiris, 3);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     generation_requests: IntCounterVec,
     sent_bytes: IntCounter,
+    harakiris: IntCounter,
     reloads: IntCounterVec,
     chain_reloads: IntCounterVec,
     reload_seconds: HistogramVec,
@@ -90,6 +91,14 @@ impl Metrics {
                 IntCounter::new(
                     "zerg_response_bytes_total",
                     "Response bytes sent, over every generation",
+                )
+                .expect("valid metric"),
+            ),
+            harakiris: reg(
+                &registry,
+                IntCounter::new(
+                    "zerg_harakiri_kills_total",
+                    "Web workers and mules killed by harakiri or mule-harakiri, over every generation",
                 )
                 .expect("valid metric"),
             ),
@@ -216,6 +225,7 @@ impl Metrics {
             }
         }
         self.sent_bytes.inc_by(grew.sent_bytes);
+        self.harakiris.inc_by(grew.harakiris);
     }
 
     /// A generation is gone: its own series go (its counts stay in the totals).

@@ -77,7 +77,7 @@ fn worker(generation: u64, w: &WorkerFigures) -> Value {
         "requests": w.requests,
         "delta_requests": 0,
         "exceptions": 0,
-        "harakiri_count": 0,
+        "harakiri_count": w.harakiris,
         "signals": 0,
         "signal_queue": 0,
         "status": if busy { "busy" } else { "idle" },
@@ -133,6 +133,7 @@ fn zerg_worker(w: &WorkerFigures) -> Value {
         "rss": w.rss_bytes,
         "tx": w.sent_bytes,
         "respawns": w.respawns,
+        "harakiris": w.harakiris,
     })
 }
 
