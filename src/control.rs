@@ -399,6 +399,16 @@ pub fn checked_pid(raw: impl Into<i64>, what: &str) -> Option<nix::unistd::Pid> 
     }
 }
 
+/// A peer gone is [`ControlError::Closed`], however the kernel says it: a unix socket whose
+/// peer closed with frames unread (a master's periodic report, say) reads as reset, not as
+/// end of stream, and writing to one fails with a broken pipe.
+fn closed(e: io::Error) -> ControlError {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ControlError::Closed,
+        _ => ControlError::Io(e),
+    }
+}
+
 /// A blocking control connection, for zerglings and zergctl (single-threaded callers).
 #[derive(Debug)]
 pub struct Connection {
@@ -448,9 +458,10 @@ impl Connection {
     /// Sends one message with `fds` attached.
     pub fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError> {
         let frame = encode(msg);
-        let mut sent = fdpass::send_with_fds(self.stream.as_fd(), &frame, fds)?;
+        let mut sent = fdpass::send_with_fds(self.stream.as_fd(), &frame, fds).map_err(closed)?;
         while sent < frame.len() {
-            sent += fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], &[])?;
+            sent +=
+                fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], &[]).map_err(closed)?;
         }
         Ok(())
     }
@@ -472,7 +483,7 @@ impl Connection {
         let n = loop {
             match fdpass::recv_with_fds(self.stream.as_fd(), &mut buf, &mut fds) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
+                other => break other.map_err(closed)?,
             }
         };
         if n == 0 && fds.is_empty() {
@@ -647,5 +658,20 @@ mod tests {
         assert_eq!(rx.recv().unwrap().0, Message::Ready);
         drop(tx);
         assert!(matches!(rx.recv(), Err(ControlError::Closed)));
+    }
+
+    #[test]
+    fn a_peer_that_closed_with_frames_unread_is_closed_not_failed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut ours = Connection::new(a);
+        let theirs = Connection::new(b);
+        ours.send(&Message::Ready, &[]).unwrap();
+        // The peer goes without reading it: the kernel resets the connection.
+        drop(theirs);
+        assert!(matches!(ours.recv(), Err(ControlError::Closed)));
+        assert!(matches!(
+            ours.send(&Message::Ready, &[]),
+            Err(ControlError::Closed)
+        ));
     }
 }

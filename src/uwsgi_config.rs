@@ -2005,6 +2005,25 @@ mod tests {
     }
 
     #[test]
+    fn uwsgitops_stats_options_are_honoured_and_a_bad_address_names_its_line() {
+        let text = "uwsgi:\n  http: :1\n  module: a\n  stats: 127.0.0.1:9191\n  stats-http: true\n";
+        let c = parse(text, Path::new("s.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(
+            c.stats.map(|s| s.0.to_string()),
+            Some("127.0.0.1:9191".to_owned())
+        );
+        assert!(c.stats_http);
+        let text = "uwsgi:\n  http: :1\n  module: a\n  stats: nowhere\n";
+        let err = parse(text, Path::new("s.yml"), Dialect::Yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: `stats`: `nowhere` is neither"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_numbers_and_problems_are_reported_together() {
         let text = "uwsgi:\n  http: :1\n  module: a\n  touch-reload: /x\n  processes: many\n";
         let err = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml)
