@@ -251,9 +251,21 @@ fn metrics_parse_and_count_requests_and_reloads_across_generations() {
     assert!(first.contains_key("zerg_worker_resident_memory_bytes{generation=\"1\",worker=\"1\"}"));
     assert!(first.contains_key("zerg_accept_queue_connections{listener=\"http:0\"}"));
 
-    // A reload: generation 1's counts stay in the totals, and 2's add to them.
+    // A reload: generation 1's counts stay in the totals, and 2's add to them. The endpoint
+    // is the pool's: a reload that names another address leaves it where it is, and says so.
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    std::fs::write(&server.config, config.replace(&metrics, &elsewhere)).unwrap();
     let out = server.zergctl(&["reload"]);
     assert!(out.status.success(), "{out:?}");
+    assert!(
+        server
+            .log_text()
+            .contains("a reload keeps the pool's endpoints as they are"),
+        "{}",
+        server.log_text()
+    );
+    assert!(http_get(&elsewhere, "/metrics").is_none(), "nothing moved");
     let after = parse_metrics(&venv, &scrape());
     assert_eq!(after.get(ok), Some(&7.0), "the totals did not go down");
     assert_eq!(

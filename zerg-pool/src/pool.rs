@@ -752,6 +752,10 @@ impl Pool {
                 if config.listeners() != self.config.listeners() {
                     tracing::warn!("the listeners in the config changed; a reload keeps the pool's sockets (restart the pool to rebind)");
                 }
+                let endpoints = |c: &Config| (c.stats.clone(), c.stats_http, c.metrics.clone());
+                if endpoints(&config) != endpoints(&self.config) {
+                    tracing::warn!("`stats`, `stats-http` or `metrics` changed in the config; a reload keeps the pool's endpoints as they are (restart the pool to move them)");
+                }
                 self.config = config;
             }
             Err(e) => {
