@@ -25,6 +25,9 @@ app with 2 worker processes:
            uWSGI `--static-map`, granian `--static-path-mount`; gunicorn has none); the
            ceiling is nginx serving the same file
   memory   PSS of each worker process after the app (Flask + httpbin) is imported
+  metrics  hello on zerg with its `metrics` and `stats` endpoints on, scraped once a second
+           during the load as Prometheus would (zerg-metrics), beside zerg without them:
+           what observing costs (`--scenarios metrics` runs only this)
 
 ASGI, against granian (--interface asgi), uvicorn (--workers 2, httptools, uvloop) and gunicorn
 with uvicorn's worker (uvicorn-worker; the way Galaxy runs), every server on uvloop (zerg's
@@ -50,10 +53,12 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -73,6 +78,7 @@ SCENARIOS = {
     "big": ("mixed", "/big", None),
     "upload": ("mixed", "/upload", "upload.lua"),
     "static": ("mixed", "/static/file.bin", None),
+    "metrics": ("hello", "/", None),
     "asgi-hello": ("asgi_hello", "/", None),
     "asgi-paced": ("asgi_hello", "/", "paced.lua"),
     "starlette": ("asgi_starlette", "/", None),
@@ -87,6 +93,13 @@ WSGI_ONLY = {"uwsgi", "gunicorn"}
 ASGI_ONLY = {"uvicorn", "gunicorn-uvicorn"}
 # Ceilings: what the scenario costs without Python at all.
 CEILING = {"hello": "hyper", "paced": "hyper", "static": "nginx"}
+# zerg with its metrics and stats endpoints on, measured right beside zerg in `metrics`.
+OBSERVED = "zerg-metrics"
+# Seconds between two scrapes of the observed zerg during a measurement (Prometheus' default
+# is a minute; a second is the most a figure can change, so the most a scrape can cost).
+SCRAPE_EVERY = 1.0
+# The metrics port of each observed zerg, by its HTTP port.
+METRICS_PORTS = {}
 # The hello ceiling again, each request spinning this many ns before its answer: how steeply
 # the ceiling falls with work per request on this machine (with wrk sharing its cores, a
 # microsecond costs a bare server far more than a microsecond's share of its req/s).
@@ -105,14 +118,19 @@ def debian(*tools):
 def command(server, app, port, tmp, static_dir):
     """argv (and environment additions) that start `server` on `port` with `app`."""
     asgi = app in ASGI_APPS
-    if server == "zerg":
-        cfg = os.path.join(tmp, "zerg.yml")
+    if server in ("zerg", OBSERVED):
+        cfg = os.path.join(tmp, f"{server}.yml")
         callable_ = "app\ninterface: asgi" if asgi else "application"
+        observe = ""
+        if server == OBSERVED:
+            METRICS_PORTS[port] = free_port()
+            observe = (f"metrics: 127.0.0.1:{METRICS_PORTS[port]}\n"
+                       f"stats: {tmp}/{server}-stats.sock\n")
         with open(cfg, "w") as f:
-            f.write(f"zerg-server: {tmp}/zerg.sock\nhttp: 127.0.0.1:{port}\n"
+            f.write(f"zerg-server: {tmp}/{server}.sock\nhttp: 127.0.0.1:{port}\n"
                     f"module: {app}:{callable_}\npythonpath: {APPS}\nvirtualenv: {VENV}\n"
                     f"processes: {WORKERS}\nstatic-map: /static={static_dir}\nlisten: 1024\n"
-                    f"post-buffering: {1 << 20}\n")
+                    f"post-buffering: {1 << 20}\n{observe}")
         return [zerg_bin("zerg-pool"), "--config", cfg], {"ZERG_LOG": "warn"}
     if server == "granian" and asgi:
         return [venv_bin("granian"), "--interface", "asgi", "--workers", str(WORKERS),
@@ -302,7 +320,9 @@ def main():
     if "zerg" not in servers:
         sys.exit("zerg must be among --servers: every ratio is to zerg")
 
-    setup(PEERS)
+    # zerg alone on hello (`--scenarios metrics --servers zerg`) needs no peer installed.
+    alone = set(servers) == {"zerg"} and all(SCENARIOS[s][0] == "hello" for s in scenarios)
+    setup({} if alone else PEERS)
     sh("cargo", "build", "-q", "--release", "-p", "zergling", "--example", "hyper_ceiling", cwd=ROOT)
     debian("wrk", "nginx")
 
@@ -325,6 +345,8 @@ def main():
     everyone = servers + [c for c in ("hyper", "nginx") if any(CEILING.get(s) == c for s in scenarios)]
     if "hello" in scenarios and "hyper" in everyone:
         everyone += list(CALIBRATION)
+    if "metrics" in scenarios:
+        everyone.append(OBSERVED)
     for r in range(args.rounds):
         order = everyone[r % len(everyone):] + everyone[: r % len(everyone)]
         for app in dict.fromkeys(SCENARIOS[s][0] for s in scenarios):
@@ -370,7 +392,7 @@ def beside_zerg(order, scenario, r):
     right before it in odd ones. zerg's ratio to its ceiling is then read from two runs a few
     seconds apart, where the rotation alone could put them half a minute apart, and this
     machine's speed drifts by a tenth within a minute."""
-    ceiling = CEILING.get(scenario)
+    ceiling = OBSERVED if scenario == "metrics" else CEILING.get(scenario)
     if "zerg" not in order or ceiling not in order:
         return order
     order = [s for s in order if s != ceiling]
@@ -382,6 +404,8 @@ def measured_in(scenario, server, servers):
     """Whether `server` is measured in `scenario`."""
     if server in CALIBRATION:
         return scenario == "hello"
+    if server == OBSERVED or scenario == "metrics":
+        return server in (OBSERVED, "zerg") and scenario == "metrics"
     if server in servers:
         asgi = SCENARIOS[scenario][0] in ASGI_APPS
         if (server in WSGI_ONLY and asgi) or (server in ASGI_ONLY and not asgi):
@@ -393,11 +417,30 @@ def measured_in(scenario, server, servers):
 def measure(results, r, s, server, port, args, tmp):
     _, path, script = SCENARIOS[s]
     wrk(port, path, script, 1, args.connections, tmp)  # warm-up
-    res = wrk(port, path, script, args.duration, args.connections, tmp)
+    scraping = threading.Event()
+    if server == OBSERVED:
+        scraping.set()
+        threading.Thread(target=scrape, args=(port, tmp, scraping), daemon=True).start()
+    try:
+        res = wrk(port, path, script, args.duration, args.connections, tmp)
+    finally:
+        scraping.clear()
     results.setdefault((s, server), []).append(res)
     print(f"round {r + 1} {s:7} {server:9} {res['rps']:>10.0f} req/s "
           f"p50 {res['p50']:.2f} ms p99 {res['p99']:.2f} ms errors {res['errors']}",
           file=sys.stderr)
+
+
+def scrape(port, tmp, scraping):
+    """While `scraping` is set: the metrics and the stats of the observed zerg at `port`, each
+    once every SCRAPE_EVERY seconds, read whole, as a Prometheus server and uwsgitop would."""
+    while scraping.is_set():
+        answer(f"http://127.0.0.1:{METRICS_PORTS[port]}/metrics")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(os.path.join(tmp, f"{OBSERVED}-stats.sock"))
+            while s.recv(65536):
+                pass
+        time.sleep(SCRAPE_EVERY)
 
 
 def report(results, mem, scenarios, servers, args):
@@ -407,7 +450,7 @@ def report(results, mem, scenarios, servers, args):
     for s in scenarios:
         base = None
         rows = []
-        for server in servers + ["hyper", *CALIBRATION, "nginx"]:
+        for server in servers + ["hyper", *CALIBRATION, "nginx", OBSERVED]:
             runs = results.get((s, server))
             if not runs:
                 continue
@@ -439,6 +482,11 @@ def report(results, mem, scenarios, servers, args):
             print(f"{s}: zerg / granian by round: {' '.join(f'{x:.2f}' for x in ratios)} "
                   f"(median {statistics.median(ratios):.2f}); p99 ms zerg/granian: "
                   f"{' '.join(f'{a:.1f}/{b:.1f}' for a, b in p99)}")
+    ours, observed = results.get(("metrics", "zerg")), results.get(("metrics", OBSERVED))
+    if ours and observed:
+        ratios = [o["rps"] / z["rps"] for o, z in zip(observed, ours)]
+        print(f"metrics: zerg with metrics and stats scraped / zerg without, by round: "
+              f"{' '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
     bare = results.get(("hello", "hyper"))
     for server, ns in CALIBRATION.items():
         worked = results.get(("hello", server))

@@ -277,6 +277,22 @@ pub struct Config {
     #[serde(default)]
     pub health_check: Option<String>,
 
+    /// uWSGI's stats server: `host:port`, `:port` or a unix socket path. Each connection gets
+    /// the JSON uWSGI writes (so `uwsgitop ADDR` works), with zerg's own figures under `zerg`,
+    /// and is closed. Like the listeners, the pool binds it once, at start: a reload does not
+    /// move it. Figures are up to a second old (each master reports once a second).
+    #[serde(default)]
+    pub stats: Option<ServeAddr>,
+
+    /// Serve `stats` over HTTP instead (uWSGI's `stats-http`): any request gets the JSON.
+    #[serde(default)]
+    pub stats_http: bool,
+
+    /// Prometheus metrics over HTTP at `/metrics`: `host:port`, `:port` or a unix socket path.
+    /// Bound by the pool once, at start, as `stats`. Figures are up to a second old.
+    #[serde(default)]
+    pub metrics: Option<ServeAddr>,
+
     /// A file the pool writes its pid to when it starts (uWSGI's `pidfile`) and removes when it
     /// exits. Relative to the directory the pool was started in.
     #[serde(default)]
@@ -694,6 +710,32 @@ impl ListenAddr {
     }
 }
 
+/// An address the pool serves something of its own on (`stats`, `metrics`): written as a
+/// listener's address, checked as it is read, so a bad one names its key and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeAddr(pub ListenAddr);
+
+impl<'de> Deserialize<'de> for ServeAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ServeAddr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("host:port, :port or a unix socket path")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServeAddr, E> {
+                ListenAddr::parse(v).map(ServeAddr).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ServeAddr, E> {
+                Err(E::custom(format!(
+                    "`{v}` is neither host:port nor a unix socket path (`:{v}` is that port)"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Why a configuration could not be used. The message names the file, the key and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -880,6 +922,25 @@ impl Config {
                     "`health-check`: `{path}` must be a path starting with /"
                 ));
             }
+        }
+        let listeners = self.listen_addrs();
+        for (key, addr) in [("stats", &self.stats), ("metrics", &self.metrics)] {
+            if let Some(ServeAddr(a)) = addr {
+                if listeners.contains(a) {
+                    problems.push(format!("`{key}`: {a} is a listener's address already"));
+                }
+            }
+        }
+        if let (Some(s), Some(m)) = (&self.stats, &self.metrics) {
+            if s == m {
+                problems.push(format!(
+                    "`metrics`: {} is `stats`'s address already; give each its own",
+                    m.0
+                ));
+            }
+        }
+        if self.stats_http && self.stats.is_none() {
+            problems.push("`stats-http`: there is no `stats` address to serve over HTTP".into());
         }
         if let Some(cmd) = &self.zergling {
             if cmd.iter().all(|s| s.trim().is_empty()) {
@@ -1242,6 +1303,9 @@ pub const OPTIONS: &[&str] = &[
     "max-worker-lifetime",
     "ready-timeout",
     "health-check",
+    "stats",
+    "stats-http",
+    "metrics",
     "pidfile",
     "logto",
     "log-reopen",
@@ -1637,6 +1701,47 @@ mod tests {
             err.contains("uid: no user `zerg-no-such-user` on this system"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stats_and_metrics_take_addresses_and_name_key_and_line() {
+        let base = "zerg-server: z\nhttp: :1\nmodule: a\n";
+        let c = parse(&format!(
+            "{base}stats: 127.0.0.1:9191\nstats-http: true\nmetrics: /run/m.sock\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.stats,
+            Some(ServeAddr(ListenAddr::Tcp(
+                "127.0.0.1:9191".parse().unwrap()
+            )))
+        );
+        assert!(c.stats_http);
+        assert_eq!(
+            c.metrics,
+            Some(ServeAddr(ListenAddr::Unix("/run/m.sock".into())))
+        );
+        let err = parse(&format!("{base}metrics: nowhere\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4: ") && err.contains("metrics"), "{err}");
+        assert!(err.contains("`nowhere` is neither"), "{err}");
+        let err = parse(&format!("{base}stats: 9191\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4: ") && err.contains("`:9191`"), "{err}");
+        let err = parse(&format!("{base}stats-http: true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`stats-http`: there is no `stats`"), "{err}");
+        let err = parse(&format!("{base}stats: :7\nmetrics: ':7'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`metrics`"), "{err}");
+        let err = parse(&format!("{base}metrics: :1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a listener's address already"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,81 @@ pub struct ProcessInfo {
     /// For a mule: messages taken in its position over the pool's life (filled in by the pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
+    /// For a web worker: requests its slot completed in this generation (filled in by the pool
+    /// from the master's last [`Figures`], so up to [`FIGURES_INTERVAL`] old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// For a web worker: requests it is answering now (as `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// For a web worker: how long its oldest request in flight has run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_ms: Option<u64>,
+    /// Resident memory of the process, in bytes (as `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+}
+
+/// How often a master reports its [`Figures`]: the staleness of every figure the pool shows.
+pub const FIGURES_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One web-worker slot as its master read it from the generation's scoreboard. Counters count
+/// every process that held the slot in this generation; a reader that sees one go backwards
+/// (a slot reset) counts from zero again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFigures {
+    /// The slot: uWSGI's `worker_id()`.
+    pub id: u32,
+    /// The process holding the slot now, if one does.
+    pub pid: Option<u32>,
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests being answered now.
+    pub in_flight: u32,
+    /// Connections open now.
+    pub connections: u32,
+    /// Completed requests by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub by_class: [u64; 5],
+    /// Completed requests per duration bucket (bounds in [`Figures::duration_bounds`], then
+    /// one past the last bound), not cumulative.
+    pub duration_buckets: Vec<u64>,
+    /// Sum of the completed requests' durations, in microseconds.
+    pub duration_sum_us: u64,
+    /// Response bytes sent.
+    pub sent_bytes: u64,
+    /// How long the oldest request in flight has run, in milliseconds.
+    pub busy_ms: Option<u64>,
+    /// Resident memory of the process, in bytes.
+    pub rss_bytes: u64,
+    /// Times the slot's process was replaced in this generation (died, or was recycled).
+    pub respawns: u32,
+    /// Processes of the slot killed by `harakiri` in this generation.
+    #[serde(default)]
+    pub harakiris: u32,
+    /// When the slot's process was forked, in seconds since the Unix epoch.
+    pub spawned_unix: u64,
+}
+
+/// One mule as its master sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MuleFigures {
+    /// The mule's position.
+    pub id: u32,
+    pub pid: Option<u32>,
+    pub rss_bytes: u64,
+    pub respawns: u32,
+    /// Processes of the position killed by `mule-harakiri` in this generation.
+    #[serde(default)]
+    pub harakiris: u32,
+}
+
+/// What a master reports every [`FIGURES_INTERVAL`], and once more as it exits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Upper bounds, in seconds, of the request-duration buckets.
+    pub duration_bounds: Vec<f64>,
+    pub workers: Vec<WorkerFigures>,
+    pub mules: Vec<MuleFigures>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +214,9 @@ pub struct Handover {
     pub listeners: Vec<ListenerInfo>,
     pub queues: Vec<String>,
     pub mule_records: usize,
+    /// The `stats` and `metrics` endpoints' addresses; their fds come last, in this order.
+    #[serde(default)]
+    pub endpoints: Vec<ListenAddr>,
 }
 
 /// How `zergctl upgrade-pool` ended.
@@ -230,6 +308,9 @@ pub enum Message {
     MulesGranted { ids: Vec<u32> },
     /// zergling -> pool: every worker accepts; the generation can serve.
     Ready,
+    /// zergling -> pool: the generation's per-worker figures, every [`FIGURES_INTERVAL`]
+    /// (the pool serves them as `stats`, `metrics` and in `status`).
+    Figures(Figures),
     /// zergling -> pool: the app could not be started; the zergling exits after this.
     Failed { reason: String },
     /// pool -> zergling: stop accepting, finish in-flight work within `mercy_secs`, exit.
@@ -380,7 +461,9 @@ pub fn fd_count(msg: &Message) -> usize {
         } => held_fds(listeners, queues, *mule_records),
         Message::Hello { adopt: Some(a), .. } => a.fd_count(),
         // The control socket first.
-        Message::Handover(h) => held_fds(&h.listeners, &h.queues, h.mule_records).saturating_add(1),
+        Message::Handover(h) => held_fds(&h.listeners, &h.queues, h.mule_records)
+            .saturating_add(1)
+            .saturating_add(h.endpoints.len()),
         Message::ReopenLog => 1,
         _ => 0,
     }
@@ -419,6 +502,16 @@ pub fn running(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z'),
         Err(_) => false,
+    }
+}
+
+/// A peer gone is [`ControlError::Closed`], however the kernel says it: a unix socket whose
+/// peer closed with frames unread (a master's periodic report, say) reads as reset, not as
+/// end of stream, and writing to one fails with a broken pipe.
+fn closed(e: io::Error) -> ControlError {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ControlError::Closed,
+        _ => ControlError::Io(e),
     }
 }
 
@@ -472,9 +565,10 @@ impl Connection {
     /// Sends one message with `fds` attached.
     pub fn send(&mut self, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError> {
         let frame = encode(msg);
-        let mut sent = fdpass::send_with_fds(self.stream.as_fd(), &frame, fds)?;
+        let mut sent = fdpass::send_with_fds(self.stream.as_fd(), &frame, fds).map_err(closed)?;
         while sent < frame.len() {
-            sent += fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], &[])?;
+            sent +=
+                fdpass::send_with_fds(self.stream.as_fd(), &frame[sent..], &[]).map_err(closed)?;
         }
         Ok(())
     }
@@ -496,7 +590,7 @@ impl Connection {
         let n = loop {
             match fdpass::recv_with_fds(self.stream.as_fd(), &mut buf, &mut fds) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
+                other => break other.map_err(closed)?,
             }
         };
         if n == 0 && fds.is_empty() {
@@ -600,7 +694,7 @@ mod tests {
         let err = decode_hello(frame).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: we speak 2, the peer speaks 99"
+            format!("protocol version mismatch: we speak {PROTOCOL_VERSION}, the peer speaks 99")
         );
     }
 
@@ -699,8 +793,10 @@ mod tests {
             listeners: vec![],
             queues: vec!["mule:1".into()],
             mule_records: 1,
+            endpoints: vec![ListenAddr::Unix("stats.sock".into())],
         };
-        assert_eq!(fd_count(&Message::Handover(handover)), 1 + 2 + 1);
+        // The control socket, a queue's two ends, a record, an endpoint.
+        assert_eq!(fd_count(&Message::Handover(handover)), 1 + 2 + 1 + 1);
     }
 
     #[test]
@@ -728,5 +824,20 @@ mod tests {
         assert_eq!(rx.recv().unwrap().0, Message::Ready);
         drop(tx);
         assert!(matches!(rx.recv(), Err(ControlError::Closed)));
+    }
+
+    #[test]
+    fn a_peer_that_closed_with_frames_unread_is_closed_not_failed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut ours = Connection::new(a);
+        let theirs = Connection::new(b);
+        ours.send(&Message::Ready, &[]).unwrap();
+        // The peer goes without reading it: the kernel resets the connection.
+        drop(theirs);
+        assert!(matches!(ours.recv(), Err(ControlError::Closed)));
+        assert!(matches!(
+            ours.send(&Message::Ready, &[]),
+            Err(ControlError::Closed)
+        ));
     }
 }

@@ -1,8 +1,9 @@
 //! The "message in hand" record of one mule position: a memfd the pool creates and owns, which
 //! the position's current mule writes and the pool reads (for `zergctl status`).
 //!
-//! Layout: `[len: u32][queue: u32][taken: u64][message: len bytes]`, little-endian. `len == 0`
-//! means nothing is in hand. Only one process holds a position at a time (the pool grants
+//! Layout: `[len: u32][queue: u32][taken: u64][message: len bytes]`, little-endian, then at
+//! [`REDELIVERED_AT`] a `u64`: messages put back on their queue by the position's next mule.
+//! `len == 0` means nothing is in hand. Only one process holds a position at a time (the pool grants
 //! positions), so there is a single writer.
 
 use std::os::fd::AsFd;
@@ -10,8 +11,10 @@ use std::os::fd::AsFd;
 /// Largest message a record holds (uWSGI's default mule message size).
 pub const MAX_MESSAGE: usize = 65536;
 const HEADER: usize = 16;
+/// Where the count of messages put back on their queue lives, past the largest message.
+const REDELIVERED_AT: i64 = (HEADER + MAX_MESSAGE) as i64;
 /// Bytes a record needs.
-pub const SIZE: i64 = (HEADER + MAX_MESSAGE) as i64;
+pub const SIZE: i64 = REDELIVERED_AT + 8;
 
 /// Records a message just taken from queue `queue`, counting it: the body first, then the
 /// header that makes it count, so a crash between the two never records half a message.
@@ -48,8 +51,24 @@ pub fn in_hand(fd: impl AsFd + Copy) -> Option<(u32, Vec<u8>)> {
 
 /// How many messages mules in this position have taken, over the pool's life.
 pub fn taken(fd: impl AsFd) -> u64 {
+    read_count(fd, 8)
+}
+
+/// How many messages left unfinished in this position were put back on their queue, over the
+/// pool's life (each is taken, and counted in [`taken`], once more).
+pub fn redelivered(fd: impl AsFd) -> u64 {
+    read_count(fd, REDELIVERED_AT)
+}
+
+/// Counts one message put back on its queue.
+pub fn count_redelivery(fd: impl AsFd + Copy) -> nix::Result<()> {
+    let n = redelivered(fd).saturating_add(1);
+    nix::sys::uio::pwrite(fd, &n.to_le_bytes(), REDELIVERED_AT).map(drop)
+}
+
+fn read_count(fd: impl AsFd, at: i64) -> u64 {
     let mut count = [0u8; 8];
-    match nix::sys::uio::pread(fd, &mut count, 8) {
+    match nix::sys::uio::pread(fd, &mut count, at) {
         Ok(8) => u64::from_le_bytes(count),
         _ => 0,
     }
@@ -71,5 +90,14 @@ mod tests {
         assert_eq!(in_hand(&fd), None);
         remember(&fd, 0, b"job 2").unwrap();
         assert_eq!(taken(&fd), 2);
+        assert_eq!(redelivered(&fd), 0);
+        count_redelivery(&fd).unwrap();
+        count_redelivery(&fd).unwrap();
+        assert_eq!(redelivered(&fd), 2);
+        assert_eq!(
+            in_hand(&fd),
+            Some((0, b"job 2".to_vec())),
+            "the message is untouched"
+        );
     }
 }

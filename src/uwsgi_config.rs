@@ -924,35 +924,84 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// Options zerg has no use for, or does anyway: each is named in one warning, with why.
 const IGNORED: &[(&str, &str)] = &[
-    ("master", "zerg always runs a master (the zergling) under its pool"),
-    ("enable-threads", "Python threads are always enabled in zerg"),
+    (
+        "master",
+        "zerg always runs a master (the zergling) under its pool",
+    ),
+    (
+        "enable-threads",
+        "Python threads are always enabled in zerg",
+    ),
     ("thunder-lock", "zerg's workers need no accept lock"),
-    ("offload-threads", "zerg's workers send responses and static files without holding an app thread already"),
-    ("die-on-term", "zerg-pool stops gracefully on SIGTERM (and reloads on SIGHUP) already"),
-    ("py-call-osafterfork", "zerg calls PyOS_AfterFork_Child in every process it forks already"),
+    (
+        "offload-threads",
+        "zerg's workers send responses and static files without holding an app thread already",
+    ),
+    (
+        "die-on-term",
+        "zerg-pool stops gracefully on SIGTERM (and reloads on SIGHUP) already",
+    ),
+    (
+        "py-call-osafterfork",
+        "zerg calls PyOS_AfterFork_Child in every process it forks already",
+    ),
     ("memory-report", "zerg has no use for it"),
-    ("vacuum", "zerg-pool removes its socket files at exit already"),
-    ("stats", "zerg serves no stats socket yet; `zergctl status` shows the generations and their processes"),
-    ("stats-http", "zerg serves no stats socket yet; `zergctl status` shows the generations and their processes"),
-    ("single-interpreter", "zerg runs one interpreter per process already"),
-    ("need-app", "a generation whose app does not import never serves already"),
-    ("no-orphans", "zerg's processes die with their master already"),
+    (
+        "vacuum",
+        "zerg-pool removes its socket files at exit already",
+    ),
+    (
+        "single-interpreter",
+        "zerg runs one interpreter per process already",
+    ),
+    (
+        "need-app",
+        "a generation whose app does not import never serves already",
+    ),
+    (
+        "no-orphans",
+        "zerg's processes die with their master already",
+    ),
     ("auto-procname", "zerg does not rename its processes"),
     ("procname", "zerg does not rename its processes"),
     ("procname-prefix", "zerg does not rename its processes"),
-    ("procname-prefix-spaced", "zerg does not rename its processes"),
+    (
+        "procname-prefix-spaced",
+        "zerg does not rename its processes",
+    ),
     ("procname-append", "zerg does not rename its processes"),
     ("procname-master", "zerg does not rename its processes"),
     ("plugin", "zerg embeds Python; it has no plugins to load"),
     ("plugins", "zerg embeds Python; it has no plugins to load"),
-    ("plugins-dir", "zerg embeds Python; it has no plugins to load"),
-    ("http-keepalive", "zerg's workers keep HTTP/1.1 connections alive already"),
-    ("http-auto-chunked", "zerg chunks a response that has no Content-Length already"),
-    ("strict", "zerg names every option it does not honour already"),
-    ("chmod-socket", "it applies to `socket`, which zerg does not serve yet"),
-    ("static-safe", "zerg's static-map follows no symlink out of its directory; such a file is left to the app"),
+    (
+        "plugins-dir",
+        "zerg embeds Python; it has no plugins to load",
+    ),
+    (
+        "http-keepalive",
+        "zerg's workers keep HTTP/1.1 connections alive already",
+    ),
+    (
+        "http-auto-chunked",
+        "zerg chunks a response that has no Content-Length already",
+    ),
+    (
+        "strict",
+        "zerg names every option it does not honour already",
+    ),
+    (
+        "chmod-socket",
+        "it applies to `socket`, which zerg does not serve yet",
+    ),
+    (
+        "static-safe",
+        "zerg's static-map follows no symlink out of its directory; such a file is left to the app",
+    ),
     ("log-master", "zerg's processes write their own log lines"),
-    ("disable-logging", "zerg logs no request unless `log-format` is set"),
+    (
+        "disable-logging",
+        "zerg logs no request unless `log-format` is set",
+    ),
     ("log-date", "zerg's log lines carry a timestamp already"),
     ("logdate", "zerg's log lines carry a timestamp already"),
     ("cpu-affinity", "zerg does not pin workers to CPUs"),
@@ -1953,6 +2002,25 @@ mod tests {
         let text = "uwsgi:\n  zerg-server: /run/z.sock\n  http: :1\n  module: a\n";
         let c = parse(text, Path::new("/srv/x/site.yml"), Dialect::Yaml).unwrap();
         assert_eq!(c.zerg_server, PathBuf::from("/run/z.sock"));
+    }
+
+    #[test]
+    fn uwsgitops_stats_options_are_honoured_and_a_bad_address_names_its_line() {
+        let text = "uwsgi:\n  http: :1\n  module: a\n  stats: 127.0.0.1:9191\n  stats-http: true\n";
+        let c = parse(text, Path::new("s.yml"), Dialect::Yaml).unwrap();
+        assert_eq!(
+            c.stats.map(|s| s.0.to_string()),
+            Some("127.0.0.1:9191".to_owned())
+        );
+        assert!(c.stats_http);
+        let text = "uwsgi:\n  http: :1\n  module: a\n  stats: nowhere\n";
+        let err = parse(text, Path::new("s.yml"), Dialect::Yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 4: `stats`: `nowhere` is neither"),
+            "{err}"
+        );
     }
 
     #[test]

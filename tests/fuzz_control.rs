@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use zerg::config::{ListenAddr, Protocol};
 use zerg::control::{
-    decode_hello, encode, fd_count, ControlError, FrameDecoder, GenerationStatus, ListenerInfo,
-    Message, PoolStatus, ProcessInfo, ProcessKind, ReloadOutcome, Role, MAX_FRAME,
-    PROTOCOL_VERSION,
+    decode_hello, encode, fd_count, ControlError, Figures, FrameDecoder, GenerationStatus,
+    ListenerInfo, Message, MuleFigures, PoolStatus, ProcessInfo, ProcessKind, ReloadOutcome, Role,
+    WorkerFigures, MAX_FRAME, PROTOCOL_VERSION,
 };
 use zerg::mule_record::{self, MAX_MESSAGE};
 
@@ -51,13 +51,95 @@ fn process() -> impl Strategy<Value = ProcessInfo> {
         any::<u32>(),
         prop::collection::vec(any::<String>(), 0..3),
         any::<Option<u64>>(),
+        (
+            any::<Option<u64>>(),
+            any::<Option<u32>>(),
+            any::<Option<u64>>(),
+            any::<Option<u64>>(),
+        ),
     )
-        .prop_map(|(kind, id, pid, farms, messages)| ProcessInfo {
-            kind,
+        .prop_map(
+            |(kind, id, pid, farms, messages, (requests, in_flight, busy_ms, rss_bytes))| {
+                ProcessInfo {
+                    kind,
+                    id,
+                    pid,
+                    farms,
+                    messages,
+                    requests,
+                    in_flight,
+                    busy_ms,
+                    rss_bytes,
+                }
+            },
+        )
+}
+
+fn figures() -> impl Strategy<Value = Figures> {
+    let worker = (
+        (
+            any::<u32>(),
+            any::<Option<u32>>(),
+            any::<u64>(),
+            any::<u32>(),
+        ),
+        (any::<u32>(), any::<[u64; 5]>()),
+        prop::collection::vec(any::<u64>(), 0..14),
+        (any::<u64>(), any::<u64>(), any::<Option<u64>>()),
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (id, pid, requests, in_flight),
+                (connections, by_class),
+                duration_buckets,
+                (duration_sum_us, sent_bytes, busy_ms),
+                (rss_bytes, respawns, harakiris, spawned_unix),
+            )| WorkerFigures {
+                id,
+                pid,
+                requests,
+                in_flight,
+                connections,
+                by_class,
+                duration_buckets,
+                duration_sum_us,
+                sent_bytes,
+                busy_ms,
+                rss_bytes,
+                respawns,
+                harakiris,
+                spawned_unix,
+            },
+        );
+    let mule = (
+        any::<u32>(),
+        any::<Option<u32>>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(|(id, pid, rss_bytes, respawns, harakiris)| MuleFigures {
             id,
             pid,
-            farms,
-            messages,
+            rss_bytes,
+            respawns,
+            harakiris,
+        });
+    (
+        // Bounds as a master writes them: finite (JSON has no infinity) and short decimals
+        // (serde_json reads back exactly what it wrote of those).
+        prop::collection::vec(
+            prop::sample::select(vec![0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 60.0]),
+            0..14,
+        ),
+        prop::collection::vec(worker, 0..4),
+        prop::collection::vec(mule, 0..3),
+    )
+        .prop_map(|(duration_bounds, workers, mules)| Figures {
+            duration_bounds,
+            workers,
+            mules,
         })
 }
 
@@ -148,6 +230,7 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         prop::collection::vec(any::<u32>(), 0..4).prop_map(|ids| Message::MulesGranted { ids }),
         Just(Message::Ready),
+        figures().prop_map(Message::Figures),
         any::<String>().prop_map(|reason| Message::Failed { reason }),
         any::<u64>().prop_map(|mercy_secs| Message::Stop { mercy_secs }),
         Just(Message::StatusRequest),

@@ -34,7 +34,6 @@ fn galaxy_sample_gives_the_expected_warnings_and_errors() {
         "line 22: `hook-master-start`: ignored: zerg-pool stops gracefully on SIGINT and SIGTERM already",
         "line 23: `hook-master-start`: ignored: zerg-pool stops gracefully on SIGINT and SIGTERM already",
         "line 44: `py-call-osafterfork`: ignored: zerg calls PyOS_AfterFork_Child in every process it forks already",
-        "line 46: `stats`: ignored: zerg serves no stats socket yet; `zergctl status` shows the generations and their processes",
     ]
     .map(str::to_owned)
     .into();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use zerg::control::{Connection, ControlError, Message, PoolStatus};
+use zerg::control::{Connection, ControlError, Message, PoolStatus, ProcessInfo};
 
 /// Talk to a running zerg-pool over its control socket.
 #[derive(Parser)]
@@ -197,6 +197,28 @@ fn converse(socket: &Path, command: Command, timeout: Option<Duration>) -> anyho
     Ok(0)
 }
 
+/// A process's figures as its master last reported them (up to a second old): a worker's
+/// requests served, in flight, memory, and how long its oldest request has run.
+fn figures(p: &ProcessInfo) -> String {
+    let mut out = String::new();
+    if let Some(n) = p.requests {
+        out += &format!(" requests {n}");
+    }
+    if let Some(n) = p.in_flight {
+        out += &format!(" in-flight {n}");
+    }
+    if let Some(bytes) = p.rss_bytes {
+        out += &format!(" rss {:.1}MiB", bytes as f64 / (1024.0 * 1024.0));
+    }
+    if p.in_flight.is_some() {
+        match p.busy_ms {
+            Some(ms) => out += &format!(" busy {:.1}s", ms as f64 / 1000.0),
+            None => out += " idle",
+        }
+    }
+    out
+}
+
 fn print_status(status: &PoolStatus) {
     println!("pool pid {}", status.pool_pid);
     for l in &status.listeners {
@@ -225,7 +247,13 @@ fn print_status(status: &PoolStatus) {
                 .messages
                 .map(|m| format!(" messages {m}"))
                 .unwrap_or_default();
-            println!("  {} {} pid {}{farms}{messages}", p.kind, p.id, p.pid);
+            println!(
+                "  {} {} pid {}{}{farms}{messages}",
+                p.kind,
+                p.id,
+                p.pid,
+                figures(p)
+            );
         }
     }
 }

@@ -64,6 +64,11 @@ pub enum Event {
     ChainReload {
         reply: oneshot::Sender<ReloadOutcome>,
     },
+    /// A `stats` or `metrics` client asks for its document.
+    Observe {
+        what: crate::observe::serve::Served,
+        reply: oneshot::Sender<String>,
+    },
     /// zergctl asks the pool to replace itself with its binary started again. `flushed`
     /// closes once the answer is written, so that a pool that hands over exits only then.
     UpgradePool {

@@ -5,8 +5,10 @@ mod control_server;
 mod generation;
 mod listeners;
 mod notify;
+mod observe;
 mod pool;
 mod queues;
+mod sockinfo;
 mod startup;
 mod upgrade;
 

@@ -15,6 +15,7 @@
 //! `adopt`): they are supervised as if this pool had started them.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -37,6 +38,7 @@ use crate::control_server::{self, AdoptRequest, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
 use crate::notify;
+use crate::observe::{self, ledger::Ledger, metrics::Metrics, serve};
 use crate::queues::{self, Queue};
 use crate::upgrade::{self, Exe};
 
@@ -127,6 +129,15 @@ pub struct Pool {
     upgrade: Upgrade,
     upgrade_tx: mpsc::UnboundedSender<upgrade::Outcome>,
     upgrade_rx: mpsc::UnboundedReceiver<upgrade::Outcome>,
+    /// The `stats` and `metrics` endpoints, bound and not yet served.
+    endpoints: Vec<serve::Endpoint>,
+    /// Their unix socket files, removed at exit.
+    endpoint_files: Vec<PathBuf>,
+    /// A second fd of each endpoint's socket, for an upgrade to hand over.
+    endpoint_socks: Vec<(ListenAddr, OwnedFd)>,
+    /// Running totals of what the masters report.
+    ledger: Ledger,
+    metrics: Metrics,
 }
 
 impl Pool {
@@ -158,6 +169,7 @@ impl Pool {
             mule_records: config.mule.0.len(),
         };
         let mut held = None;
+        let mut handed_endpoints = Vec::new();
         let control_fd = match upgrade_channel {
             None => {
                 let fd = listeners::bind_one(&ListenAddr::Unix(control_path.clone()), 64, 0o600)?;
@@ -184,7 +196,16 @@ impl Pool {
                 let control = fds
                     .next()
                     .context("the handover carries no control socket")?;
-                held = Some(Held::split(&expected, fds.collect()));
+                let mut rest: Vec<OwnedFd> = fds.collect();
+                let endpoint_fds =
+                    rest.split_off(rest.len().saturating_sub(handover.endpoints.len()));
+                handed_endpoints = handover
+                    .endpoints
+                    .iter()
+                    .cloned()
+                    .zip(endpoint_fds)
+                    .collect();
+                held = Some(Held::split(&expected, rest));
                 saved = adopt::Saved {
                     pool_pid: 0,
                     last_generation: handover.last_generation,
@@ -224,6 +245,18 @@ impl Pool {
             .map(|a| a.generation)
             .fold(saved.last_generation, u64::max);
         let config_mules = config.mule.0.len();
+        let endpoints = serve::bind(&config, handed_endpoints)?;
+        let endpoint_socks = endpoints
+            .iter()
+            .map(|e| Ok((e.addr.clone(), e.dup()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let endpoint_files = endpoints
+            .iter()
+            .filter_map(|e| match &e.addr {
+                ListenAddr::Unix(p) => Some(p.clone()),
+                ListenAddr::Tcp(_) => None,
+            })
+            .collect();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (upgrade_tx, upgrade_rx) = mpsc::unbounded_channel();
         let pool = Pool {
@@ -254,6 +287,11 @@ impl Pool {
             upgrade: Upgrade::InCharge,
             upgrade_tx,
             upgrade_rx,
+            endpoints,
+            endpoint_files,
+            endpoint_socks,
+            ledger: Ledger::default(),
+            metrics: Metrics::new(),
         };
         Ok((pool, control))
     }
@@ -428,16 +466,17 @@ impl Pool {
             listeners: self.listeners.iter().map(|l| l.info.clone()).collect(),
             queues: self.queues.0.iter().map(|q| q.name.clone()).collect(),
             mule_records: self.queues.1.len(),
+            endpoints: self.endpoint_socks.iter().map(|(a, _)| a.clone()).collect(),
         };
-        let fds: std::io::Result<Vec<std::os::fd::OwnedFd>> =
-            std::iter::once(std::os::fd::AsFd::as_fd(control))
-                .chain(adopt::all_fds(
-                    &self.listeners,
-                    &self.queues.0,
-                    &self.queues.1,
-                ))
-                .map(|fd| fd.try_clone_to_owned())
-                .collect();
+        let fds: std::io::Result<Vec<OwnedFd>> = std::iter::once(control.as_fd())
+            .chain(adopt::all_fds(
+                &self.listeners,
+                &self.queues.0,
+                &self.queues.1,
+            ))
+            .chain(self.endpoint_socks.iter().map(|(_, fd)| fd.as_fd()))
+            .map(|fd| fd.try_clone_to_owned())
+            .collect();
         let started = fds
             .map_err(anyhow::Error::from)
             .and_then(|fds| upgrade::start(&self.exe, handover, fds, self.upgrade_tx.clone()));
@@ -497,6 +536,9 @@ impl Pool {
         let mut sigusr2 = signal(SignalKind::user_defined2())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
+        for endpoint in std::mem::take(&mut self.endpoints) {
+            tokio::spawn(serve::run(endpoint, events_tx.clone()));
+        }
 
         self.take_in_adopters(&events_tx, &mut next_conn);
         if self.has_live_generation() {
@@ -554,6 +596,7 @@ impl Pool {
 
     fn socket_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.control_path.clone()];
+        files.extend(self.endpoint_files.iter().cloned());
         for l in self.listeners.iter() {
             if let ListenAddr::Unix(p) = &l.info.addr {
                 files.push(p.clone());
@@ -679,6 +722,9 @@ impl Pool {
             Event::UpgradePool { reply, flushed } => {
                 self.begin_upgrade(control, Some((reply, flushed)), "zergctl upgrade-pool")
             }
+            Event::Observe { what, reply } => {
+                let _ = reply.send(self.observe(what));
+            }
             Event::Stop { immediate } => {
                 if immediate {
                     self.stop_now("zergctl stop --now")
@@ -780,7 +826,12 @@ impl Pool {
                 self.assign_mules();
             }
             Message::Ready => self.on_ready(number),
+            Message::Figures(figures) => {
+                let grew = self.ledger.record(number, figures);
+                self.metrics.count_requests(number, &grew);
+            }
             Message::ChainReloaded(outcome) => {
+                self.metrics.chain_reload_finished(&outcome);
                 let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
                     .into_iter()
                     .partition(|(n, _)| *n == number);
@@ -854,6 +905,8 @@ impl Pool {
         let failure = g.failure.take();
         g.transition(State::Gone, "exited");
         self.generations.remove(&number);
+        self.ledger.retire(number);
+        self.metrics.generation_gone(number);
         self.assign_mules();
         let (orphans, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chain_waiters)
             .into_iter()
@@ -1024,6 +1077,7 @@ impl Pool {
         for w in waiters {
             let _ = w.send(outcome.clone());
         }
+        self.metrics.reload_finished(&outcome);
         self.last_reload = Some(outcome);
     }
 
@@ -1090,6 +1144,10 @@ impl Pool {
             Ok(config) => {
                 if config.listeners() != self.config.listeners() {
                     tracing::warn!("the listeners in the config changed; a reload keeps the pool's sockets (restart the pool to rebind)");
+                }
+                let endpoints = |c: &Config| (c.stats.clone(), c.stats_http, c.metrics.clone());
+                if endpoints(&config) != endpoints(&self.config) {
+                    tracing::warn!("`stats`, `stats-http` or `metrics` changed in the config; a reload keeps the pool's endpoints as they are (restart the pool to move them)");
                 }
                 self.config = config;
             }
@@ -1289,12 +1347,56 @@ impl Pool {
                 .map(|g| {
                     let mut status = g.status();
                     for p in &mut status.processes {
-                        self.describe_mule(p);
+                        self.describe_process(g.number, p);
                     }
                     status
                 })
                 .collect(),
             last_reload: self.last_reload.clone(),
+        }
+    }
+
+    /// Adds a mule's farms and messages, and what its master last reported of any process.
+    fn describe_process(&self, generation: u64, p: &mut zerg::control::ProcessInfo) {
+        self.describe_mule(p);
+        let figures = self.ledger.account(generation).map(|a| &a.latest);
+        observe::describe(p, figures);
+    }
+
+    /// A `stats` or `metrics` document, from what the pool holds now.
+    fn observe(&self, what: serve::Served) -> String {
+        let view = observe::View {
+            pool_pid: std::process::id(),
+            generations: self
+                .generations
+                .values()
+                .filter(|g| g.state() != State::Gone)
+                .map(|g| observe::GenerationView {
+                    number: g.number,
+                    state: g.state(),
+                    age: g.started.elapsed(),
+                    master_pid: g.master_pid,
+                    processes: g
+                        .processes
+                        .iter()
+                        .cloned()
+                        .map(|mut p| {
+                            self.describe_process(g.number, &mut p);
+                            p
+                        })
+                        .collect(),
+                    figures: self.ledger.account(g.number).map(|a| &a.latest),
+                })
+                .collect(),
+            listeners: &self.listeners,
+            queues: &self.queues.0,
+            records: &self.queues.1,
+            last_reload: self.last_reload.as_ref(),
+            ledger: &self.ledger,
+        };
+        match what {
+            serve::Served::Stats { .. } => observe::uwsgi_stats::document(&view).to_string(),
+            serve::Served::Metrics => self.metrics.render(&view),
         }
     }
 }

@@ -15,8 +15,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use zerg::config::Config;
 use zerg::control::{
-    self, AdoptState, Adoption, Connection, ListenerInfo, Message, ProcessInfo, ProcessKind,
-    ReloadOutcome, Role, PROTOCOL_VERSION,
+    self, AdoptState, Adoption, Connection, Figures, ListenerInfo, Message, MuleFigures,
+    ProcessInfo, ProcessKind, ReloadOutcome, Role, WorkerFigures, FIGURES_INTERVAL,
+    PROTOCOL_VERSION,
 };
 
 use crate::pool_link::PoolLink;
@@ -49,6 +50,12 @@ struct Slot {
     id: u32,
     pid: Option<Pid>,
     started: Instant,
+    /// When `pid` was forked, in seconds since the Unix epoch (uWSGI's `last_spawn`).
+    spawned_unix: u64,
+    /// Processes forked into this slot after its first (uWSGI's `respawn_count`).
+    respawns: u32,
+    /// Processes of this slot killed by `harakiri` (uWSGI's `harakiri_count`).
+    harakiris: u32,
     /// Read end of the pipe on which the worker writes one byte once it accepts.
     ready_pipe: Option<OwnedFd>,
     ready: bool,
@@ -149,6 +156,8 @@ struct Master {
     /// Open connections, requests and running requests per web worker and mule, shared with
     /// them (see `scoreboard`).
     scoreboard: Scoreboard,
+    /// When the pool gets this generation's next [`Figures`].
+    figures_due: Instant,
     /// The web worker being replaced for a limit, if one is.
     recycle: Option<Recycle>,
     /// When the limits are next checked.
@@ -279,6 +288,9 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 id,
                 pid: None,
                 started: Instant::now(),
+                spawned_unix: 0,
+                respawns: 0,
+                harakiris: 0,
                 ready_pipe: None,
                 ready: false,
                 crashes: 0,
@@ -318,6 +330,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         phase: Phase::Starting { deadline },
         health,
         chain: None,
+        figures_due: Instant::now(),
         recycle: None,
         next_check: Instant::now() + LIMITS_CHECK,
     };
@@ -334,6 +347,8 @@ impl Master {
                     .iter()
                     .all(|s| s.pid.is_none() && s.retiring.is_none())
             {
+                // The last requests' figures, so the pool's totals miss none of them.
+                self.send(Message::Figures(self.figures()));
                 tracing::info!("every worker exited; master exits");
                 return Ok(0);
             }
@@ -345,6 +360,68 @@ impl Master {
             self.check_deadline();
             self.check_limits();
             self.knock_if_due();
+            self.report_figures_when_due();
+        }
+    }
+
+    /// Every [`FIGURES_INTERVAL`]: the pool gets the generation's figures. The pool cannot read
+    /// the scoreboard itself (it is this generation's memory), and must never wait on a worker
+    /// for it, so the master reads it and sends a copy.
+    fn report_figures_when_due(&mut self) {
+        let now = Instant::now();
+        if now < self.figures_due {
+            return;
+        }
+        self.figures_due = now + FIGURES_INTERVAL;
+        let figures = self.figures();
+        self.send(Message::Figures(figures));
+    }
+
+    /// What each web worker's scoreboard slot and each process's memory say now.
+    fn figures(&self) -> Figures {
+        let pid_of = |s: &Slot| s.pid.map(|p| p.as_raw() as u32);
+        // A process that just exited has no memory to read: 0, as uWSGI shows a dead worker.
+        let rss = |pid: Option<u32>| pid.and_then(|p| zerg::rss::of(p).ok()).unwrap_or(0);
+        let workers = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Worker)
+            .map(|s| {
+                let board = self.scoreboard.snapshot(s.id as usize - 1);
+                WorkerFigures {
+                    id: s.id,
+                    pid: pid_of(s),
+                    requests: board.requests,
+                    in_flight: board.in_flight,
+                    connections: board.open,
+                    by_class: board.status_classes,
+                    duration_buckets: board.duration_buckets.to_vec(),
+                    duration_sum_us: board.duration_sum_us,
+                    sent_bytes: board.bytes_sent,
+                    busy_ms: board.busy_for.map(|d| d.as_millis() as u64),
+                    rss_bytes: rss(pid_of(s)),
+                    respawns: s.respawns,
+                    harakiris: s.harakiris,
+                    spawned_unix: s.spawned_unix,
+                }
+            })
+            .collect();
+        let mules = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == ProcessKind::Mule)
+            .map(|s| MuleFigures {
+                id: s.id,
+                pid: pid_of(s),
+                rss_bytes: rss(pid_of(s)),
+                respawns: s.respawns,
+                harakiris: s.harakiris,
+            })
+            .collect();
+        Figures {
+            duration_bounds: scoreboard::DURATION_BOUNDS.to_vec(),
+            workers,
+            mules,
         }
     }
 
@@ -438,6 +515,7 @@ impl Master {
             .chain(kill)
             .chain(check)
             .chain(self.pool.retry_at())
+            .chain(self.pool.conn().map(|_| self.figures_due))
             .min()
     }
 
@@ -771,6 +849,7 @@ impl Master {
                 self.scoreboard.forget(board_slot, pid.as_raw() as u32);
             }
             let harakiri = slot.harakiri.take_if(|h| h.pid == pid).is_some();
+            slot.harakiris += u32::from(harakiri);
             slot.pid = None;
             slot.ready = false;
             slot.ready_pipe = None;
@@ -930,6 +1009,12 @@ impl Master {
             .scoreboard
             .requests(board_slot(&self.scoreboard, &self.slots[i]));
         let slot = &mut self.slots[i];
+        if slot.spawned_unix != 0 {
+            slot.respawns += 1;
+        }
+        slot.spawned_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         slot.pid = Some(pid);
         slot.baseline = baseline;
         // The child's end is the child's alone (a retiring predecessor keeps the log it has).

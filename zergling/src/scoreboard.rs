@@ -404,8 +404,11 @@ impl Cell {
     }
 
     fn write_parts(&self, started_us: u64, parts: &[&[u8]]) {
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Forced odd from whatever the cell holds: a writer killed between its two stores
+        // (SIGKILL by harakiri) leaves it odd, and counting on from there would invert the
+        // parity for good, so readers would take the cell as always being written.
+        let odd = self.seq.load(Ordering::Relaxed) | 1;
+        self.seq.store(odd, Ordering::Relaxed);
         fence(Ordering::Release);
         self.started_us.store(started_us, Ordering::Relaxed);
         let mut word = [0u8; 8];
@@ -423,7 +426,7 @@ impl Cell {
             self.text[w].store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
         self.len.store(at as u64, Ordering::Relaxed);
-        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+        self.seq.store(odd.wrapping_add(1), Ordering::Release);
     }
 
     /// The cell's owner, start and text, read consistently; `None` when it holds nothing.
@@ -546,6 +549,24 @@ mod tests {
         drop(tickets);
         assert!(board.running(0).is_empty());
         assert_eq!(board.requests(0), 3);
+    }
+
+    #[test]
+    fn a_cell_left_mid_write_by_a_killed_worker_is_readable_again() {
+        let board = Scoreboard::new(1, 0, 1).unwrap();
+        std::mem::forget(board.lane(0, 5).begin(&[b"GET /killed"]));
+        // Killed between the two stores of the sequence lock: left odd.
+        let cell = &board.cells(0)[0];
+        cell.seq.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            board.running(0).is_empty(),
+            "a cell being written is not read"
+        );
+        board.forget(0, 5);
+        let _next = board.lane(0, 6).begin(&[b"GET /next"]);
+        let running = board.running(0);
+        assert_eq!(running.len(), 1, "the next request in that cell is seen");
+        assert_eq!((running[0].pid, running[0].what.as_str()), (6, "GET /next"));
     }
 
     #[test]

@@ -277,6 +277,7 @@ pub fn requeue_in_hand() {
                 bytes = msg.len(),
                 "requeued a message whose mule died before finishing it"
             );
+            let _ = mule_record::count_redelivery(record);
             ack();
         }
         Err(e) => {

@@ -632,6 +632,9 @@ fn refused(refusal: Refusal, req: &Request<Incoming>) -> Reply {
 }
 
 /// A response, made already or on its way.
+// The large variant is the common one (a hello answered at once): boxing it would cost an
+// allocation per request to shrink a future that lives for one poll.
+#[allow(clippy::large_enum_variant)]
 enum Handled {
     /// Made: the first poll takes it.
     Now(std::future::Ready<Result<Response<Answer>, Infallible>>),
