@@ -263,6 +263,36 @@ fn max_worker_lifetime_replaces_workers_without_a_failure() {
 }
 
 #[test]
+fn a_successor_that_never_accepts_is_given_up_and_the_old_worker_serves_on() {
+    let marks = tempfile::tempdir().unwrap();
+    let hang = marks.path().join("hang");
+    let source = format!(
+        "import os, time\n\
+         if os.path.exists({hang:?}):\n    time.sleep(3600)\n\
+         def application(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [str(os.getpid()).encode()]\n",
+        hang = hang.display().to_string()
+    );
+    let server = Server::start_with_app_source(
+        &source,
+        "processes: 1\nlazy-apps: true\nmax-worker-lifetime: 3\nready-timeout: 4\n",
+    );
+    let original = pids(&server, ProcessKind::Worker)[&1];
+    // Every successor's import hangs from now on (the first is due in 3 s).
+    std::fs::write(&hang, b"").unwrap();
+    wait_for("a successor to be given up", || {
+        server
+            .log_text()
+            .contains("did not accept within ready-timeout")
+            .then_some(())
+    });
+    // Given up (again and again): the original worker is the one that answers.
+    assert!(alive(original));
+    assert_eq!(server.get("/").text(), original.to_string());
+}
+
+#[test]
 fn mule_harakiri_replaces_a_stuck_mule_which_takes_its_message_again() {
     let mule = common::apps_dir().join("limits/mule.py");
     let (server, marks) = start(&format!(

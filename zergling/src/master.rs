@@ -89,8 +89,15 @@ struct Harakiri {
 /// is forked, and the old process is stopped once the successor accepts.
 struct Recycle {
     slot: usize,
-    /// A chain reload asked for meanwhile, started once this replacement is done.
+    /// A chain reload asked for meanwhile, started once this replacement is done (or given
+    /// up), so that it gets its answer.
     chain_asked: bool,
+    /// Past this (the config's `ready-timeout` after the fork) the successor is given up.
+    deadline: Instant,
+    /// The old process's start and request count, given back to it if its successor is
+    /// given up.
+    started: Instant,
+    baseline: u64,
 }
 
 impl Slot {
@@ -1000,6 +1007,9 @@ impl Master {
     /// is stuck, and starts replacing a worker past a limit (one at a time).
     fn check_limits(&mut self) {
         let now = Instant::now();
+        if self.recycle.as_ref().is_some_and(|r| r.deadline <= now) {
+            self.recycle_give_up();
+        }
         for slot in &mut self.slots {
             if let Some(h) = slot
                 .harakiri
@@ -1145,6 +1155,7 @@ impl Master {
     /// forked now; the old process serves until the successor accepts, then drains.
     fn recycle_start(&mut self, i: usize, why: &str) {
         let slot = &mut self.slots[i];
+        let (started, baseline) = (slot.started, slot.baseline);
         slot.start_successor();
         tracing::info!(
             worker = slot.id,
@@ -1154,7 +1165,42 @@ impl Master {
         self.recycle = Some(Recycle {
             slot: i,
             chain_asked: false,
+            deadline: Instant::now() + self.config.ready_timeout(),
+            started,
+            baseline,
         });
+    }
+
+    /// The successor of a worker past its limit did not accept within `ready-timeout`: it is
+    /// killed and the old worker, which never stopped serving, keeps its place (the limit is
+    /// tried again at a later check). A chain reload asked meanwhile starts now.
+    fn recycle_give_up(&mut self) {
+        let Some(recycle) = self.recycle.take() else {
+            return;
+        };
+        let slot = &mut self.slots[recycle.slot];
+        if let Some(old) = slot.retiring.take() {
+            let successor = slot.pid.replace(old);
+            tracing::warn!(
+                worker = slot.id,
+                pid = old.as_raw(),
+                successor = successor.map(|p| p.as_raw()),
+                ready_timeout_secs = self.config.ready_timeout,
+                "the successor of a worker past its limit did not accept within \
+                 ready-timeout: killing it, the old worker serves on"
+            );
+            if let Some(successor) = successor {
+                signal(successor, Signal::SIGKILL, "successor never ready");
+            }
+            slot.ready = true;
+            slot.ready_pipe = None;
+            slot.respawn_at = None;
+            slot.started = recycle.started;
+            slot.baseline = recycle.baseline;
+        }
+        if recycle.chain_asked {
+            self.begin_chain();
+        }
     }
 
     /// The successor of the worker replaced for a limit accepts: the old one stops.
@@ -1219,6 +1265,14 @@ impl Master {
         }
         let deadline = Instant::now() + mercy;
         self.enter(Phase::Stopping { deadline }, why);
+        if self
+            .recycle
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.chain_asked))
+        {
+            // Asked during a limit's replacement: it gets its refusal now, not never.
+            self.begin_chain();
+        }
         for slot in &mut self.slots {
             slot.respawn_at = None;
         }
