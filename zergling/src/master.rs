@@ -795,7 +795,6 @@ impl Master {
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )?;
-        let child_log_fd = child_log.as_raw_fd();
         let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
         close.extend(self.pool.conn().map(|c| c.stream().as_raw_fd()));
         close.push(ready_read.as_raw_fd());
@@ -841,8 +840,10 @@ impl Master {
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
         let (pid, stop_pipe) = match kind {
             ProcessKind::Worker => {
-                let run = || {
-                    crate::signals::set_log_channel(child_log_fd);
+                // The child's end of the log channel is moved into the child's code: the
+                // parent closes its copy as it drops the closure after the fork.
+                let run = move || {
+                    crate::signals::set_log_channel(child_log);
                     worker::run(spec)
                 };
                 (process::fork_child(&close, run)?, None)
@@ -857,7 +858,7 @@ impl Master {
                 };
                 let board = self.scoreboard;
                 let run = move || {
-                    crate::signals::set_log_channel(child_log_fd);
+                    crate::signals::set_log_channel(child_log);
                     mule::run(id, &entry, stop, board)
                 };
                 let pid = process::fork_child(&close, run)?;
@@ -870,8 +871,7 @@ impl Master {
         let slot = &mut self.slots[i];
         slot.pid = Some(pid);
         slot.baseline = baseline;
-        // The child's end is the child's alone (a retiring predecessor keeps the log it has).
-        drop(child_log);
+        // The child's end went with it (a retiring predecessor keeps the log it has).
         slot.log_channel = Some(log_channel);
         slot.started = Instant::now();
         slot.ready = false;
