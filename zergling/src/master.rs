@@ -33,7 +33,9 @@ const READY_MARGIN: Duration = Duration::from_secs(1);
 /// second too).
 const LIMITS_CHECK: Duration = Duration::from_secs(1);
 /// How long a process condemned by `harakiri` gets to write its Python stacks before SIGKILL.
-const STACKS_GRACE: Duration = Duration::from_millis(500);
+/// Generous: the kill comes after a hang of `harakiri` seconds anyway, and on a loaded machine
+/// faulthandler may need a while to be scheduled and write every thread's stack.
+const STACKS_GRACE: Duration = Duration::from_secs(2);
 
 /// What the zergling was started with.
 pub struct Options {
