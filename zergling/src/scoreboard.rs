@@ -54,8 +54,9 @@ pub fn cells_per_slot(threads: u32) -> usize {
     (2 * threads as usize).max(MIN_CELLS)
 }
 
-/// The counters of one slot.
-#[repr(C)]
+/// The counters of one slot. Cache-line aligned: neighbouring workers count into neighbouring
+/// records, and sharing a line would make each one's writes slow the other's.
+#[repr(C, align(64))]
 struct Record {
     /// Open connections.
     open: AtomicU32,
@@ -73,8 +74,8 @@ struct Record {
     bytes_sent: AtomicU64,
 }
 
-/// One running request (or a mule's message in hand).
-#[repr(C)]
+/// One running request (or a mule's message in hand). Cache-line aligned, as [`Record`].
+#[repr(C, align(64))]
 struct Cell {
     /// The process that claimed the cell; 0 when free.
     pid: AtomicU32,
@@ -85,6 +86,9 @@ struct Cell {
     len: AtomicU64,
     text: [AtomicU64; TEXT_WORDS],
 }
+
+// The cells follow the records in one mapping: they must agree on alignment.
+const _: () = assert!(std::mem::align_of::<Record>() == std::mem::align_of::<Cell>());
 
 /// The board of one generation: [`Record`]s for every slot, then each slot's [`Cell`]s.
 #[derive(Clone, Copy)]
@@ -156,8 +160,8 @@ impl Scoreboard {
         let bytes = NonZeroUsize::new(bytes).expect("a board has at least one slot");
         // SAFETY: a fresh anonymous mapping at an address the kernel picks aliases nothing; it
         // is zero-filled, and zero is a valid value of every atomic in it. It is page aligned,
-        // and `Record`'s size is a multiple of 8, so the cells after the records are aligned
-        // too. It is never unmapped (the board lives as long as the process), so the pointers
+        // and `Record`'s size is a multiple of its alignment (64, that of `Cell` too), so the
+        // cells after the records are aligned too. It is never unmapped (the board lives as long as the process), so the pointers
         // stay valid.
         let ptr = unsafe {
             mmap_anonymous(
