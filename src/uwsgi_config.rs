@@ -998,10 +998,6 @@ const IGNORED: &[(&str, &str)] = &[
         "zerg's static-map follows no symlink out of its directory; such a file is left to the app",
     ),
     ("log-master", "zerg's processes write their own log lines"),
-    (
-        "disable-logging",
-        "zerg logs no request unless `log-format` is set",
-    ),
     ("log-date", "zerg's log lines carry a timestamp already"),
     ("logdate", "zerg's log lines carry a timestamp already"),
     ("cpu-affinity", "zerg does not pin workers to CPUs"),
@@ -1305,6 +1301,9 @@ fn map_entries(
             ));
             value = "uwsgi".into();
         }
+        if name == "disable-logging" {
+            continue; // honoured below: it keeps the request log off
+        }
         match treatment(&entry.key, &entry.value) {
             Treatment::Map(option) => add(option, value, entry.line),
             Treatment::Ignore(why) => warnings.push(notice(format!("ignored: {why}"))),
@@ -1321,6 +1320,16 @@ fn map_entries(
                 )));
             }
         }
+    }
+    // uWSGI logs every request unless `disable-logging` says not to; so does a site read from
+    // its file (zerg's own config logs none unless `log-format` asks).
+    let logging_disabled = entries.iter().any(|e| {
+        !e.placeholder_only
+            && canonical_name(&e.key) == "disable-logging"
+            && !matches!(e.value.trim(), "false" | "0" | "no" | "off")
+    });
+    if !logging_disabled && !options.iter().any(|(k, _)| *k == "log-format") {
+        options.push(("log-format", vec![("uwsgi".to_owned(), 0)]));
     }
     Translation {
         source: Source {
@@ -2082,6 +2091,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("line 5: `{key}`")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_uwsgi_file_logs_every_request_unless_logging_is_disabled() {
+        let translated_config =
+            |text: &str| parse(text, Path::new("s.yml"), Dialect::Yaml).unwrap();
+        let c = translated_config("uwsgi:\n  http: :1\n  module: a\n");
+        assert_eq!(c.log_format, Some(crate::config::LogFormat::Uwsgi));
+        for off in ["true", "1"] {
+            let text = format!("uwsgi:\n  http: :1\n  module: a\n  disable-logging: {off}\n");
+            assert_eq!(translated_config(&text).log_format, None, "{off:?}");
+        }
+        let text = "uwsgi:\n  http: :1\n  module: a\n  disable-logging: false\n";
+        assert_eq!(
+            translated_config(text).log_format,
+            Some(crate::config::LogFormat::Uwsgi)
+        );
     }
 
     #[test]

@@ -136,6 +136,76 @@ fn harakiri_replaces_a_worker_stuck_in_sleep_and_logs_its_stack() {
 }
 
 #[test]
+fn harakiri_fires_after_the_client_gave_up() {
+    // On a thread (threads: 2), the call goes on after its client is gone.
+    let (server, marks) = start("processes: 1\nthreads: 2\nharakiri: 2\n");
+    let mut client = Client::connect(server.http);
+    client.send("GET /stuck?why=gone HTTP/1.1\r\nHost: test\r\n\r\n");
+    let stuck_pid: u32 = wait_for("the stuck request to reach the app", || {
+        std::fs::read_to_string(stuck_mark(marks.path()))
+            .ok()?
+            .parse()
+            .ok()
+    });
+    drop(client);
+    wait_for("a new worker in the stuck one's place", || {
+        let now = pids(&server, ProcessKind::Worker);
+        (now.len() == 1 && !now.values().any(|&p| p == stuck_pid) && !alive(stuck_pid))
+            .then_some(())
+    });
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("HARAKIRI") && l.contains("GET /stuck?why=gone")),
+        "no harakiri line naming the request in:\n{log}"
+    );
+    assert!(
+        log.contains("in stuck_in_sleep"),
+        "no Python stack naming the sleeping function in:\n{log}"
+    );
+}
+
+#[test]
+fn harakiri_leaves_a_slow_reader_alone() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("big"), vec![b'x'; 32 << 20]).unwrap();
+    let (server, _marks) = start(&format!(
+        "processes: 1\nharakiri: 1\nstatic-map: /files={}\n",
+        files.path().display()
+    ));
+    let worker = pids(&server, ProcessKind::Worker)[&1];
+    let mut stream = std::net::TcpStream::connect(server.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /files/big HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The slow reader is the scenario itself: it takes a little at a time for well past the
+    // limit, the check's period and the stacks' grace. 32 MiB is more than the socket
+    // buffers hold, so the worker is still sending meanwhile.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let slow_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < slow_until {
+        let n = stream.read(&mut buf).unwrap();
+        assert_ne!(n, 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stream.read_to_end(&mut got).unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(got.len() - head_end, 32 << 20, "the whole body arrives");
+    assert_eq!(pids(&server, ProcessKind::Worker)[&1], worker);
+    assert!(alive(worker));
+    let log = server.log_text();
+    assert!(!log.contains("HARAKIRI"), "{log}");
+}
+
+#[test]
 fn max_requests_replaces_each_worker_under_load_without_a_failure() {
     let (server, _marks) = start("processes: 2\nmax-requests: 30\nmax-requests-delta: 10\n");
     let first = pids(&server, ProcessKind::Worker);
@@ -190,6 +260,36 @@ fn max_worker_lifetime_replaces_workers_without_a_failure() {
     assert!(server
         .log_text()
         .contains("max-worker-lifetime: 3s; it has lived"));
+}
+
+#[test]
+fn a_successor_that_never_accepts_is_given_up_and_the_old_worker_serves_on() {
+    let marks = tempfile::tempdir().unwrap();
+    let hang = marks.path().join("hang");
+    let source = format!(
+        "import os, time\n\
+         if os.path.exists({hang:?}):\n    time.sleep(3600)\n\
+         def application(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [str(os.getpid()).encode()]\n",
+        hang = hang.display().to_string()
+    );
+    let server = Server::start_with_app_source(
+        &source,
+        "processes: 1\nlazy-apps: true\nmax-worker-lifetime: 3\nready-timeout: 4\n",
+    );
+    let original = pids(&server, ProcessKind::Worker)[&1];
+    // Every successor's import hangs from now on (the first is due in 3 s).
+    std::fs::write(&hang, b"").unwrap();
+    wait_for("a successor to be given up", || {
+        server
+            .log_text()
+            .contains("did not accept within ready-timeout")
+            .then_some(())
+    });
+    // Given up (again and again): the original worker is the one that answers.
+    assert!(alive(original));
+    assert_eq!(server.get("/").text(), original.to_string());
 }
 
 #[test]

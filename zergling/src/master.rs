@@ -35,7 +35,9 @@ const READY_MARGIN: Duration = Duration::from_secs(1);
 /// second too).
 const LIMITS_CHECK: Duration = Duration::from_secs(1);
 /// How long a process condemned by `harakiri` gets to write its Python stacks before SIGKILL.
-const STACKS_GRACE: Duration = Duration::from_millis(500);
+/// Generous: the kill comes after a hang of `harakiri` seconds anyway, and on a loaded machine
+/// faulthandler may need a while to be scheduled and write every thread's stack.
+const STACKS_GRACE: Duration = Duration::from_secs(2);
 
 /// What the zergling was started with.
 pub struct Options {
@@ -97,8 +99,15 @@ struct Harakiri {
 /// is forked, and the old process is stopped once the successor accepts.
 struct Recycle {
     slot: usize,
-    /// A chain reload asked for meanwhile, started once this replacement is done.
+    /// A chain reload asked for meanwhile, started once this replacement is done (or given
+    /// up), so that it gets its answer.
     chain_asked: bool,
+    /// Past this (the config's `ready-timeout` after the fork) the successor is given up.
+    deadline: Instant,
+    /// The old process's start and request count, given back to it if its successor is
+    /// given up.
+    started: Instant,
+    baseline: u64,
 }
 
 impl Slot {
@@ -936,7 +945,6 @@ impl Master {
             None,
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )?;
-        let child_log_fd = child_log.as_raw_fd();
         let mut close: Vec<RawFd> = self.signals.raw_fds().to_vec();
         close.extend(self.pool.conn().map(|c| c.stream().as_raw_fd()));
         close.push(ready_read.as_raw_fd());
@@ -982,8 +990,10 @@ impl Master {
         let (kind, id) = (self.slots[i].kind, self.slots[i].id);
         let (pid, stop_pipe) = match kind {
             ProcessKind::Worker => {
-                let run = || {
-                    crate::signals::set_log_channel(child_log_fd);
+                // The child's end of the log channel is moved into the child's code: the
+                // parent closes its copy as it drops the closure after the fork.
+                let run = move || {
+                    crate::signals::set_log_channel(child_log);
                     worker::run(spec)
                 };
                 (process::fork_child(&close, run)?, None)
@@ -998,7 +1008,7 @@ impl Master {
                 };
                 let board = self.scoreboard;
                 let run = move || {
-                    crate::signals::set_log_channel(child_log_fd);
+                    crate::signals::set_log_channel(child_log);
                     mule::run(id, &entry, stop, board)
                 };
                 let pid = process::fork_child(&close, run)?;
@@ -1017,8 +1027,7 @@ impl Master {
             .map_or(0, |d| d.as_secs());
         slot.pid = Some(pid);
         slot.baseline = baseline;
-        // The child's end is the child's alone (a retiring predecessor keeps the log it has).
-        drop(child_log);
+        // The child's end went with it (a retiring predecessor keeps the log it has).
         slot.log_channel = Some(log_channel);
         slot.started = Instant::now();
         slot.ready = false;
@@ -1154,6 +1163,9 @@ impl Master {
     /// is stuck, and starts replacing a worker past a limit (one at a time).
     fn check_limits(&mut self) {
         let now = Instant::now();
+        if self.recycle.as_ref().is_some_and(|r| r.deadline <= now) {
+            self.recycle_give_up();
+        }
         for slot in &mut self.slots {
             if let Some(h) = slot
                 .harakiri
@@ -1299,6 +1311,7 @@ impl Master {
     /// forked now; the old process serves until the successor accepts, then drains.
     fn recycle_start(&mut self, i: usize, why: &str) {
         let slot = &mut self.slots[i];
+        let (started, baseline) = (slot.started, slot.baseline);
         slot.start_successor();
         tracing::info!(
             worker = slot.id,
@@ -1308,7 +1321,42 @@ impl Master {
         self.recycle = Some(Recycle {
             slot: i,
             chain_asked: false,
+            deadline: Instant::now() + self.config.ready_timeout(),
+            started,
+            baseline,
         });
+    }
+
+    /// The successor of a worker past its limit did not accept within `ready-timeout`: it is
+    /// killed and the old worker, which never stopped serving, keeps its place (the limit is
+    /// tried again at a later check). A chain reload asked meanwhile starts now.
+    fn recycle_give_up(&mut self) {
+        let Some(recycle) = self.recycle.take() else {
+            return;
+        };
+        let slot = &mut self.slots[recycle.slot];
+        if let Some(old) = slot.retiring.take() {
+            let successor = slot.pid.replace(old);
+            tracing::warn!(
+                worker = slot.id,
+                pid = old.as_raw(),
+                successor = successor.map(|p| p.as_raw()),
+                ready_timeout_secs = self.config.ready_timeout,
+                "the successor of a worker past its limit did not accept within \
+                 ready-timeout: killing it, the old worker serves on"
+            );
+            if let Some(successor) = successor {
+                signal(successor, Signal::SIGKILL, "successor never ready");
+            }
+            slot.ready = true;
+            slot.ready_pipe = None;
+            slot.respawn_at = None;
+            slot.started = recycle.started;
+            slot.baseline = recycle.baseline;
+        }
+        if recycle.chain_asked {
+            self.begin_chain();
+        }
     }
 
     /// The successor of the worker replaced for a limit accepts: the old one stops.
@@ -1373,6 +1421,14 @@ impl Master {
         }
         let deadline = Instant::now() + mercy;
         self.enter(Phase::Stopping { deadline }, why);
+        if self
+            .recycle
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.chain_asked))
+        {
+            // Asked during a limit's replacement: it gets its refusal now, not never.
+            self.begin_chain();
+        }
         for slot in &mut self.slots {
             slot.respawn_at = None;
         }

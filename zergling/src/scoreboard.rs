@@ -54,8 +54,9 @@ pub fn cells_per_slot(threads: u32) -> usize {
     (2 * threads as usize).max(MIN_CELLS)
 }
 
-/// The counters of one slot.
-#[repr(C)]
+/// The counters of one slot. Cache-line aligned: neighbouring workers count into neighbouring
+/// records, and sharing a line would make each one's writes slow the other's.
+#[repr(C, align(64))]
 struct Record {
     /// Open connections.
     open: AtomicU32,
@@ -73,8 +74,8 @@ struct Record {
     bytes_sent: AtomicU64,
 }
 
-/// One running request (or a mule's message in hand).
-#[repr(C)]
+/// One running request (or a mule's message in hand). Cache-line aligned, as [`Record`].
+#[repr(C, align(64))]
 struct Cell {
     /// The process that claimed the cell; 0 when free.
     pid: AtomicU32,
@@ -85,6 +86,9 @@ struct Cell {
     len: AtomicU64,
     text: [AtomicU64; TEXT_WORDS],
 }
+
+// The cells follow the records in one mapping: they must agree on alignment.
+const _: () = assert!(std::mem::align_of::<Record>() == std::mem::align_of::<Cell>());
 
 /// The board of one generation: [`Record`]s for every slot, then each slot's [`Cell`]s.
 #[derive(Clone, Copy)]
@@ -156,8 +160,8 @@ impl Scoreboard {
         let bytes = NonZeroUsize::new(bytes).expect("a board has at least one slot");
         // SAFETY: a fresh anonymous mapping at an address the kernel picks aliases nothing; it
         // is zero-filled, and zero is a valid value of every atomic in it. It is page aligned,
-        // and `Record`'s size is a multiple of 8, so the cells after the records are aligned
-        // too. It is never unmapped (the board lives as long as the process), so the pointers
+        // and `Record`'s size is a multiple of its alignment (64, that of `Cell` too), so the
+        // cells after the records are aligned too. It is never unmapped (the board lives as long as the process), so the pointers
         // stay valid.
         let ptr = unsafe {
             mmap_anonymous(
@@ -327,26 +331,35 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// A request (or a mule's message) begins; `what` describes it for the log of a harakiri.
-    /// The ticket counts it as answered when dropped.
-    pub fn begin(&self, what: &[&[u8]]) -> Ticket {
-        let started_us = now_us();
+    /// A request (or a mule's message) begins: the ticket counts it as answered when
+    /// dropped. It follows nothing for harakiri: see [`Lane::claim`].
+    pub fn begin(&self) -> Ticket {
         let record = self.board.record(self.slot);
         record.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ticket {
+            lane: *self,
+            started_us: now_us(),
+            status: 0,
+        }
+    }
+
+    /// App code starts working on a request (or a mule on a message): harakiri follows it
+    /// in a cell until the claim is dropped, when that work ends (not when the client is
+    /// answered, or gone); `what` describes it for the log of a harakiri.
+    pub fn claim(&self, what: &[&[u8]]) -> Claim {
+        let started_us = now_us();
         let cell = self.board.cells(self.slot).iter().position(|cell| {
-            cell.pid
-                .compare_exchange(0, self.pid, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+            // A read first: a busy cell is passed over without taking its cache line.
+            cell.pid.load(Ordering::Relaxed) == 0
+                && cell
+                    .pid
+                    .compare_exchange(0, self.pid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
         });
         if let Some(i) = cell {
             self.board.cells(self.slot)[i].write_parts(started_us, what);
         }
-        Ticket {
-            lane: *self,
-            cell,
-            started_us,
-            status: 0,
-        }
+        Claim { lane: *self, cell }
     }
 
     /// `n` bytes went out to a client.
@@ -358,10 +371,25 @@ impl Lane {
     }
 }
 
+/// App code at work on a request: its cell on the board, freed when dropped.
+pub struct Claim {
+    lane: Lane,
+    cell: Option<usize>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(i) = self.cell {
+            let cell = &self.lane.board.cells(self.lane.slot)[i];
+            cell.write(0, b"");
+            cell.pid.store(0, Ordering::Release);
+        }
+    }
+}
+
 /// A request being answered: counted when dropped, with the status set on it.
 pub struct Ticket {
     lane: Lane,
-    cell: Option<usize>,
     started_us: u64,
     /// The response's status, once known; 0 counts in no status class.
     pub status: u16,
@@ -371,11 +399,6 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let took = now_us().saturating_sub(self.started_us);
         let board = &self.lane.board;
-        if let Some(i) = self.cell {
-            let cell = &board.cells(self.lane.slot)[i];
-            cell.write(0, b"");
-            cell.pid.store(0, Ordering::Release);
-        }
         let r = board.record(self.lane.slot);
         let _ = r
             .in_flight
@@ -512,16 +535,24 @@ mod tests {
     fn a_ticket_counts_its_request_by_status_and_duration() {
         let board = Scoreboard::new(2, 0, 2).unwrap();
         let lane = board.lane(1, 42);
-        let mut ticket = lane.begin(&[b"GET ", b"/slow?x=1"]);
+        let mut ticket = lane.begin();
+        let claim = lane.claim(&[b"GET ", b"/slow?x=1"]);
         let snap = board.snapshot(1);
         assert_eq!(snap.in_flight, 1);
         let oldest = snap.oldest.expect("the request runs");
         assert_eq!((oldest.pid, oldest.what.as_str()), (42, "GET /slow?x=1"));
         assert!(snap.busy_for.is_some());
+        drop(claim);
+        assert_eq!(board.snapshot(1).oldest, None, "the app's work is over");
+        assert_eq!(
+            board.snapshot(1).in_flight,
+            1,
+            "the client is not answered yet"
+        );
         ticket.status = 503;
         lane.sent(100);
         drop(ticket);
-        let mut ok = lane.begin(&[b"GET /"]);
+        let mut ok = lane.begin();
         ok.status = 200;
         drop(ok);
         let snap = board.snapshot(1);
@@ -540,7 +571,9 @@ mod tests {
         let board = Scoreboard::new(1, 0, 2).unwrap();
         let lane = board.lane(0, 7);
         let long = vec![b'a'; 500];
-        let tickets: Vec<Ticket> = (0..3).map(|_| lane.begin(&[b"POST ", &long])).collect();
+        let tickets: Vec<(Ticket, Claim)> = (0..3)
+            .map(|_| (lane.begin(), lane.claim(&[b"POST ", &long])))
+            .collect();
         let running = board.running(0);
         assert_eq!(running.len(), 2);
         assert_eq!(running[0].what.len(), TEXT_MAX);
@@ -554,7 +587,7 @@ mod tests {
     #[test]
     fn a_cell_left_mid_write_by_a_killed_worker_is_readable_again() {
         let board = Scoreboard::new(1, 0, 1).unwrap();
-        std::mem::forget(board.lane(0, 5).begin(&[b"GET /killed"]));
+        std::mem::forget(board.lane(0, 5).claim(&[b"GET /killed"]));
         // Killed between the two stores of the sequence lock: left odd.
         let cell = &board.cells(0)[0];
         cell.seq.fetch_add(1, Ordering::Relaxed);
@@ -563,7 +596,7 @@ mod tests {
             "a cell being written is not read"
         );
         board.forget(0, 5);
-        let _next = board.lane(0, 6).begin(&[b"GET /next"]);
+        let _next = board.lane(0, 6).claim(&[b"GET /next"]);
         let running = board.running(0);
         assert_eq!(running.len(), 1, "the next request in that cell is seen");
         assert_eq!((running[0].pid, running[0].what.as_str()), (6, "GET /next"));
@@ -573,7 +606,7 @@ mod tests {
     fn a_mule_has_a_slot_after_the_workers() {
         let board = Scoreboard::new(2, 2, 1).unwrap();
         assert_eq!(board.mule_slot(2), 3);
-        let _held = board.lane(3, 9).begin(&[b"farm jobs: {\"job\": 1}"]);
+        let _held = board.lane(3, 9).claim(&[b"farm jobs: {\"job\": 1}"]);
         assert_eq!(board.running(3)[0].what, "farm jobs: {\"job\": 1}");
         assert!(board.running(2).is_empty());
     }
@@ -587,9 +620,9 @@ mod tests {
                 board.opened(1);
                 board.opened(1);
                 let lane = board.lane(1, std::process::id());
-                drop(lane.begin(&[b"GET /done"]));
+                drop((lane.begin(), lane.claim(&[b"GET /done"])));
                 // Still running when the child dies: as a worker killed by harakiri.
-                std::mem::forget(lane.begin(&[b"GET /stuck"]));
+                std::mem::forget((lane.begin(), lane.claim(&[b"GET /stuck"])));
                 // SAFETY: leaving the forked child without running the parent's destructors.
                 unsafe { libc::_exit(0) };
             }

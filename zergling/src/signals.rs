@@ -5,7 +5,7 @@
 //! handler; a forked child calls [`reset_in_child`] before anything else so it neither runs the
 //! master's handlers nor keeps the master's pipe.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::OFlag;
@@ -148,9 +148,12 @@ pub fn reopen_log_on_signal() -> std::io::Result<()> {
     Ok(())
 }
 
-/// In a freshly forked worker or mule: `channel` is where its reopened logs arrive.
-pub fn set_log_channel(channel: RawFd) {
-    LOG_CHANNEL.store(channel, Ordering::Relaxed);
+/// In a freshly forked worker or mule: `channel` is where its reopened logs arrive, kept open
+/// for the process's life. A log handed over between the fork and now came with a
+/// [`REOPEN_LOG`] that found no channel yet: it is taken at once.
+pub fn set_log_channel(channel: OwnedFd) {
+    LOG_CHANNEL.store(channel.into_raw_fd(), Ordering::Relaxed);
+    take_log();
 }
 
 /// Takes every file waiting on the log channel; the last one becomes stdout and stderr.

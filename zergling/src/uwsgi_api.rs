@@ -29,7 +29,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 
 use ::zerg::mule_record::{self, MAX_MESSAGE};
 
-use crate::scoreboard::{Lane, Ticket};
+use crate::scoreboard::{Claim, Lane, Ticket};
 
 /// One queue's two ends.
 pub struct Queue {
@@ -63,7 +63,7 @@ static LOOPBACK: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
 /// In a mule: its place on the generation's scoreboard, and the message in hand there, which
 /// the master times for `mule-harakiri`.
 static BOARD: OnceLock<Lane> = OnceLock::new();
-static HELD: Mutex<Option<Ticket>> = Mutex::new(None);
+static HELD: Mutex<Option<(Ticket, Claim)>> = Mutex::new(None);
 /// The most bytes of a message the scoreboard shows (it keeps [`crate::scoreboard::TEXT_MAX`] in all).
 const SHOWN: usize = 80;
 
@@ -355,13 +355,15 @@ fn take(py: Python<'_>, queues: &[&'static Queue], timeout_ms: i32) -> PyResult<
                         }
                         if let Some(board) = BOARD.get() {
                             let shown = &buf[..buf.len().min(SHOWN)];
-                            let ticket = board.begin(&[
+                            let ticket = board.begin();
+                            let claim = board.claim(&[
                                 b"message from ",
                                 queues[i].name.as_bytes(),
                                 b": ",
                                 shown,
                             ]);
-                            *HELD.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticket);
+                            *HELD.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some((ticket, claim));
                         }
                         return Ok(Some(buf));
                     }

@@ -45,6 +45,7 @@ use super::awaitable::Ready;
 use super::inbox::Event;
 use super::Shared;
 use crate::python::describe;
+use crate::scoreboard::Claim;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::input::LentBody;
 use crate::wsgi::reply::{Chunks, Reply, ResponseBody, STREAM_DEPTH};
@@ -106,6 +107,8 @@ struct Side {
     /// Where the response's head (and whole body, if it has one) goes: the connection's task.
     reply: Option<oneshot::Sender<Reply>>,
     head_request: bool,
+    /// The request on the scoreboard for harakiri, until the app's coroutine ends.
+    running: Option<Claim>,
 }
 
 /// How far the response is.
@@ -156,6 +159,7 @@ impl Cycle {
         shared: Arc<Shared>,
         body: RequestBody,
         head_request: bool,
+        running: Claim,
     ) -> (Arc<Cycle>, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
         shared.task_begins();
@@ -171,6 +175,7 @@ impl Cycle {
                 response: Progress::Waiting,
                 reply: Some(tx),
                 head_request,
+                running: Some(running),
             }),
         });
         (cycle, rx)
@@ -270,7 +275,10 @@ impl Cycle {
 
     /// The app could not be called: 500.
     pub fn fail(self: &Arc<Self>, py: Python<'_>) {
-        self.side().give_up(py, self);
+        let mut side = self.side();
+        side.give_up(py, self);
+        side.running = None;
+        drop(side);
         self.task_ended();
     }
 
@@ -299,13 +307,19 @@ impl Cycle {
                 describe(py, err)
             );
         }
-        self.side().give_up(py, self);
+        let mut side = self.side();
+        side.give_up(py, self);
+        side.running = None;
+        drop(side);
         self.task_ended();
     }
 
     /// The app's coroutine returned.
     pub fn returned(self: &Arc<Self>, py: Python<'_>, request: &Request) {
-        self.side().returned(py, self, request);
+        let mut side = self.side();
+        side.returned(py, self, request);
+        side.running = None;
+        drop(side);
         self.task_ended();
     }
 }

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc as mpsc_tokio, oneshot, Notify};
 use zerg::config::Config;
 
 use crate::python::App;
+use crate::scoreboard::Lane;
 use crate::wsgi::environ::ConnEnv;
 use crate::wsgi::input::{self, Lease, Prefetched, Source};
 use crate::wsgi::reply::{Reply, ResponseBody};
@@ -344,12 +345,15 @@ impl Bridge {
 
     /// Answers one request through the app. Called on the worker's event-loop thread. A body
     /// streamed to the app comes with its [`Lease`], and the response with its [`Watch`]: the
-    /// connection keeps both until the response is done.
+    /// connection keeps both until the response is done. `board` follows the app's
+    /// coroutine for harakiri, from when it is handed to the loop (after a small body is
+    /// read) until it returns: for a stream (SSE), its whole life.
     pub async fn call(
         &self,
         parts: Parts,
         conn: Arc<ConnEnv>,
         body: Incoming,
+        board: Lane,
     ) -> (Reply, Option<Lease>, Option<Watch>) {
         if let Some(deliveries) = self
             .deliveries
@@ -379,7 +383,14 @@ impl Bridge {
                 }
             }
         };
-        let (cycle, reply) = Cycle::new(self.shared.clone(), body, parts.method == Method::HEAD);
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let running = board.claim(&[parts.method.as_str().as_bytes(), b" ", target.as_bytes()]);
+        let (cycle, reply) = Cycle::new(
+            self.shared.clone(),
+            body,
+            parts.method == Method::HEAD,
+            running,
+        );
         let watch = Watch(cycle.clone());
         // The wake-up waits for the other connections due in this turn of hyper's thread,
         // so that their requests go in one.

@@ -551,10 +551,9 @@ fn handle(
 ) -> Handled {
     state.yielder.before_request();
     // The one place every request (HTTP, HTTPS, uwsgi, WSGI or ASGI) begins; it is counted
-    // as answered when hyper lets go of its response.
-    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
-    let what = [req.method().as_str().as_bytes(), b" ", target.as_bytes()];
-    in_flight.ticket = Some(state.board.begin(&what));
+    // as answered when hyper lets go of its response. Harakiri follows only the app's work
+    // on it, from when the app is called (see `wsgi::Slot`, `asgi::Bridge::call`).
+    in_flight.ticket = Some(state.board.begin());
     if let Some(log) = &state.access {
         in_flight.access = Some(log.begin(&req, conn));
     }
@@ -572,18 +571,18 @@ fn handle(
     }
     let python = match &state.app {
         App::Wsgi(pool) => pool,
-        App::Asgi(bridge) => return call_asgi(req, conn, bridge, in_flight),
+        App::Asgi(bridge) => return call_asgi(req, conn, bridge, in_flight, state.board),
     };
     let slot = python.slot_now(req.body());
     let (parts, body) = req.into_parts();
     let Some(slot) = slot else {
-        let (conn, python) = (conn.clone(), python.clone());
+        let (conn, python, board) = (conn.clone(), python.clone(), state.board);
         return Handled::Later(Box::pin(async move {
-            let (reply, lease) = python.call(parts, conn, body).await;
+            let (reply, lease) = python.call(parts, conn, body, board).await;
             respond_lent(reply, in_flight, lease)
         }));
     };
-    match python.call_now(parts, conn, slot) {
+    match python.call_now(parts, conn, slot, state.board) {
         Called::Answered(reply) => Handled::now(respond(reply, in_flight)),
         Called::Pending(answer) => Handled::Later(Box::pin(async move {
             respond(crate::wsgi::reply_from_thread(answer).await, in_flight)
@@ -598,6 +597,7 @@ fn call_asgi(
     conn: &Arc<ConnEnv>,
     bridge: &Arc<crate::asgi::Bridge>,
     in_flight: InFlight,
+    board: Lane,
 ) -> Handled {
     if let Some(refusal) = crate::asgi::refuse_websocket(req.headers()) {
         return Handled::now(respond(refusal, in_flight));
@@ -605,7 +605,7 @@ fn call_asgi(
     let (parts, body) = req.into_parts();
     let (conn, bridge) = (conn.clone(), bridge.clone());
     Handled::Later(Box::pin(async move {
-        let (reply, lease, watch) = bridge.call(parts, conn, body).await;
+        let (reply, lease, watch) = bridge.call(parts, conn, body, board).await;
         let mut response = respond_lent(reply, in_flight, lease);
         response.body_mut()._watch = watch;
         response

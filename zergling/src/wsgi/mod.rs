@@ -31,6 +31,7 @@ use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::python::{describe, App};
+use crate::scoreboard::{Claim, Lane};
 use environ::{ConnEnv, HeaderKeys};
 use input::{BadRequestBody, Input, Lease, Prefetched, Source};
 use reply::Reply;
@@ -45,6 +46,26 @@ pub struct Static {
     pub post_buffering: u64,
 }
 
+/// One of the worker's app slots, taken for a request: harakiri follows the request from
+/// the moment the slot is taken until the app's work on it is done (the call, its
+/// iterable's end and `close()`), on whatever thread does it, whether its client waits for
+/// the answer or is gone.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _running: Claim,
+}
+
+impl Slot {
+    fn take(permit: OwnedSemaphorePermit, parts: &Parts, board: Lane) -> Slot {
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let what = [parts.method.as_str().as_bytes(), b" ", target.as_bytes()];
+        Slot {
+            _permit: permit,
+            _running: board.claim(&what),
+        }
+    }
+}
+
 /// Work for a Python thread. Each holds one of the worker's app slots until it is done.
 enum Job {
     /// Call the app for a request.
@@ -53,7 +74,7 @@ enum Job {
         conn: Arc<ConnEnv>,
         body: Source,
         reply: oneshot::Sender<Reply>,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
     },
     /// Go on with the response of an app called inline: iterate the rest of its body and
     /// close it.
@@ -61,7 +82,7 @@ enum Job {
         parts: Parts,
         rest: Rest,
         responder: Arc<Responder>,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
     },
 }
 
@@ -132,19 +153,28 @@ impl Pool {
     }
 
     /// Calls the app inline for a request without a body, in a slot from
-    /// [`slot_now`](Pool::slot_now).
-    pub fn call_now(&self, parts: Parts, conn: &ConnEnv, slot: OwnedSemaphorePermit) -> Called {
+    /// [`slot_now`](Pool::slot_now); `board` follows the call for harakiri.
+    pub fn call_now(
+        &self,
+        parts: Parts,
+        conn: &ConnEnv,
+        slot: OwnedSemaphorePermit,
+        board: Lane,
+    ) -> Called {
+        let slot = Slot::take(slot, &parts, board);
         self.run_inline(parts, conn, Source::Done, slot)
     }
 
     /// Answers one request through the app. Called on the worker's event-loop thread. A body
     /// streamed to the app comes with its [`Lease`], which the connection keeps until the
-    /// response is done.
+    /// response is done. `board` follows the app's work for harakiri, from when it has its
+    /// slot (not while the body is read first, or the request waits for a slot).
     pub async fn call(
         &self,
         parts: Parts,
         conn: Arc<ConnEnv>,
         body: Incoming,
+        board: Lane,
     ) -> (Reply, Option<Lease>) {
         // The body is read before taking a slot: a slow client must not hold the app idle.
         let (body, lease) = match input::prefetch(&parts, body, self.post_buffering).await {
@@ -163,6 +193,7 @@ impl Pool {
         let Ok(slot) = slot else {
             return (Reply::error(StatusCode::SERVICE_UNAVAILABLE), lease);
         };
+        let slot = Slot::take(slot, &parts, board);
         let answer = if self.inline && lease.is_none() {
             match self.run_inline(parts, &conn, body, slot) {
                 Called::Answered(reply) => return (reply, None),
@@ -184,13 +215,7 @@ impl Pool {
 
     /// Calls the app inline, holding `slot`: answered, or the response's head or whole reply
     /// still to come from the thread that goes on with the body.
-    fn run_inline(
-        &self,
-        mut parts: Parts,
-        conn: &ConnEnv,
-        body: Source,
-        slot: OwnedSemaphorePermit,
-    ) -> Called {
+    fn run_inline(&self, mut parts: Parts, conn: &ConnEnv, body: Source, slot: Slot) -> Called {
         let head_request = parts.method == Method::HEAD;
         gil::keep();
         let called = Python::attach(|py| -> PyResult<Inline> {
