@@ -320,8 +320,14 @@ impl Pool {
             adoption.mules_held.clone(),
         );
         for k in adoption.mules_held {
-            if let Some(holder) = self.mule_holders.get_mut(k as usize - 1) {
-                *holder = Some(number);
+            match mule_index(k).and_then(|i| self.mule_holders.get_mut(i)) {
+                Some(holder) => *holder = Some(number),
+                None => tracing::warn!(
+                    generation = number,
+                    mule = k,
+                    positions = self.mule_holders.len(),
+                    "adopted generation claims a mule position the config does not have; ignored"
+                ),
             }
         }
         g.conn = Some((conn, tx));
@@ -1163,7 +1169,7 @@ impl Pool {
         p.messages = self
             .queues
             .1
-            .get(p.id as usize - 1)
+            .get(mule_index(p.id).unwrap_or(usize::MAX))
             .map(zerg::mule_record::taken);
     }
 
@@ -1272,6 +1278,12 @@ impl Pool {
             last_reload: self.last_reload.clone(),
         }
     }
+}
+
+/// The index in `mule_holders` and the records of mule position `k` (numbered from 1), or
+/// `None` for a 0 a peer sent.
+fn mule_index(k: u32) -> Option<usize> {
+    (k as usize).checked_sub(1)
 }
 
 async fn sleep_until(at: Option<Instant>) {
