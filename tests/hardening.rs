@@ -7,7 +7,6 @@ mod common;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{alive, bin_dir, output_within, wait_for, Client, KillOnDrop, Server, DEADLINE};
 
@@ -39,7 +38,7 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
             .then_some(())
     });
     server.signal(libc::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
+    server.wait_exit(DEADLINE);
 
     let r = slow.response();
     assert_eq!((r.status, r.text().as_str()), (200, "slow done"));
@@ -71,15 +70,22 @@ fn pool_killed_while_a_generation_starts_makes_it_give_up() {
     let mut server = Server::start_with_app_source_env(
         "from slow_import import application\n",
         &format!(
-            "processes: 1\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_STARTED={}\n",
+            "processes: 1\nlazy-apps: true\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_SECS=0\n  - SLOW_IMPORT_STARTED={}\n",
             common::apps_dir().display(),
             started.display()
         ),
         &[],
     );
-    // The first generation serves; a reload starts a second, which the pool's death catches
-    // while it imports.
+    // The first generation serves at once; a reload starts a second whose import outlasts any
+    // load on the machine, so the pool's death surely catches it while it imports. The workers
+    // import (lazy-apps), so that its master sees the death while they do.
     std::fs::remove_file(&started).unwrap();
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        config.replace("SLOW_IMPORT_SECS=0", "SLOW_IMPORT_SECS=60"),
+    )
+    .unwrap();
     let serving = server.wait_serving().generations[0].clone();
     let mut pids: Vec<u32> = serving.processes.iter().map(|p| p.pid).collect();
     pids.extend(serving.master_pid);
@@ -92,7 +98,7 @@ fn pool_killed_while_a_generation_starts_makes_it_give_up() {
     pids.push(starting);
     let _cleanup = KillOnDrop(pids);
     server.signal(libc::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
+    server.wait_exit(DEADLINE);
 
     wait_for("the starting generation to give up and exit", || {
         (!alive(starting)).then_some(())

@@ -463,7 +463,7 @@ impl Master {
     /// Knocks on the control socket again, if the pool is gone and the pause is over: the
     /// hello hands back every fd this generation holds.
     fn knock_if_due(&mut self) {
-        if !self.pool.retry_at().is_some_and(|at| at <= Instant::now()) {
+        if self.pool.retry_at().is_none_or(|at| at > Instant::now()) {
             return;
         }
         let (queues, queue_fds, mule_records) = uwsgi_api::held();
