@@ -599,3 +599,37 @@ fn a_draining_generation_is_adopted_as_draining_and_finishes() {
     );
     assert_eq!(server.get("/hello").status, 200);
 }
+
+#[test]
+fn a_stop_signal_during_the_adoption_window_stops_the_site() {
+    let mut server = Server::start_with_app_source(&app("v1"), "processes: 1\n");
+    let pids = generation_pids(&server);
+    let _cleanup = KillOnDrop(pids.clone());
+    let master = server.wait_serving().generations[0].master_pid.unwrap();
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+    // A stopped master cannot knock: the new pool waits for it, observably.
+    // SAFETY: kill has no memory preconditions; `master` is this test's own process.
+    unsafe { libc::kill(master as i32, libc::SIGSTOP) };
+    server.start_pool_again();
+    wait_for("the new pool to wait for the generation", || {
+        server
+            .log_text()
+            .contains("waiting for them to come back")
+            .then_some(())
+    });
+    server.signal(libc::SIGTERM);
+    let code = server.wait_exit(common::DEADLINE);
+    // SAFETY: as above.
+    unsafe { libc::kill(master as i32, libc::SIGCONT) };
+    assert!(code.success(), "the pool stops cleanly: {code:?}");
+    wait_for("every process of the generation to exit", || {
+        pids.iter().all(|&p| !alive(p)).then_some(())
+    });
+    assert!(
+        server
+            .log_text()
+            .contains("adoption window ended by a stop signal"),
+        "it says why"
+    );
+}

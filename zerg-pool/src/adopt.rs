@@ -26,6 +26,7 @@ use std::time::Duration;
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrLike, SockaddrStorage};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use zerg::config::ListenAddr;
 use zerg::control::{Adoption, HandedGeneration, ListenerInfo, Message, Role, PROTOCOL_VERSION};
@@ -334,17 +335,28 @@ pub fn check_same(
 /// once every one of them came back or died). The first generation whose fds pass [`check`]
 /// gives the pool its fds, unless an upgrade gave them already (`held`); every later one must
 /// hand back the same objects. Anyone else is told to come back once the pool serves.
+///
+/// A SIGTERM, SIGINT or SIGQUIT ends the window early: the caller then stops what came back,
+/// and the masters still awaited are sent SIGTERM (nobody would supervise them otherwise). A
+/// SIGHUP or SIGUSR2 meanwhile is refused with a log line: there is nothing to reload or hand
+/// over yet.
 pub async fn collect(
     control: &UnixListener,
     mut waiting: Vec<HandedGeneration>,
     allowed_uid: u32,
     expected: &Expected,
     mut held: Option<Held>,
-) -> (Vec<Adopter>, Option<Held>) {
+    signals: &mut Signals,
+) -> Collected {
     let deadline = Instant::now() + ADOPT_WINDOW;
     waiting.retain(|g| running(g.master_pid));
+    let mut stop = None;
     if waiting.is_empty() {
-        return (Vec::new(), held);
+        return Collected {
+            adopters: Vec::new(),
+            held,
+            stop,
+        };
     }
     tracing::info!(
         generations = ?waiting.iter().map(|g| g.generation).collect::<Vec<_>>(),
@@ -366,6 +378,17 @@ pub async fn collect(
                 continue;
             }
             _ = tokio::time::sleep_until(deadline) => break,
+            _ = signals.term.recv() => { stop = Some(StopSignal::Graceful("SIGTERM")); break }
+            _ = signals.int.recv() => { stop = Some(StopSignal::Graceful("SIGINT")); break }
+            _ = signals.quit.recv() => { stop = Some(StopSignal::Immediate("SIGQUIT")); break }
+            _ = signals.hup.recv() => {
+                tracing::warn!("SIGHUP during the adoption window: reload refused; send it again once the pool serves");
+                continue;
+            }
+            _ = signals.usr2.recv() => {
+                tracing::warn!("SIGUSR2 during the adoption window: upgrade refused; send it again once the pool serves");
+                continue;
+            }
         };
         let Ok((stream, _)) = accepted else { continue };
         let creds = getsockopt(&stream, sockopt::PeerCredentials);
@@ -436,11 +459,73 @@ pub async fn collect(
             adoption,
         });
     }
-    if !waiting.is_empty() {
+    if let Some(why) = stop {
+        tracing::info!(
+            signal = why.name(),
+            "adoption window ended by a stop signal"
+        );
+        for g in waiting.iter().filter(|g| running(g.master_pid)) {
+            tracing::warn!(
+                generation = g.generation,
+                pid = g.master_pid,
+                "stopping: this generation has not come back yet; SIGTERM to its master"
+            );
+            crate::pool::signal_pid(g.master_pid, nix::sys::signal::Signal::SIGTERM, "zergling");
+        }
+    } else if !waiting.is_empty() {
         tracing::warn!(
             generations = ?waiting.iter().map(|g| g.generation).collect::<Vec<_>>(),
             "adoption window closed before these generations came back"
         );
     }
-    (adopted, held)
+    Collected {
+        adopters: adopted,
+        held,
+        stop,
+    }
+}
+
+/// What the adoption window brought back, and whether a signal asked the pool to stop.
+pub struct Collected {
+    pub adopters: Vec<Adopter>,
+    pub held: Option<Held>,
+    pub stop: Option<StopSignal>,
+}
+
+/// A stop signal that came while the pool was not running its main loop yet.
+#[derive(Debug, Clone, Copy)]
+pub enum StopSignal {
+    Graceful(&'static str),
+    Immediate(&'static str),
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Graceful(n) | StopSignal::Immediate(n) => n,
+        }
+    }
+}
+
+/// The signals the pool handles, registered before the adoption window so that none of them
+/// kills the pool outright while it waits (their default action would, leaving the
+/// generations unsupervised).
+pub struct Signals {
+    pub term: Signal,
+    pub int: Signal,
+    pub quit: Signal,
+    pub hup: Signal,
+    pub usr2: Signal,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
 }

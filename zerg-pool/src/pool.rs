@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
@@ -32,7 +31,7 @@ use zerg::control::{
     PROTOCOL_VERSION,
 };
 
-use crate::adopt::{self, Adopter, Expected, Held, StateFile};
+use crate::adopt::{self, Adopter, Collected, Expected, Held, Signals, StateFile, StopSignal};
 use crate::control_server::{self, AdoptRequest, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
@@ -127,6 +126,9 @@ pub struct Pool {
     upgrade: Upgrade,
     upgrade_tx: mpsc::UnboundedSender<upgrade::Outcome>,
     upgrade_rx: mpsc::UnboundedReceiver<upgrade::Outcome>,
+    signals: Signals,
+    /// A stop signal that came during the adoption window: acted on as `run` starts.
+    stop_signal: Option<StopSignal>,
 }
 
 impl Pool {
@@ -141,6 +143,8 @@ impl Pool {
         exe: Exe,
         upgrade_channel: Option<std::os::fd::OwnedFd>,
     ) -> anyhow::Result<(Pool, UnixListener)> {
+        // First of all: a signal from here on is the pool's to handle, not a kill.
+        let mut signals = Signals::register()?;
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
@@ -202,14 +206,35 @@ impl Pool {
         let zergling_uid = run_as
             .and_then(|r| r.uid())
             .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-        let (adopters, held) =
-            adopt::collect(&control, saved.generations, zergling_uid, &expected, held).await;
+        let Collected {
+            adopters,
+            held,
+            stop,
+        } = adopt::collect(
+            &control,
+            saved.generations,
+            zergling_uid,
+            &expected,
+            held,
+            &mut signals,
+        )
+        .await;
         let held = match held {
             Some(held) => {
                 for l in &held.listeners {
                     tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening (a socket taken over, never closed)");
                 }
                 held
+            }
+            None if stop.is_some() => {
+                // Nothing to serve: the pool stops at once, and binding could only fail
+                // against generations that still hold the addresses.
+                tracing::info!("stopping before anything came back; nothing is bound");
+                Held {
+                    listeners: Vec::new(),
+                    queues: Vec::new(),
+                    records: Vec::new(),
+                }
             }
             None => Self::bind_fresh(&config).with_context(|| {
                 format!(
@@ -254,6 +279,8 @@ impl Pool {
             upgrade: Upgrade::InCharge,
             upgrade_tx,
             upgrade_rx,
+            signals,
+            stop_signal: stop,
         };
         Ok((pool, control))
     }
@@ -495,16 +522,16 @@ impl Pool {
 
     /// Runs until the pool is stopped; returns the process exit code.
     pub async fn run(mut self, control: UnixListener) -> anyhow::Result<i32> {
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigquit = signal(SignalKind::quit())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigusr2 = signal(SignalKind::user_defined2())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
 
         self.take_in_adopters(&events_tx, &mut next_conn);
-        if self.has_live_generation() {
+        if let Some(stop) = self.stop_signal.take() {
+            match stop {
+                StopSignal::Graceful(why) => self.begin_stop(why),
+                StopSignal::Immediate(why) => self.stop_now(why),
+            }
+        } else if self.has_live_generation() {
             notify::ready();
         } else {
             self.spawn_generation()?;
@@ -525,11 +552,11 @@ impl Pool {
             }
             let timer = self.next_timer();
             tokio::select! {
-                _ = sigterm.recv() => self.begin_stop("SIGTERM"),
-                _ = sigint.recv() => self.begin_stop("SIGINT"),
-                _ = sigquit.recv() => self.stop_now("SIGQUIT"),
-                _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
-                _ = sigusr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
+                _ = self.signals.term.recv() => self.begin_stop("SIGTERM"),
+                _ = self.signals.int.recv() => self.begin_stop("SIGINT"),
+                _ = self.signals.quit.recv() => self.stop_now("SIGQUIT"),
+                _ = self.signals.hup.recv() => self.request_reload(None, "SIGHUP"),
+                _ = self.signals.usr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
                 Some(outcome) = self.upgrade_rx.recv() => self.on_upgrade_outcome(outcome),
                 accepted = control.accept(), if matches!(self.upgrade, Upgrade::InCharge) => match accepted {
                     Ok((stream, _)) => {
