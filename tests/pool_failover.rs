@@ -633,3 +633,27 @@ fn a_stop_signal_during_the_adoption_window_stops_the_site() {
         "it says why"
     );
 }
+
+#[test]
+fn a_generation_whose_control_socket_is_gone_stops_on_its_own() {
+    let mut server = Server::start_with_app_source(&app("v1"), "processes: 1\n");
+    let pids = generation_pids(&server);
+    let _cleanup = KillOnDrop(pids.clone());
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+    // No pool will come back: the path it would bind is gone (a stopped site, a removed
+    // directory).
+    std::fs::remove_file(&server.control).unwrap();
+    // The masters' bound (zergling's CONTROL_GONE_FOR, 25 s), then the drain.
+    common::wait_for_within(
+        "the generation to stop on its own",
+        std::time::Duration::from_secs(25) + common::DEADLINE * 2,
+        || pids.iter().all(|&p| !alive(p)).then_some(()),
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("no pool answers on the control socket"),
+        "it warned"
+    );
+    assert!(log.contains("control socket gone"), "it says why it stops");
+}

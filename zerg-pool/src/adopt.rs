@@ -39,7 +39,7 @@ use crate::queues::Queue;
 
 /// How long a starting pool waits for the running generations it knows of to come back.
 /// Their masters knock at least once a second (zergling's `pool_link::MAX_RETRY`).
-pub const ADOPT_WINDOW: Duration = Duration::from_secs(10);
+pub use zerg::control::ADOPT_WINDOW;
 /// How long a connection accepted during the window may take to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(2);
 /// How often the window looks again whether the masters it waits for still live.

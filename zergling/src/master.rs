@@ -486,8 +486,12 @@ impl Master {
             .map(|l| l.as_fd())
             .chain(queue_fds)
             .collect();
-        self.pool
+        let hope = self
+            .pool
             .ask_adoption(&self.pool_path, self.generation, adoption, &fds);
+        if !hope && !self.stopping() {
+            self.begin_stop(self.config.worker_reload_mercy(), "control socket gone");
+        }
     }
 
     /// The pool's answer to an adoption hello.
