@@ -346,9 +346,20 @@ impl Pool {
             adoption.processes,
             adoption.mules_held.clone(),
         );
+        let mut conflicts = Vec::new();
         for k in adoption.mules_held {
             match mule_index(k).and_then(|i| self.mule_holders.get_mut(i)) {
-                Some(holder) => *holder = Some(number),
+                Some(holder @ None) => *holder = Some(number),
+                Some(Some(h)) if *h == number => {}
+                Some(Some(h)) => {
+                    tracing::error!(
+                        generation = number,
+                        mule = k,
+                        holder = *h,
+                        "adopted generation runs a mule position another generation holds"
+                    );
+                    conflicts.push(k);
+                }
                 None => tracing::warn!(
                     generation = number,
                     mule = k,
@@ -364,6 +375,29 @@ impl Pool {
         self.last_generation = self.last_generation.max(number);
         if serving {
             self.ever_served = true;
+        }
+        if !conflicts.is_empty() {
+            // No mule position may run twice: the generation that came back later goes.
+            self.drain_adopted(
+                number,
+                &format!("its mules {conflicts:?} run in another generation"),
+            );
+        }
+    }
+
+    /// Drains an adopted generation that must not serve on; if nothing serves or starts then,
+    /// a new generation is started at once.
+    fn drain_adopted(&mut self, number: u64, why: &str) {
+        let mercy_secs = self.config.reload_mercy().as_secs();
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        if g.state() == State::Serving {
+            g.transition(State::Draining, why);
+            g.send(Message::Stop { mercy_secs });
+        }
+        if self.stopping.is_none() && !self.has_live_generation() {
+            self.respawn_at = Some(Instant::now());
         }
     }
 
@@ -386,16 +420,8 @@ impl Pool {
         }
         let replaced = self.has_live_generation();
         self.adopt(r);
-        if let Some(g) = self.generations.get_mut(&number) {
-            if replaced && g.state() == State::Serving {
-                g.transition(
-                    State::Draining,
-                    "came back after another generation took over",
-                );
-                g.send(Message::Stop {
-                    mercy_secs: self.config.reload_mercy().as_secs(),
-                });
-            }
+        if replaced {
+            self.drain_adopted(number, "came back after another generation took over");
         }
         self.assign_mules();
     }
