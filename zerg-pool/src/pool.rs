@@ -401,8 +401,9 @@ impl Pool {
         }
     }
 
-    /// A generation that knocks after the adoption window: adopted too, but if another
-    /// generation serves or starts meanwhile, the late one drains.
+    /// A generation that knocks after the adoption window: adopted too. If another generation
+    /// serves meanwhile, the late one drains; if one only starts, the late one serves until
+    /// that one is ready (a reload).
     fn on_late_adopt(&mut self, r: AdoptRequest) {
         let (number, pid) = (r.generation, r.pid);
         let refuse = |reason: String| {
@@ -418,10 +419,39 @@ impl Pool {
         if self.generations.contains_key(&number) {
             return refuse(format!("generation {number} is supervised already"));
         }
-        let replaced = self.has_live_generation();
+        let serving_elsewhere = self
+            .generations
+            .values()
+            .any(|g| g.state() == State::Serving);
         self.adopt(r);
-        if replaced {
+        if serving_elsewhere {
             self.drain_adopted(number, "came back after another generation took over");
+        } else if self
+            .generations
+            .get(&number)
+            .is_some_and(|g| g.state() == State::Serving)
+        {
+            // It is what serves: a generation starting meanwhile (the pool found nothing to
+            // adopt and started one) replaces it the normal way, as a reload's candidate whose
+            // readiness drains it, and rolls back to it if it fails.
+            self.respawn_at = None;
+            let starting = self
+                .generations
+                .values()
+                .find(|g| g.state() == State::Starting)
+                .map(|g| g.number);
+            if let (Some(candidate), None) = (starting, &self.reload) {
+                tracing::info!(
+                    generation = candidate,
+                    serving = number,
+                    "the starting generation becomes a reload's candidate replacing the one that came back"
+                );
+                self.reload = Some(Reload {
+                    candidate,
+                    requested: Instant::now(),
+                    waiters: Vec::new(),
+                });
+            }
         }
         self.assign_mules();
     }
