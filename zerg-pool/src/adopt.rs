@@ -54,6 +54,9 @@ pub struct Saved {
     pub last_generation: u64,
     /// The serving and draining generations' masters.
     pub generations: Vec<HandedGeneration>,
+    /// The pool was stopping: a pool started before its generations finished goes on
+    /// stopping rather than starting a new one.
+    pub stopping: bool,
 }
 
 /// The state file `<zerg-server>.state`. It is opened once, as the pool starts (still root,

@@ -193,6 +193,9 @@ impl Pool {
                     pool_pid: 0,
                     last_generation: handover.last_generation,
                     generations: handover.generations,
+                    // An upgrade is refused while stopping; a stop during one is passed on to
+                    // the new pool as a SIGTERM (see `on_upgrade_outcome`).
+                    stopping: false,
                 };
                 old.send(&Message::TookOver, &[])?;
                 control
@@ -206,6 +209,13 @@ impl Pool {
         let zergling_uid = run_as
             .and_then(|r| r.uid())
             .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        // Only if a generation of that stop still runs: a pool started by hand once all of
+        // them finished starts the site afresh.
+        let stop_inherited = saved.stopping
+            && saved
+                .generations
+                .iter()
+                .any(|g| zerg::control::running(g.master_pid));
         let Collected {
             adopters,
             held,
@@ -219,6 +229,14 @@ impl Pool {
             &mut signals,
         )
         .await;
+        let stop = stop.or_else(|| {
+            stop_inherited.then(|| {
+                tracing::info!(
+                    "the pool before this one was stopping the site: this one goes on stopping it"
+                );
+                StopSignal::Graceful("the pool before this one was stopping")
+            })
+        });
         let held = match held {
             Some(held) => {
                 for l in &held.listeners {
@@ -463,6 +481,7 @@ impl Pool {
             pool_pid: std::process::id(),
             last_generation: self.last_generation,
             generations: self.live_masters(),
+            stopping: self.stopping.is_some(),
         });
     }
 
@@ -551,6 +570,15 @@ impl Pool {
             Ok(pid) => {
                 tracing::info!(new_pid = pid, "upgrade done: the new pool is in charge; this one exits and leaves every generation serving");
                 notify::main_pid(*pid);
+                if self.stopping.is_some() {
+                    // The stop came after the handover was sent: the new pool must not take
+                    // the draining generations for a site to restart.
+                    tracing::info!(
+                        new_pid = pid,
+                        "a stop was asked during the upgrade: SIGTERM to the new pool"
+                    );
+                    signal_pid(*pid, nix::sys::signal::Signal::SIGTERM, "new pool");
+                }
                 UpgradeOutcome {
                     ok: true,
                     new_pid: Some(*pid),
