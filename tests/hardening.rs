@@ -246,3 +246,31 @@ fn static_map_never_serves_a_file_outside_its_directory() {
         assert_eq!(r.status, status, "{shown}: {}", r.text());
     }
 }
+
+#[test]
+fn a_zergling_hello_claiming_another_process_pid_is_refused() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    let mut conn = zerg::control::Connection::connect(&server.control).unwrap();
+    conn.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    // pid 1 (init) is not this process: the pool would later signal it as a master's pid.
+    let hello = zerg::control::Message::Hello {
+        protocol: zerg::control::PROTOCOL_VERSION,
+        role: zerg::control::Role::Zergling,
+        pid: 1,
+        generation: None,
+        adopt: None,
+    };
+    conn.send(&hello, &[]).unwrap();
+    match conn.recv_hello() {
+        Ok((zerg::control::Message::Refused { reason, .. }, _)) => assert!(
+            reason.contains("claims pid 1") && reason.contains(&std::process::id().to_string()),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        server.wait_serving().generations.len(),
+        1,
+        "no generation was made of it"
+    );
+}

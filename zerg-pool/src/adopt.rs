@@ -33,7 +33,7 @@ use zerg::control::{Adoption, HandedGeneration, ListenerInfo, Message, Role, PRO
 
 use zerg::control::running;
 
-use crate::control_server::{may_control, AsyncConn};
+use crate::control_server::{may_control, same_pid, AsyncConn};
 use crate::listeners::Listener;
 use crate::queues::Queue;
 
@@ -400,6 +400,7 @@ pub async fn collect(
             protocol: PROTOCOL_VERSION,
             reason,
         };
+        let peer_pid = creds.as_ref().map_or(0, |c| c.pid());
         if !creds.is_ok_and(|c| may_control(c.uid(), allowed_uid)) {
             let why = format!("only root and uid {allowed_uid} may use this control socket");
             let _ = conn.send(&refuse(why), &[]).await;
@@ -431,6 +432,11 @@ pub async fn collect(
                 continue;
             }
         };
+        if let Err(reason) = same_pid(pid, peer_pid) {
+            tracing::error!(generation, %reason, "adoption refused");
+            let _ = conn.send(&refuse(reason), &[]).await;
+            continue;
+        }
         waiting.retain(|g| g.master_pid != pid);
         let checked = check(expected, &adoption, &fds).and_then(|()| match &held {
             Some(h) => check_same(
