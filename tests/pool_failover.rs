@@ -557,7 +557,7 @@ fn a_stop_interrupted_by_the_pools_death_goes_on_after_adoption() {
     let pids = generation_pids(&server);
     let _cleanup = KillOnDrop(pids.clone());
     // Long enough that the drain outlasts the pool's death and restart on a loaded machine.
-    let mut slow = server.slow_request(10);
+    let mut slow = server.slow_request(6);
     // A stop begins (the generation drains), then the pool dies.
     server.signal(libc::SIGTERM);
     wait_for("the generation to drain", || {
