@@ -651,3 +651,55 @@ fn a_generation_whose_control_socket_is_gone_stops_on_its_own() {
     );
     assert!(log.contains("control socket gone"), "it says why it stops");
 }
+
+#[test]
+fn a_refused_generation_leaves_its_matching_sockets_to_the_new_pool() {
+    let mut server = Server::start_with_app_source(&app("v1"), "processes: 1\n");
+    let first = server.wait_serving().generations[0].clone();
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    let inodes = listening_inodes(server.http.port());
+    server.signal(libc::SIGKILL);
+    server.wait_exit(common::DEADLINE);
+    // The config gains a listener: the generation's sockets no longer match and it is
+    // refused, but it still holds the first address while it drains.
+    let added: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    let old = format!("http: {}\n", server.http);
+    assert!(config.contains(&old), "{config}");
+    std::fs::write(
+        &server.config,
+        config.replace(&old, &format!("http:\n  - {}\n  - {added}\n", server.http)),
+    )
+    .unwrap();
+
+    server.start_pool_again();
+    let status = server.wait_serving();
+    let _more = KillOnDrop(generation_pids(&server));
+    assert!(
+        status
+            .generations
+            .iter()
+            .any(|g| g.state == "serving" && g.generation > first.generation),
+        "a new generation serves: {status:?}"
+    );
+    assert_eq!(status.listeners.len(), 2, "{status:?}");
+    assert_eq!(server.get("/").text(), "v1");
+    assert_eq!(
+        listening_inodes(server.http.port()),
+        inodes,
+        "the same kernel socket serves the kept address"
+    );
+    let mut on_added = Client::connect(added);
+    assert_eq!(
+        on_added
+            .request("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .text(),
+        "v1"
+    );
+    wait_for("the refused generation to drain and exit", || {
+        (!alive(first.master_pid.unwrap())).then_some(())
+    });
+}

@@ -358,6 +358,7 @@ pub async fn collect(
         return Collected {
             adopters: Vec::new(),
             held,
+            kept: Vec::new(),
             stop,
         };
     }
@@ -367,6 +368,7 @@ pub async fn collect(
         "generations outlived the pool before this one; waiting for them to come back"
     );
     let mut adopted = Vec::new();
+    let mut kept: Vec<Listener> = Vec::new();
     while !waiting.is_empty() && Instant::now() < deadline {
         let accepted = tokio::select! {
             a = control.accept() => a,
@@ -447,6 +449,9 @@ pub async fn collect(
             None => Ok(()),
         });
         if let Err(reason) = checked {
+            if held.is_none() {
+                keep_matching(expected, &adoption, fds, &mut kept);
+            }
             tracing::error!(generation, pid, %reason, "adoption refused");
             let why = format!("the pool cannot adopt this generation: {reason}");
             let _ = conn.send(&refuse(why), &[]).await;
@@ -487,10 +492,36 @@ pub async fn collect(
             "adoption window closed before these generations came back"
         );
     }
+    if held.is_some() {
+        // Another generation brought every socket back: these are dups of the same ones.
+        kept.clear();
+    }
     Collected {
         adopters: adopted,
         held,
+        kept,
         stop,
+    }
+}
+
+/// Keeps the listeners of a refused generation that are what the config names (same address
+/// and protocol, a listening stream socket bound there), under the config's name: the refused
+/// generation drains but holds them meanwhile, so the pool could not bind them again.
+fn keep_matching(expected: &Expected, a: &Adoption, fds: Vec<OwnedFd>, kept: &mut Vec<Listener>) {
+    for (info, fd) in a.listeners.iter().zip(fds) {
+        let Some(want) = expected
+            .listeners
+            .iter()
+            .find(|w| w.addr == info.addr && w.protocol == info.protocol)
+        else {
+            continue;
+        };
+        if kept.iter().any(|k| k.info.addr == want.addr) {
+            continue;
+        }
+        if check_listener(want, fd.as_fd()).is_ok() {
+            kept.push(Listener::adopted(want.clone(), fd));
+        }
     }
 }
 
@@ -498,6 +529,8 @@ pub async fn collect(
 pub struct Collected {
     pub adopters: Vec<Adopter>,
     pub held: Option<Held>,
+    /// Listeners of refused generations that the config names: see `keep_matching`.
+    pub kept: Vec<Listener>,
     pub stop: Option<StopSignal>,
 }
 

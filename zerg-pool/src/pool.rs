@@ -219,6 +219,7 @@ impl Pool {
         let Collected {
             adopters,
             held,
+            kept,
             stop,
         } = adopt::collect(
             &control,
@@ -254,7 +255,7 @@ impl Pool {
                     records: Vec::new(),
                 }
             }
-            None => Self::bind_fresh(&config).with_context(|| {
+            None => Self::bind_fresh(&config, kept).with_context(|| {
                 format!(
                     "if a pool died and its generations still serve, a pool finds them through \
                      {}: start it with that file in place and it adopts them",
@@ -304,9 +305,20 @@ impl Pool {
     }
 
     /// Binds the config's listeners and creates its queues and records: a fresh start.
-    fn bind_fresh(config: &Config) -> anyhow::Result<Held> {
-        let listeners =
-            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
+    ///
+    /// `kept` are listeners of refused generations that match the config: those generations
+    /// drain and still hold their addresses, so binding them again would fail; the same
+    /// kernel sockets serve on instead.
+    fn bind_fresh(config: &Config, kept: Vec<Listener>) -> anyhow::Result<Held> {
+        for l in &kept {
+            tracing::info!(name = %l.info.name, addr = %l.info.addr, "listening on a refused generation's socket, which the config names too");
+        }
+        let listeners = listeners::bind_all(
+            &config.listeners(),
+            config.listen,
+            config.chmod_socket.0,
+            kept,
+        )?;
         for l in &listeners {
             tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
         }
