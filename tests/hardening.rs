@@ -274,3 +274,53 @@ fn a_zergling_hello_claiming_another_process_pid_is_refused() {
         "no generation was made of it"
     );
 }
+
+#[test]
+fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
+    use std::os::fd::AsFd;
+    use zerg::control::{AdoptState, Adoption, Connection, Message, Role, PROTOCOL_VERSION};
+    let server = Server::start("conformance.py", "processes: 1\n");
+    let hello = |adopt: Option<Adoption>, generation: Option<u64>| Message::Hello {
+        protocol: PROTOCOL_VERSION,
+        role: Role::Zergling,
+        pid: std::process::id(),
+        generation,
+        adopt,
+    };
+    // The pool's own sockets, as a zergling attaching on its own gets them.
+    let mut attach = Connection::connect(&server.control).unwrap();
+    attach.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    attach.send(&hello(None, None), &[]).unwrap();
+    let (welcome, fds) = attach.recv_hello().unwrap();
+    let Message::Welcome { listeners, .. } = welcome else {
+        panic!("expected a welcome, got {welcome:?}");
+    };
+    drop(attach);
+    // An adoption hello handing them back, claiming mule position 0 (positions count from 1).
+    let adoption = Adoption {
+        state: AdoptState::Serving,
+        listeners,
+        queues: Vec::new(),
+        mule_records: 0,
+        mules_held: vec![0],
+        processes: Vec::new(),
+    };
+    let mut knock = Connection::connect(&server.control).unwrap();
+    knock.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    knock
+        .send(&hello(Some(adoption), Some(99)), &borrowed)
+        .unwrap();
+    let (answer, _) = knock.recv().unwrap();
+    assert!(
+        matches!(answer, Message::Adopted { generation: 99 }),
+        "{answer:?}"
+    );
+    wait_for("the pool to log the bad position", || {
+        server
+            .log_text()
+            .contains("claims a mule position the config does not have")
+            .then_some(())
+    });
+    assert!(server.status().is_some(), "the pool still answers");
+}
