@@ -275,11 +275,15 @@ fn a_zergling_hello_claiming_another_process_pid_is_refused() {
     );
 }
 
-#[test]
-fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
+/// Knocks on `server`'s pool as a master of generation 99 that holds `mules_held`, handing
+/// back the pool's own sockets, queues and records (as a zergling attaching on its own gets
+/// them). Returns the pool's answer and the connection.
+fn knock_with_the_pools_fds(
+    server: &Server,
+    mules_held: Vec<u32>,
+) -> (zerg::control::Message, zerg::control::Connection) {
     use std::os::fd::AsFd;
     use zerg::control::{AdoptState, Adoption, Connection, Message, Role, PROTOCOL_VERSION};
-    let server = Server::start("conformance.py", "processes: 1\n");
     let hello = |adopt: Option<Adoption>, generation: Option<u64>| Message::Hello {
         protocol: PROTOCOL_VERSION,
         role: Role::Zergling,
@@ -287,22 +291,26 @@ fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
         generation,
         adopt,
     };
-    // The pool's own sockets, as a zergling attaching on its own gets them.
     let mut attach = Connection::connect(&server.control).unwrap();
     attach.stream().set_read_timeout(Some(DEADLINE)).unwrap();
     attach.send(&hello(None, None), &[]).unwrap();
     let (welcome, fds) = attach.recv_hello().unwrap();
-    let Message::Welcome { listeners, .. } = welcome else {
+    let Message::Welcome {
+        listeners,
+        queues,
+        mule_records,
+        ..
+    } = welcome
+    else {
         panic!("expected a welcome, got {welcome:?}");
     };
     drop(attach);
-    // An adoption hello handing them back, claiming mule position 0 (positions count from 1).
     let adoption = Adoption {
         state: AdoptState::Serving,
         listeners,
-        queues: Vec::new(),
-        mule_records: 0,
-        mules_held: vec![0],
+        queues,
+        mule_records,
+        mules_held,
         processes: Vec::new(),
     };
     let mut knock = Connection::connect(&server.control).unwrap();
@@ -312,8 +320,29 @@ fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
         .send(&hello(Some(adoption), Some(99)), &borrowed)
         .unwrap();
     let (answer, _) = knock.recv().unwrap();
+    (answer, knock)
+}
+
+/// Hangs up generation 99's connection and waits until the pool forgets it: its "master" is
+/// this test process, which `Server`'s drop would otherwise SIGKILL with the generation.
+fn hang_up(server: &Server, knock: zerg::control::Connection) {
+    drop(knock);
+    wait_for("the pool to forget generation 99", || {
+        let s = server.status()?;
+        s.generations
+            .iter()
+            .all(|g| g.generation != 99)
+            .then_some(())
+    });
+}
+
+#[test]
+fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    // Positions count from 1.
+    let (answer, knock) = knock_with_the_pools_fds(&server, vec![0]);
     assert!(
-        matches!(answer, Message::Adopted { generation: 99 }),
+        matches!(answer, zerg::control::Message::Adopted { generation: 99 }),
         "{answer:?}"
     );
     wait_for("the pool to log the bad position", || {
@@ -323,4 +352,49 @@ fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
             .then_some(())
     });
     assert!(server.status().is_some(), "the pool still answers");
+    hang_up(&server, knock);
+}
+
+#[test]
+fn a_late_adopter_running_a_mule_another_generation_holds_drains() {
+    let record = tempfile::NamedTempFile::new().unwrap();
+    let handler = common::apps_dir().join("farm").join("handler.py");
+    let server = Server::start(
+        "farm/app.py",
+        &format!(
+            "processes: 1\nmule: [{}]\nfarm: jobs:1\nenv:\n  - FARM_RECORD={}\n",
+            handler.display(),
+            record.path().display()
+        ),
+    );
+    wait_for("mule 1 to be granted", || {
+        server
+            .log_text()
+            .contains("mule positions granted")
+            .then_some(())
+    });
+    let (answer, mut knock) = knock_with_the_pools_fds(&server, vec![1]);
+    assert!(
+        matches!(answer, zerg::control::Message::Adopted { generation: 99 }),
+        "{answer:?}"
+    );
+    let (told, _) = knock.recv().unwrap();
+    assert!(
+        matches!(told, zerg::control::Message::Stop { .. }),
+        "the late one is told to stop: {told:?}"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("adopted generation runs a mule position another generation holds"),
+        "the conflict is logged"
+    );
+    let status = server.wait_serving();
+    let late = status.generations.iter().find(|g| g.generation == 99);
+    assert_eq!(
+        late.map(|g| g.state.as_str()),
+        Some("draining"),
+        "{status:?}"
+    );
+    hang_up(&server, knock);
 }
