@@ -32,6 +32,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Frames larger than this are a protocol error.
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// How long a pool started after another's death waits for that pool's generations to knock
+/// and hand their fds back (the pool's `adopt`); their masters size their patience by it.
+pub const ADOPT_WINDOW: Duration = Duration::from_secs(10);
+
 /// Who is on the other end of a control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

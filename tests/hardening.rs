@@ -7,7 +7,6 @@ mod common;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{alive, bin_dir, output_within, wait_for, Client, KillOnDrop, Server, DEADLINE};
 
@@ -39,7 +38,7 @@ fn pool_killed_mid_drain_leaves_the_master_to_finish_quietly() {
             .then_some(())
     });
     server.signal(libc::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
+    server.wait_exit(DEADLINE);
 
     let r = slow.response();
     assert_eq!((r.status, r.text().as_str()), (200, "slow done"));
@@ -71,15 +70,22 @@ fn pool_killed_while_a_generation_starts_makes_it_give_up() {
     let mut server = Server::start_with_app_source_env(
         "from slow_import import application\n",
         &format!(
-            "processes: 1\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_STARTED={}\n",
+            "processes: 1\nlazy-apps: true\nenv:\n  - PYTHONPATH={}\n  - SLOW_IMPORT_SECS=0\n  - SLOW_IMPORT_STARTED={}\n",
             common::apps_dir().display(),
             started.display()
         ),
         &[],
     );
-    // The first generation serves; a reload starts a second, which the pool's death catches
-    // while it imports.
+    // The first generation serves at once; a reload starts a second whose import outlasts any
+    // load on the machine, so the pool's death surely catches it while it imports. The workers
+    // import (lazy-apps), so that its master sees the death while they do.
     std::fs::remove_file(&started).unwrap();
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        config.replace("SLOW_IMPORT_SECS=0", "SLOW_IMPORT_SECS=60"),
+    )
+    .unwrap();
     let serving = server.wait_serving().generations[0].clone();
     let mut pids: Vec<u32> = serving.processes.iter().map(|p| p.pid).collect();
     pids.extend(serving.master_pid);
@@ -92,7 +98,7 @@ fn pool_killed_while_a_generation_starts_makes_it_give_up() {
     pids.push(starting);
     let _cleanup = KillOnDrop(pids);
     server.signal(libc::SIGKILL);
-    server.wait_exit(Duration::from_secs(5));
+    server.wait_exit(DEADLINE);
 
     wait_for("the starting generation to give up and exit", || {
         (!alive(starting)).then_some(())
@@ -239,4 +245,156 @@ fn static_map_never_serves_a_file_outside_its_directory() {
         assert!(!r.text().contains(SECRET), "{shown} served the secret");
         assert_eq!(r.status, status, "{shown}: {}", r.text());
     }
+}
+
+#[test]
+fn a_zergling_hello_claiming_another_process_pid_is_refused() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    let mut conn = zerg::control::Connection::connect(&server.control).unwrap();
+    conn.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    // pid 1 (init) is not this process: the pool would later signal it as a master's pid.
+    let hello = zerg::control::Message::Hello {
+        protocol: zerg::control::PROTOCOL_VERSION,
+        role: zerg::control::Role::Zergling,
+        pid: 1,
+        generation: None,
+        adopt: None,
+    };
+    conn.send(&hello, &[]).unwrap();
+    match conn.recv_hello() {
+        Ok((zerg::control::Message::Refused { reason, .. }, _)) => assert!(
+            reason.contains("claims pid 1") && reason.contains(&std::process::id().to_string()),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        server.wait_serving().generations.len(),
+        1,
+        "no generation was made of it"
+    );
+}
+
+/// Knocks on `server`'s pool as a master of generation 99 that holds `mules_held`, handing
+/// back the pool's own sockets, queues and records (as a zergling attaching on its own gets
+/// them). Returns the pool's answer and the connection.
+fn knock_with_the_pools_fds(
+    server: &Server,
+    mules_held: Vec<u32>,
+) -> (zerg::control::Message, zerg::control::Connection) {
+    use std::os::fd::AsFd;
+    use zerg::control::{AdoptState, Adoption, Connection, Message, Role, PROTOCOL_VERSION};
+    let hello = |adopt: Option<Adoption>, generation: Option<u64>| Message::Hello {
+        protocol: PROTOCOL_VERSION,
+        role: Role::Zergling,
+        pid: std::process::id(),
+        generation,
+        adopt,
+    };
+    let mut attach = Connection::connect(&server.control).unwrap();
+    attach.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    attach.send(&hello(None, None), &[]).unwrap();
+    let (welcome, fds) = attach.recv_hello().unwrap();
+    let Message::Welcome {
+        listeners,
+        queues,
+        mule_records,
+        ..
+    } = welcome
+    else {
+        panic!("expected a welcome, got {welcome:?}");
+    };
+    drop(attach);
+    let adoption = Adoption {
+        state: AdoptState::Serving,
+        listeners,
+        queues,
+        mule_records,
+        mules_held,
+        processes: Vec::new(),
+    };
+    let mut knock = Connection::connect(&server.control).unwrap();
+    knock.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    knock
+        .send(&hello(Some(adoption), Some(99)), &borrowed)
+        .unwrap();
+    let (answer, _) = knock.recv().unwrap();
+    (answer, knock)
+}
+
+/// Hangs up generation 99's connection and waits until the pool forgets it: its "master" is
+/// this test process, which `Server`'s drop would otherwise SIGKILL with the generation.
+fn hang_up(server: &Server, knock: zerg::control::Connection) {
+    drop(knock);
+    wait_for("the pool to forget generation 99", || {
+        let s = server.status()?;
+        s.generations
+            .iter()
+            .all(|g| g.generation != 99)
+            .then_some(())
+    });
+}
+
+#[test]
+fn an_adoption_claiming_mule_position_zero_does_not_bring_the_pool_down() {
+    let server = Server::start("conformance.py", "processes: 1\n");
+    // Positions count from 1.
+    let (answer, knock) = knock_with_the_pools_fds(&server, vec![0]);
+    assert!(
+        matches!(answer, zerg::control::Message::Adopted { generation: 99 }),
+        "{answer:?}"
+    );
+    wait_for("the pool to log the bad position", || {
+        server
+            .log_text()
+            .contains("claims a mule position the config does not have")
+            .then_some(())
+    });
+    assert!(server.status().is_some(), "the pool still answers");
+    hang_up(&server, knock);
+}
+
+#[test]
+fn a_late_adopter_running_a_mule_another_generation_holds_drains() {
+    let record = tempfile::NamedTempFile::new().unwrap();
+    let handler = common::apps_dir().join("farm").join("handler.py");
+    let server = Server::start(
+        "farm/app.py",
+        &format!(
+            "processes: 1\nmule: [{}]\nfarm: jobs:1\nenv:\n  - FARM_RECORD={}\n",
+            handler.display(),
+            record.path().display()
+        ),
+    );
+    wait_for("mule 1 to be granted", || {
+        server
+            .log_text()
+            .contains("mule positions granted")
+            .then_some(())
+    });
+    let (answer, mut knock) = knock_with_the_pools_fds(&server, vec![1]);
+    assert!(
+        matches!(answer, zerg::control::Message::Adopted { generation: 99 }),
+        "{answer:?}"
+    );
+    let (told, _) = knock.recv().unwrap();
+    assert!(
+        matches!(told, zerg::control::Message::Stop { .. }),
+        "the late one is told to stop: {told:?}"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("adopted generation runs a mule position another generation holds"),
+        "the conflict is logged"
+    );
+    let status = server.wait_serving();
+    let late = status.generations.iter().find(|g| g.generation == 99);
+    assert_eq!(
+        late.map(|g| g.state.as_str()),
+        Some("draining"),
+        "{status:?}"
+    );
+    hang_up(&server, knock);
 }

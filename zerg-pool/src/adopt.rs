@@ -26,19 +26,20 @@ use std::time::Duration;
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrLike, SockaddrStorage};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use zerg::config::ListenAddr;
 use zerg::control::{Adoption, HandedGeneration, ListenerInfo, Message, Role, PROTOCOL_VERSION};
 
 use zerg::control::running;
 
-use crate::control_server::{may_control, AsyncConn};
+use crate::control_server::{may_control, same_pid, AsyncConn};
 use crate::listeners::Listener;
 use crate::queues::Queue;
 
 /// How long a starting pool waits for the running generations it knows of to come back.
 /// Their masters knock at least once a second (zergling's `pool_link::MAX_RETRY`).
-pub const ADOPT_WINDOW: Duration = Duration::from_secs(10);
+pub use zerg::control::ADOPT_WINDOW;
 /// How long a connection accepted during the window may take to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(2);
 /// How often the window looks again whether the masters it waits for still live.
@@ -53,6 +54,9 @@ pub struct Saved {
     pub last_generation: u64,
     /// The serving and draining generations' masters.
     pub generations: Vec<HandedGeneration>,
+    /// The pool was stopping: a pool started before its generations finished goes on
+    /// stopping rather than starting a new one.
+    pub stopping: bool,
 }
 
 /// The state file `<zerg-server>.state`. It is opened once, as the pool starts (still root,
@@ -334,17 +338,29 @@ pub fn check_same(
 /// once every one of them came back or died). The first generation whose fds pass [`check`]
 /// gives the pool its fds, unless an upgrade gave them already (`held`); every later one must
 /// hand back the same objects. Anyone else is told to come back once the pool serves.
+///
+/// A SIGTERM, SIGINT or SIGQUIT ends the window early: the caller then stops what came back,
+/// and the masters still awaited are sent SIGTERM (nobody would supervise them otherwise). A
+/// SIGHUP or SIGUSR2 meanwhile is refused with a log line: there is nothing to reload or hand
+/// over yet.
 pub async fn collect(
     control: &UnixListener,
     mut waiting: Vec<HandedGeneration>,
     allowed_uid: u32,
     expected: &Expected,
     mut held: Option<Held>,
-) -> (Vec<Adopter>, Option<Held>) {
+    signals: &mut Signals,
+) -> Collected {
     let deadline = Instant::now() + ADOPT_WINDOW;
     waiting.retain(|g| running(g.master_pid));
+    let mut stop = None;
     if waiting.is_empty() {
-        return (Vec::new(), held);
+        return Collected {
+            adopters: Vec::new(),
+            held,
+            kept: Vec::new(),
+            stop,
+        };
     }
     tracing::info!(
         generations = ?waiting.iter().map(|g| g.generation).collect::<Vec<_>>(),
@@ -352,6 +368,7 @@ pub async fn collect(
         "generations outlived the pool before this one; waiting for them to come back"
     );
     let mut adopted = Vec::new();
+    let mut kept: Vec<Listener> = Vec::new();
     while !waiting.is_empty() && Instant::now() < deadline {
         let accepted = tokio::select! {
             a = control.accept() => a,
@@ -366,6 +383,21 @@ pub async fn collect(
                 continue;
             }
             _ = tokio::time::sleep_until(deadline) => break,
+            _ = signals.term.recv() => { stop = Some(StopSignal::Graceful("SIGTERM")); break }
+            _ = signals.int.recv() => { stop = Some(StopSignal::Graceful("SIGINT")); break }
+            _ = signals.quit.recv() => { stop = Some(StopSignal::Immediate("SIGQUIT")); break }
+            _ = signals.hup.recv() => {
+                tracing::warn!("SIGHUP during the adoption window: reload refused; send it again once the pool serves");
+                continue;
+            }
+            _ = signals.usr1.recv() => {
+                tracing::warn!("SIGUSR1 during the adoption window: log reopening deferred; send it again once the pool serves");
+                continue;
+            }
+            _ = signals.usr2.recv() => {
+                tracing::warn!("SIGUSR2 during the adoption window: upgrade refused; send it again once the pool serves");
+                continue;
+            }
         };
         let Ok((stream, _)) = accepted else { continue };
         let creds = getsockopt(&stream, sockopt::PeerCredentials);
@@ -374,6 +406,7 @@ pub async fn collect(
             protocol: PROTOCOL_VERSION,
             reason,
         };
+        let peer_pid = creds.as_ref().map_or(0, |c| c.pid());
         if !creds.is_ok_and(|c| may_control(c.uid(), allowed_uid)) {
             let why = format!("only root and uid {allowed_uid} may use this control socket");
             let _ = conn.send(&refuse(why), &[]).await;
@@ -405,6 +438,11 @@ pub async fn collect(
                 continue;
             }
         };
+        if let Err(reason) = same_pid(pid, peer_pid) {
+            tracing::error!(generation, %reason, "adoption refused");
+            let _ = conn.send(&refuse(reason), &[]).await;
+            continue;
+        }
         waiting.retain(|g| g.master_pid != pid);
         let checked = check(expected, &adoption, &fds).and_then(|()| match &held {
             Some(h) => check_same(
@@ -415,6 +453,9 @@ pub async fn collect(
             None => Ok(()),
         });
         if let Err(reason) = checked {
+            if held.is_none() {
+                keep_matching(expected, &adoption, fds, &mut kept);
+            }
             tracing::error!(generation, pid, %reason, "adoption refused");
             let why = format!("the pool cannot adopt this generation: {reason}");
             let _ = conn.send(&refuse(why), &[]).await;
@@ -436,11 +477,103 @@ pub async fn collect(
             adoption,
         });
     }
-    if !waiting.is_empty() {
+    if let Some(why) = stop {
+        tracing::info!(
+            signal = why.name(),
+            "adoption window ended by a stop signal"
+        );
+        for g in waiting.iter().filter(|g| running(g.master_pid)) {
+            tracing::warn!(
+                generation = g.generation,
+                pid = g.master_pid,
+                "stopping: this generation has not come back yet; SIGTERM to its master"
+            );
+            crate::pool::signal_pid(g.master_pid, nix::sys::signal::Signal::SIGTERM, "zergling");
+        }
+    } else if !waiting.is_empty() {
         tracing::warn!(
             generations = ?waiting.iter().map(|g| g.generation).collect::<Vec<_>>(),
             "adoption window closed before these generations came back"
         );
     }
-    (adopted, held)
+    if held.is_some() {
+        // Another generation brought every socket back: these are dups of the same ones.
+        kept.clear();
+    }
+    Collected {
+        adopters: adopted,
+        held,
+        kept,
+        stop,
+    }
+}
+
+/// Keeps the listeners of a refused generation that are what the config names (same address
+/// and protocol, a listening stream socket bound there), under the config's name: the refused
+/// generation drains but holds them meanwhile, so the pool could not bind them again.
+fn keep_matching(expected: &Expected, a: &Adoption, fds: Vec<OwnedFd>, kept: &mut Vec<Listener>) {
+    for (info, fd) in a.listeners.iter().zip(fds) {
+        let Some(want) = expected
+            .listeners
+            .iter()
+            .find(|w| w.addr == info.addr && w.protocol == info.protocol)
+        else {
+            continue;
+        };
+        if kept.iter().any(|k| k.info.addr == want.addr) {
+            continue;
+        }
+        if check_listener(want, fd.as_fd()).is_ok() {
+            kept.push(Listener::adopted(want.clone(), fd));
+        }
+    }
+}
+
+/// What the adoption window brought back, and whether a signal asked the pool to stop.
+pub struct Collected {
+    pub adopters: Vec<Adopter>,
+    pub held: Option<Held>,
+    /// Listeners of refused generations that the config names: see `keep_matching`.
+    pub kept: Vec<Listener>,
+    pub stop: Option<StopSignal>,
+}
+
+/// A stop signal that came while the pool was not running its main loop yet.
+#[derive(Debug, Clone, Copy)]
+pub enum StopSignal {
+    Graceful(&'static str),
+    Immediate(&'static str),
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Graceful(n) | StopSignal::Immediate(n) => n,
+        }
+    }
+}
+
+/// The signals the pool handles, registered before the adoption window so that none of them
+/// kills the pool outright while it waits (their default action would, leaving the
+/// generations unsupervised).
+pub struct Signals {
+    pub term: Signal,
+    pub int: Signal,
+    pub quit: Signal,
+    pub hup: Signal,
+    pub usr1: Signal,
+    pub usr2: Signal,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
 }

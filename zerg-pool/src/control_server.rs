@@ -157,6 +157,18 @@ impl AsyncConn {
     }
 }
 
+/// A zergling's hello names the pid the pool will supervise and signal: it must be the
+/// process at the other end of the socket (SO_PEERCRED), not one it names.
+pub fn same_pid(claimed: u32, peer: i32) -> Result<(), String> {
+    if i64::from(claimed) == i64::from(peer) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the hello claims pid {claimed} but the peer's process is pid {peer}"
+        ))
+    }
+}
+
 /// Serves one control connection until it closes.
 pub async fn serve(
     stream: UnixStream,
@@ -214,6 +226,22 @@ pub async fn serve(
             return;
         }
     };
+    if let Message::Hello {
+        role: Role::Zergling,
+        pid,
+        ..
+    } = &hello
+    {
+        if let Err(reason) = same_pid(*pid, peer.pid()) {
+            tracing::error!(conn, %reason, "zergling refused");
+            let refused = Message::Refused {
+                protocol: PROTOCOL_VERSION,
+                reason,
+            };
+            let _ = c.send(&refused, &[]).await;
+            return;
+        }
+    }
     match hello {
         Message::Hello {
             role: Role::Zergling,

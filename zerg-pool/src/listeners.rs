@@ -55,15 +55,20 @@ fn bind_err(addr: &impl std::fmt::Display) -> impl FnOnce(nix::Error) -> BindErr
 }
 
 /// Binds and listens on every address, in order; unix sockets get `mode` (`chmod-socket`).
-/// The `i`th listener of a protocol is named for it: `http:i`, `uwsgi:i`.
+/// The `i`th listener of a protocol is named for it: `http:i`, `uwsgi:i`. A listener in
+/// `kept` (already listening, named as here) is used instead of binding its address again.
 pub fn bind_all(
     listeners: &[(Protocol, ListenAddr)],
     backlog: u32,
     mode: u32,
+    mut kept: Vec<Listener>,
 ) -> Result<Vec<Listener>, BindError> {
     manifest(listeners)
         .into_iter()
         .map(|info| {
+            if let Some(i) = kept.iter().position(|l| l.info == info) {
+                return Ok(kept.swap_remove(i));
+            }
             let fd = bind_one(&info.addr, backlog, mode)?;
             Ok(Listener { info, fd })
         })

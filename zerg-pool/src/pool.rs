@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use zerg::config::{Config, ListenAddr};
@@ -33,7 +32,7 @@ use zerg::control::{
     PROTOCOL_VERSION,
 };
 
-use crate::adopt::{self, Adopter, Expected, Held, StateFile};
+use crate::adopt::{self, Adopter, Collected, Expected, Held, Signals, StateFile, StopSignal};
 use crate::control_server::{self, AdoptRequest, Event};
 use crate::generation::{ConnId, Generation, State};
 use crate::listeners::{self, Listener};
@@ -138,6 +137,9 @@ pub struct Pool {
     /// Running totals of what the masters report.
     ledger: Ledger,
     metrics: Metrics,
+    signals: Signals,
+    /// A stop signal that came during the adoption window: acted on as `run` starts.
+    stop_signal: Option<StopSignal>,
 }
 
 impl Pool {
@@ -152,6 +154,8 @@ impl Pool {
         exe: Exe,
         upgrade_channel: Option<std::os::fd::OwnedFd>,
     ) -> anyhow::Result<(Pool, UnixListener)> {
+        // First of all: a signal from here on is the pool's to handle, not a kill.
+        let mut signals = Signals::register()?;
         let config_path = std::fs::canonicalize(config_path)
             .with_context(|| format!("cannot find config {}", config_path.display()))?;
         let config = Config::load(&config_path)?;
@@ -210,6 +214,9 @@ impl Pool {
                     pool_pid: 0,
                     last_generation: handover.last_generation,
                     generations: handover.generations,
+                    // An upgrade is refused while stopping; a stop during one is passed on to
+                    // the new pool as a SIGTERM (see `on_upgrade_outcome`).
+                    stopping: false,
                 };
                 old.send(&Message::TookOver, &[])?;
                 control
@@ -223,8 +230,35 @@ impl Pool {
         let zergling_uid = run_as
             .and_then(|r| r.uid())
             .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-        let (adopters, held) =
-            adopt::collect(&control, saved.generations, zergling_uid, &expected, held).await;
+        // Only if a generation of that stop still runs: a pool started by hand once all of
+        // them finished starts the site afresh.
+        let stop_inherited = saved.stopping
+            && saved
+                .generations
+                .iter()
+                .any(|g| zerg::control::running(g.master_pid));
+        let Collected {
+            adopters,
+            held,
+            kept,
+            stop,
+        } = adopt::collect(
+            &control,
+            saved.generations,
+            zergling_uid,
+            &expected,
+            held,
+            &mut signals,
+        )
+        .await;
+        let stop = stop.or_else(|| {
+            stop_inherited.then(|| {
+                tracing::info!(
+                    "the pool before this one was stopping the site: this one goes on stopping it"
+                );
+                StopSignal::Graceful("the pool before this one was stopping")
+            })
+        });
         let held = match held {
             Some(held) => {
                 for l in &held.listeners {
@@ -232,7 +266,17 @@ impl Pool {
                 }
                 held
             }
-            None => Self::bind_fresh(&config).with_context(|| {
+            None if stop.is_some() => {
+                // Nothing to serve: the pool stops at once, and binding could only fail
+                // against generations that still hold the addresses.
+                tracing::info!("stopping before anything came back; nothing is bound");
+                Held {
+                    listeners: Vec::new(),
+                    queues: Vec::new(),
+                    records: Vec::new(),
+                }
+            }
+            None => Self::bind_fresh(&config, kept).with_context(|| {
                 format!(
                     "if a pool died and its generations still serve, a pool finds them through \
                      {}: start it with that file in place and it adopts them",
@@ -292,14 +336,27 @@ impl Pool {
             endpoint_socks,
             ledger: Ledger::default(),
             metrics: Metrics::new(),
+            signals,
+            stop_signal: stop,
         };
         Ok((pool, control))
     }
 
     /// Binds the config's listeners and creates its queues and records: a fresh start.
-    fn bind_fresh(config: &Config) -> anyhow::Result<Held> {
-        let listeners =
-            listeners::bind_all(&config.listeners(), config.listen, config.chmod_socket.0)?;
+    ///
+    /// `kept` are listeners of refused generations that match the config: those generations
+    /// drain and still hold their addresses, so binding them again would fail; the same
+    /// kernel sockets serve on instead.
+    fn bind_fresh(config: &Config, kept: Vec<Listener>) -> anyhow::Result<Held> {
+        for l in &kept {
+            tracing::info!(name = %l.info.name, addr = %l.info.addr, "listening on a refused generation's socket, which the config names too");
+        }
+        let listeners = listeners::bind_all(
+            &config.listeners(),
+            config.listen,
+            config.chmod_socket.0,
+            kept,
+        )?;
         for l in &listeners {
             tracing::info!(name = %l.info.name, addr = %l.info.addr, protocol = %l.info.protocol, "listening");
         }
@@ -357,9 +414,26 @@ impl Pool {
             adoption.processes,
             adoption.mules_held.clone(),
         );
+        let mut conflicts = Vec::new();
         for k in adoption.mules_held {
-            if let Some(holder) = self.mule_holders.get_mut(k as usize - 1) {
-                *holder = Some(number);
+            match mule_index(k).and_then(|i| self.mule_holders.get_mut(i)) {
+                Some(holder @ None) => *holder = Some(number),
+                Some(Some(h)) if *h == number => {}
+                Some(Some(h)) => {
+                    tracing::error!(
+                        generation = number,
+                        mule = k,
+                        holder = *h,
+                        "adopted generation runs a mule position another generation holds"
+                    );
+                    conflicts.push(k);
+                }
+                None => tracing::warn!(
+                    generation = number,
+                    mule = k,
+                    positions = self.mule_holders.len(),
+                    "adopted generation claims a mule position the config does not have; ignored"
+                ),
             }
         }
         g.conn = Some((conn, tx));
@@ -370,10 +444,34 @@ impl Pool {
         if serving {
             self.ever_served = true;
         }
+        if !conflicts.is_empty() {
+            // No mule position may run twice: the generation that came back later goes.
+            self.drain_adopted(
+                number,
+                &format!("its mules {conflicts:?} run in another generation"),
+            );
+        }
     }
 
-    /// A generation that knocks after the adoption window: adopted too, but if another
-    /// generation serves or starts meanwhile, the late one drains.
+    /// Drains an adopted generation that must not serve on; if nothing serves or starts then,
+    /// a new generation is started at once.
+    fn drain_adopted(&mut self, number: u64, why: &str) {
+        let mercy_secs = self.config.reload_mercy().as_secs();
+        let Some(g) = self.generations.get_mut(&number) else {
+            return;
+        };
+        if g.state() == State::Serving {
+            g.transition(State::Draining, why);
+            g.send(Message::Stop { mercy_secs });
+        }
+        if self.stopping.is_none() && !self.has_live_generation() {
+            self.respawn_at = Some(Instant::now());
+        }
+    }
+
+    /// A generation that knocks after the adoption window: adopted too. If another generation
+    /// serves meanwhile, the late one drains; if one only starts, the late one serves until
+    /// that one is ready (a reload).
     fn on_late_adopt(&mut self, r: AdoptRequest) {
         let (number, pid) = (r.generation, r.pid);
         let refuse = |reason: String| {
@@ -389,16 +487,37 @@ impl Pool {
         if self.generations.contains_key(&number) {
             return refuse(format!("generation {number} is supervised already"));
         }
-        let replaced = self.has_live_generation();
+        let serving_elsewhere = self
+            .generations
+            .values()
+            .any(|g| g.state() == State::Serving);
         self.adopt(r);
-        if let Some(g) = self.generations.get_mut(&number) {
-            if replaced && g.state() == State::Serving {
-                g.transition(
-                    State::Draining,
-                    "came back after another generation took over",
+        if serving_elsewhere {
+            self.drain_adopted(number, "came back after another generation took over");
+        } else if self
+            .generations
+            .get(&number)
+            .is_some_and(|g| g.state() == State::Serving)
+        {
+            // It is what serves: a generation starting meanwhile (the pool found nothing to
+            // adopt and started one) replaces it the normal way, as a reload's candidate whose
+            // readiness drains it, and rolls back to it if it fails.
+            self.respawn_at = None;
+            let starting = self
+                .generations
+                .values()
+                .find(|g| g.state() == State::Starting)
+                .map(|g| g.number);
+            if let (Some(candidate), None) = (starting, &self.reload) {
+                tracing::info!(
+                    generation = candidate,
+                    serving = number,
+                    "the starting generation becomes a reload's candidate replacing the one that came back"
                 );
-                g.send(Message::Stop {
-                    mercy_secs: self.config.reload_mercy().as_secs(),
+                self.reload = Some(Reload {
+                    candidate,
+                    requested: Instant::now(),
+                    waiters: Vec::new(),
                 });
             }
         }
@@ -412,6 +531,7 @@ impl Pool {
             pool_pid: std::process::id(),
             last_generation: self.last_generation,
             generations: self.live_masters(),
+            stopping: self.stopping.is_some(),
         });
     }
 
@@ -501,6 +621,15 @@ impl Pool {
             Ok(pid) => {
                 tracing::info!(new_pid = pid, "upgrade done: the new pool is in charge; this one exits and leaves every generation serving");
                 notify::main_pid(*pid);
+                if self.stopping.is_some() {
+                    // The stop came after the handover was sent: the new pool must not take
+                    // the draining generations for a site to restart.
+                    tracing::info!(
+                        new_pid = pid,
+                        "a stop was asked during the upgrade: SIGTERM to the new pool"
+                    );
+                    signal_pid(*pid, nix::sys::signal::Signal::SIGTERM, "new pool");
+                }
                 UpgradeOutcome {
                     ok: true,
                     new_pid: Some(*pid),
@@ -528,12 +657,6 @@ impl Pool {
 
     /// Runs until the pool is stopped; returns the process exit code.
     pub async fn run(mut self, control: UnixListener) -> anyhow::Result<i32> {
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigquit = signal(SignalKind::quit())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigusr1 = signal(SignalKind::user_defined1())?;
-        let mut sigusr2 = signal(SignalKind::user_defined2())?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut next_conn: ConnId = 0;
         for endpoint in std::mem::take(&mut self.endpoints) {
@@ -541,7 +664,12 @@ impl Pool {
         }
 
         self.take_in_adopters(&events_tx, &mut next_conn);
-        if self.has_live_generation() {
+        if let Some(stop) = self.stop_signal.take() {
+            match stop {
+                StopSignal::Graceful(why) => self.begin_stop(why),
+                StopSignal::Immediate(why) => self.stop_now(why),
+            }
+        } else if self.has_live_generation() {
             notify::ready();
         } else {
             self.spawn_generation()?;
@@ -562,12 +690,12 @@ impl Pool {
             }
             let timer = self.next_timer();
             tokio::select! {
-                _ = sigterm.recv() => self.begin_stop("SIGTERM"),
-                _ = sigint.recv() => self.begin_stop("SIGINT"),
-                _ = sigquit.recv() => self.stop_now("SIGQUIT"),
-                _ = sighup.recv() => self.request_reload(None, "SIGHUP"),
-                _ = sigusr1.recv() => self.reopen_log("SIGUSR1"),
-                _ = sigusr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
+                _ = self.signals.term.recv() => self.begin_stop("SIGTERM"),
+                _ = self.signals.int.recv() => self.begin_stop("SIGINT"),
+                _ = self.signals.quit.recv() => self.stop_now("SIGQUIT"),
+                _ = self.signals.hup.recv() => self.request_reload(None, "SIGHUP"),
+                _ = self.signals.usr2.recv() => self.begin_upgrade(&control, None, "SIGUSR2"),
+                _ = self.signals.usr1.recv() => self.reopen_log("SIGUSR1"),
                 Some(outcome) = self.upgrade_rx.recv() => self.on_upgrade_outcome(outcome),
                 accepted = control.accept(), if matches!(self.upgrade, Upgrade::InCharge) => match accepted {
                     Ok((stream, _)) => {
@@ -1246,7 +1374,7 @@ impl Pool {
         p.messages = self
             .queues
             .1
-            .get(p.id as usize - 1)
+            .get(mule_index(p.id).unwrap_or(usize::MAX))
             .map(zerg::mule_record::taken);
     }
 
@@ -1399,6 +1527,12 @@ impl Pool {
             serve::Served::Metrics => self.metrics.render(&view),
         }
     }
+}
+
+/// The index in `mule_holders` and the records of mule position `k` (numbered from 1), or
+/// `None` for a 0 a peer sent.
+fn mule_index(k: u32) -> Option<usize> {
+    (k as usize).checked_sub(1)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -619,7 +619,7 @@ impl Master {
     /// Knocks on the control socket again, if the pool is gone and the pause is over: the
     /// hello hands back every fd this generation holds.
     fn knock_if_due(&mut self) {
-        if !self.pool.retry_at().is_some_and(|at| at <= Instant::now()) {
+        if self.pool.retry_at().is_none_or(|at| at > Instant::now()) {
             return;
         }
         let (queues, queue_fds, mule_records) = uwsgi_api::held();
@@ -642,8 +642,12 @@ impl Master {
             .map(|l| l.as_fd())
             .chain(queue_fds)
             .collect();
-        self.pool
+        let hope = self
+            .pool
             .ask_adoption(&self.pool_path, self.generation, adoption, &fds);
+        if !hope && !self.stopping() {
+            self.begin_stop(self.config.worker_reload_mercy(), "control socket gone");
+        }
     }
 
     /// The pool's answer to an adoption hello.
