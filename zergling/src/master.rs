@@ -38,6 +38,11 @@ const LIMITS_CHECK: Duration = Duration::from_secs(1);
 /// Generous: the kill comes after a hang of `harakiri` seconds anyway, and on a loaded machine
 /// faulthandler may need a while to be scheduled and write every thread's stack.
 const STACKS_GRACE: Duration = Duration::from_secs(2);
+/// While a generation stops, how often its mules that still run are sent SIGHUP again. A
+/// program mule (Galaxy's `galaxy-main`) installs its own handler only after its imports: a
+/// SIGHUP that came before found zerg's, which only wakes `farm_get_msg`, and such a program
+/// never calls it, so without another SIGHUP it would run on until the mercy killed it.
+const MULE_STOP_AGAIN: Duration = Duration::from_secs(2);
 
 /// What the zergling was started with.
 pub struct Options {
@@ -138,8 +143,12 @@ enum Phase {
     Starting { deadline: Instant },
     /// READY was sent: the generation serves.
     Serving,
-    /// Draining: the workers finish what they hold by `deadline`, then are killed.
-    Stopping { deadline: Instant },
+    /// Draining: the workers finish what they hold by `deadline`, then are killed; the mules
+    /// still running are asked again at `ask_mules_again` (see [`MULE_STOP_AGAIN`]).
+    Stopping {
+        deadline: Instant,
+        ask_mules_again: Instant,
+    },
     /// Killing every process; the master exits once they are reaped.
     Killing,
 }
@@ -507,7 +516,11 @@ impl Master {
     fn next_deadline(&self) -> Option<Instant> {
         let respawn = self.slots.iter().filter_map(|s| s.respawn_at).min();
         let stop = match self.phase {
-            Phase::Starting { deadline } | Phase::Stopping { deadline } => Some(deadline),
+            Phase::Starting { deadline } => Some(deadline),
+            Phase::Stopping {
+                deadline,
+                ask_mules_again,
+            } => Some(deadline.min(ask_mules_again)),
             _ => None,
         };
         let kill = self
@@ -1403,7 +1416,7 @@ impl Master {
         match next {
             Phase::Starting { .. } => {}
             Phase::Serving => tracing::info!(workers = self.config.processes, "{why}"),
-            Phase::Stopping { deadline } => tracing::info!(
+            Phase::Stopping { deadline, .. } => tracing::info!(
                 reason = why,
                 mercy_secs = deadline.saturating_duration_since(Instant::now()).as_secs(),
                 "stopping workers gracefully"
@@ -1423,8 +1436,12 @@ impl Master {
         if self.stopping() {
             return;
         }
-        let deadline = Instant::now() + mercy;
-        self.enter(Phase::Stopping { deadline }, why);
+        let now = Instant::now();
+        let stopping = Phase::Stopping {
+            deadline: now + mercy,
+            ask_mules_again: now + MULE_STOP_AGAIN,
+        };
+        self.enter(stopping, why);
         if self
             .recycle
             .as_mut()
@@ -1455,8 +1472,19 @@ impl Master {
                 );
                 self.fail_starting(reason, "ready-timeout");
             }
-            Phase::Stopping { deadline } if Instant::now() >= deadline => {
+            Phase::Stopping { deadline, .. } if Instant::now() >= deadline => {
                 self.stop_now("mercy expired")
+            }
+            Phase::Stopping {
+                deadline,
+                ask_mules_again,
+            } if Instant::now() >= ask_mules_again => {
+                self.ask_mules_again();
+                // The same phase, a later nudge: no move to log.
+                self.phase = Phase::Stopping {
+                    deadline,
+                    ask_mules_again: Instant::now() + MULE_STOP_AGAIN,
+                };
             }
             _ => {}
         }
@@ -1477,6 +1505,21 @@ impl Master {
             };
             for pid in slot.pid.into_iter().chain(slot.retiring) {
                 signal(pid, sig, "process");
+            }
+        }
+    }
+
+    /// SIGHUP again to each mule that still runs (see [`MULE_STOP_AGAIN`]). A mule stopping
+    /// its own way gets one more; Galaxy's handler only sets the flag it already set.
+    fn ask_mules_again(&self) {
+        for slot in self.slots.iter().filter(|s| s.kind == ProcessKind::Mule) {
+            if let Some(pid) = slot.pid {
+                tracing::debug!(
+                    mule = slot.id,
+                    pid = pid.as_raw(),
+                    "mule still running: SIGHUP again"
+                );
+                signal(pid, Signal::SIGHUP, "mule");
             }
         }
     }

@@ -7,7 +7,10 @@ It appends one JSON line to $HANDLER_RECORD as it starts (its argv, parsed argum
 what `os.environ` and the process environment say of HANDLER_ROLE and IS_WEBAPP, whether it
 runs on the main thread, whether the web app's module is loaded in it), one per signal, and
 one as it stops. Run as `python -m job_handler` or through its console script,
-`zerg-test-handler` (the dist-info beside it)."""
+`zerg-test-handler` (the dist-info beside it).
+
+With HANDLER_IMPORT_SECS set, it first spends that long before installing its handlers, as
+Galaxy's handler does importing Galaxy, and records "importing" as that begins."""
 
 import argparse
 import ctypes
@@ -16,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import uwsgi
 
@@ -47,6 +51,10 @@ def main():
     parser.add_argument("--server-name")
     parser.add_argument("--attach-to-pool", action="append")
     args = parser.parse_args()
+    importing = float(os.environ.get("HANDLER_IMPORT_SECS", "0"))
+    if importing:
+        record("importing")
+        time.sleep(importing)
     for name in ("TERM", "INT", "HUP"):
         signal.signal(getattr(signal, f"SIG{name}"), handle_signal)
     record(
