@@ -55,3 +55,32 @@ def free_port():
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def parse_wrk(out, socket_errors=("connect", "read", "write", "timeout")):
+    """req/s, p50 and p99 in ms, and errors from the output of `wrk --latency`: non-2xx answers
+    plus the kinds of socket error named in `socket_errors`."""
+    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(words[1])
+        elif words[:1] == ["50%"]:
+            res["p50"] = ms(words[1])
+        elif words[:1] == ["99%"]:
+            res["p99"] = ms(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            res["errors"] += int(words[-1])
+        elif line.strip().startswith("Socket errors"):
+            # "Socket errors: connect 0, read 0, write 0, timeout 0"
+            counts = dict(zip(words[2::2], (int(w.strip(",")) for w in words[3::2])))
+            res["errors"] += sum(counts.get(kind, 0) for kind in socket_errors)
+    return res
+
+
+def ms(text):
+    """A wrk duration (`812.00us`, `1.20ms`, `2.01s`, `1.00m`) in milliseconds."""
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)

@@ -46,7 +46,7 @@ import time
 import urllib.error
 import urllib.request
 
-from common import ROOT, free_port, machine, zerg_bin
+from common import ROOT, free_port, machine, parse_wrk, zerg_bin
 
 EXAMPLE = os.path.join(ROOT, "examples", "galaxy")
 GVENV = os.path.join(EXAMPLE, ".venv")
@@ -369,28 +369,7 @@ def wrk(url, key, duration, connections):
     if key:
         argv += ["-H", f"x-api-key: {key}"]
     out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=duration + 120).stdout
-    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
-    for line in out.splitlines():
-        words = line.split()
-        if line.startswith("Requests/sec:"):
-            res["rps"] = float(words[1])
-        elif words[:1] == ["50%"]:
-            res["p50"] = ms(words[1])
-        elif words[:1] == ["99%"]:
-            res["p99"] = ms(words[1])
-        elif line.strip().startswith("Non-2xx"):
-            res["errors"] += int(words[-1])
-        elif line.strip().startswith("Socket errors"):
-            counts = dict(zip(words[2::2], (int(w.strip(",")) for w in words[3::2])))
-            res["errors"] += sum(counts.values())
-    return res
-
-
-def ms(text):
-    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    return float(text)
+    return parse_wrk(out)
 
 
 def machine_load():

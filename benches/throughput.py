@@ -63,7 +63,8 @@ import time
 import urllib.error
 import urllib.request
 
-from common import APPS, ROOT, VENV, free_port, machine, setup, sh, venv_bin, zerg_bin
+from common import (APPS, ROOT, VENV, free_port, machine, parse_wrk, setup, sh, venv_bin,
+                    zerg_bin)
 
 WORKERS = 2
 PEERS = {"gunicorn": "gunicorn", "granian": "granian", "uwsgi": "uwsgi>=2.0,<2.1",
@@ -277,32 +278,10 @@ def wrk(port, path, script, duration, connections, tmp):
         argv += ["-s", os.path.join(tmp, script)]
     out = subprocess.run(argv + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
                          text=True, timeout=duration + 60).stdout
-    res = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
-    for line in out.splitlines():
-        words = line.split()
-        if line.startswith("Requests/sec:"):
-            res["rps"] = float(words[1])
-        elif words[:1] == ["50%"]:
-            res["p50"] = ms(words[1])
-        elif words[:1] == ["99%"]:
-            res["p99"] = ms(words[1])
-        elif line.strip().startswith("Non-2xx"):
-            res["errors"] += int(words[-1])
-        elif line.strip().startswith("Socket errors"):
-            # "Socket errors: connect 0, read 0, write 0, timeout 0". A read error is the server
-            # closing a connection wrk meant to reuse: what uWSGI's --http-socket does after
-            # every response (its sync workers would hold a keep-alive client each). wrk opens
-            # a new connection and goes on, so those are not failed requests.
-            counts = dict(zip(words[2::2], (int(w.strip(",")) for w in words[3::2])))
-            res["errors"] += counts.get("connect", 0) + counts.get("write", 0) + counts.get("timeout", 0)
-    return res
-
-
-def ms(text):
-    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    return float(text)
+    # A read error is the server closing a connection wrk meant to reuse: what uWSGI's
+    # --http-socket does after every response (its sync workers would hold a keep-alive client
+    # each). wrk opens a new connection and goes on, so those are not failed requests.
+    return parse_wrk(out, socket_errors=("connect", "write", "timeout"))
 
 
 def main():
