@@ -84,3 +84,23 @@ def ms(text):
         if text.endswith(unit):
             return float(text[: -len(unit)]) * scale
     return float(text)
+
+
+def process_tree(*roots):
+    """The roots and all their descendants, as {pid: [its children]}."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = {}, list(roots)
+    while todo:
+        p = todo.pop()
+        out[p] = children.get(p, [])
+        todo.extend(out[p])
+    return out

@@ -46,7 +46,7 @@ import time
 import urllib.error
 import urllib.request
 
-from common import ROOT, free_port, machine, parse_wrk, zerg_bin
+from common import ROOT, free_port, machine, parse_wrk, process_tree, zerg_bin
 
 EXAMPLE = os.path.join(ROOT, "examples", "galaxy")
 GVENV = os.path.join(EXAMPLE, ".venv")
@@ -99,28 +99,9 @@ def workdir(tmp, server):
 # ---------------------------------------------------------------- processes
 
 
-def children_map():
-    kids = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
 def tree(*roots):
     """The roots and all their descendants."""
-    kids, out, todo = children_map(), [], list(roots)
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
+    return list(process_tree(*roots))
 
 
 def pss_mib(pids):

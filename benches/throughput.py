@@ -63,8 +63,8 @@ import time
 import urllib.error
 import urllib.request
 
-from common import (APPS, ROOT, VENV, free_port, machine, parse_wrk, setup, sh, venv_bin,
-                    zerg_bin)
+from common import (APPS, ROOT, VENV, free_port, machine, parse_wrk, process_tree, setup, sh,
+                    venv_bin, zerg_bin)
 
 WORKERS = 2
 PEERS = {"gunicorn": "gunicorn", "granian": "granian", "uwsgi": "uwsgi>=2.0,<2.1",
@@ -232,26 +232,6 @@ def stop(*procs):
             proc.wait()
 
 
-def tree(pid):
-    """pid and all its descendants, as {pid: [children]}."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = {}, [pid]
-    while todo:
-        p = todo.pop()
-        out[p] = children.get(p, [])
-        todo.extend(out[p])
-    return out
-
-
 def pss_kib(pid):
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -266,7 +246,7 @@ def pss_kib(pid):
 def memory(proc):
     """(average PSS of the worker processes, PSS of the whole server) in MiB. Workers are the
     processes without children (the serving leaves of every server's process tree)."""
-    t = tree(proc.pid)
+    t = process_tree(proc.pid)
     leaves = [p for p, kids in t.items() if not kids and p != proc.pid]
     workers = [pss_kib(p) for p in leaves] or [0]
     return statistics.mean(workers) / 1024, sum(pss_kib(p) for p in t) / 1024
