@@ -703,3 +703,45 @@ fn a_refused_generation_leaves_its_matching_sockets_to_the_new_pool() {
         (!alive(first.master_pid.unwrap())).then_some(())
     });
 }
+
+/// The zergctl clients waiting on a reload get their answer from the pool that runs it: a pool
+/// that handed over and exited would leave them without one, so an upgrade waits for the
+/// reload to be over.
+#[test]
+fn an_upgrade_is_refused_while_a_reload_finishes() {
+    let source = std::fs::read_to_string(common::apps_dir().join("conformance.py")).unwrap();
+    let server = Server::start_with_pool_binary(install_pool, &source, "processes: 1\n");
+    let _cleanup = KillOnDrop(generation_pids(&server));
+    // The old generation drains this request for a while after the switch.
+    let _slow = server.slow_request(8);
+    std::thread::scope(|s| {
+        let reload = s.spawn(|| server.zergctl(&["reload"]));
+        wait_for("the old generation to drain beside the new one", || {
+            let states: Vec<String> = server
+                .status()?
+                .generations
+                .into_iter()
+                .map(|g| g.state)
+                .collect();
+            (states.iter().any(|s| s == "draining") && states.iter().any(|s| s == "serving"))
+                .then_some(())
+        });
+        let out = server.zergctl(&["upgrade-pool"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains("still finishing"), "{said}");
+        let reloaded = reload.join().unwrap();
+        assert!(
+            reloaded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&reloaded.stderr)
+        );
+    });
+    // Once it is over, the same upgrade goes through.
+    let out = server.zergctl(&["upgrade-pool"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

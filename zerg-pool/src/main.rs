@@ -37,14 +37,18 @@ struct Args {
 fn main() {
     let args = Args::parse();
     // Before any thread: the upgrade channel's variable leaves the environment here.
-    let upgrade = match upgrade::channel_from_env().and_then(|c| Ok((c, upgrade::Exe::current()?)))
-    {
-        Ok(found) => found,
+    let channel = match upgrade::channel_from_env() {
+        Ok(channel) => channel,
         Err(e) => {
             eprintln!("zerg-pool: {e:#}");
             std::process::exit(2);
         }
     };
+    // Only an upgrade needs it: a pool whose binary cannot be found serves all the same.
+    let upgrade = (
+        channel,
+        upgrade::Exe::current().map_err(|e| format!("{e:#}")),
+    );
     let (path, kind) = match (args.yaml, args.ini, args.config) {
         (Some(yaml), _, _) => (yaml, FileKind::Uwsgi(Dialect::Yaml)),
         (None, Some(ini), _) => (ini, FileKind::Uwsgi(Dialect::Ini)),
@@ -81,8 +85,13 @@ fn main() {
 fn run(
     config: PathBuf,
     startup: &mut startup::Startup,
-    (channel, exe): (Option<std::os::fd::OwnedFd>, upgrade::Exe),
+    (channel, exe): (Option<std::os::fd::OwnedFd>, Result<upgrade::Exe, String>),
 ) -> anyhow::Result<i32> {
+    if let Err(why) = &exe {
+        tracing::warn!(
+            "cannot find this pool's binary ({why}): `zergctl upgrade-pool` will be refused"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

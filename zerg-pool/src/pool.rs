@@ -124,7 +124,7 @@ pub struct Pool {
     /// Generations that came back during the adoption window, taken in as `run` starts.
     adopters: Vec<Adopter>,
     /// The binary an upgrade starts again.
-    exe: Exe,
+    exe: Result<Exe, String>,
     upgrade: Upgrade,
     upgrade_tx: mpsc::UnboundedSender<upgrade::Outcome>,
     upgrade_rx: mpsc::UnboundedReceiver<upgrade::Outcome>,
@@ -151,7 +151,7 @@ impl Pool {
     /// socket and every other fd come from the old pool instead, and nothing is bound.
     pub async fn bind(
         config_path: &Path,
-        exe: Exe,
+        exe: Result<Exe, String>,
         upgrade_channel: Option<std::os::fd::OwnedFd>,
     ) -> anyhow::Result<(Pool, UnixListener)> {
         // First of all: a signal from here on is the pool's to handle, not a kill.
@@ -580,6 +580,21 @@ impl Pool {
             );
             return refuse(waiter, message);
         }
+        // Their zergctl clients wait on this pool, which would exit without answering them.
+        if !self.retiring.is_empty() || !self.chain_waiters.is_empty() {
+            let message =
+                "refused: a reload or chain reload is still finishing; upgrade once it is over";
+            return refuse(waiter, message.into());
+        }
+        let exe = match &self.exe {
+            Ok(exe) => exe.clone(),
+            Err(why) => {
+                let message = format!(
+                    "failed: cannot find this pool's binary ({why}); this pool stays in charge"
+                );
+                return refuse(waiter, message);
+            }
+        };
         let handover = Handover {
             last_generation: self.last_generation,
             generations: self.live_masters(),
@@ -599,10 +614,10 @@ impl Pool {
             .collect();
         let started = fds
             .map_err(anyhow::Error::from)
-            .and_then(|fds| upgrade::start(&self.exe, handover, fds, self.upgrade_tx.clone()));
+            .and_then(|fds| upgrade::start(&exe, handover, fds, self.upgrade_tx.clone()));
         match started {
             Ok(()) => {
-                tracing::info!(reason = why, binary = %self.exe.path.display(), "upgrade: handing the pool over to a new binary");
+                tracing::info!(reason = why, binary = %exe.path.display(), "upgrade: handing the pool over to a new binary");
                 self.upgrade = Upgrade::Underway {
                     waiters: waiter.into_iter().collect(),
                 };

@@ -103,7 +103,10 @@ pub fn start(
         .spawn()
         .with_context(|| format!("cannot start {}", exe.path.display()))?;
     drop(theirs);
-    let pid = child.id().unwrap_or(0);
+    // Told to systemd as the next MAINPID: never a made-up 0.
+    let pid = child
+        .id()
+        .context("the new pool exited as soon as it started")?;
     tracing::info!(pid, binary = %exe.path.display(), "upgrade: new pool started");
     ours.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(ours)?;
